@@ -1,0 +1,241 @@
+//! The config file as written: serde structs that mirror the TOML one to one.
+//!
+//! Every struct denies unknown keys. Defaults live in `defaults` below and are the same
+//! values `config/edgecap.toml` documents; `validate` in the parent module turns these raw
+//! values into the checked [`super::Config`].
+
+use serde::Deserialize;
+
+/// `[device]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevice {
+    pub id: Option<String>,
+}
+
+/// `[daemon]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    #[serde(default)]
+    pub stop_after_frames: u64,
+    #[serde(default = "defaults::drain_on_stop_secs")]
+    pub drain_on_stop_secs: u64,
+    #[serde(default = "defaults::summary_interval_secs")]
+    pub summary_interval_secs: u64,
+}
+
+impl Default for RawDaemon {
+    fn default() -> Self {
+        Self {
+            stop_after_frames: 0,
+            drain_on_stop_secs: defaults::drain_on_stop_secs(),
+            summary_interval_secs: defaults::summary_interval_secs(),
+        }
+    }
+}
+
+/// `[[camera]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCamera {
+    pub name: String,
+    pub source: RawSource,
+    pub interval_ms: Option<u64>,
+    pub fps: Option<f64>,
+    #[serde(default = "defaults::groups")]
+    pub groups: Vec<String>,
+    #[serde(default = "defaults::filename_template")]
+    pub filename_template: String,
+    #[serde(default)]
+    pub metadata: toml::Table,
+}
+
+/// `[camera.source]`, tagged by `type`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawSource {
+    /// The built-in moving test pattern.
+    TestPattern {
+        #[serde(default = "defaults::width")]
+        width: u32,
+        #[serde(default = "defaults::height")]
+        height: u32,
+        #[serde(default = "defaults::jpeg_quality")]
+        jpeg_quality: u8,
+    },
+}
+
+/// `[queue]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    #[serde(default = "defaults::queue_dir")]
+    pub dir: String,
+    #[serde(default = "defaults::max_bytes")]
+    pub max_bytes: u64,
+    #[serde(default = "defaults::max_frames")]
+    pub max_frames: u64,
+    #[serde(default)]
+    pub on_full: super::OnFull,
+    #[serde(default)]
+    pub fsync: super::FsyncMode,
+    #[serde(default = "defaults::commit_window_ms")]
+    pub commit_window_ms: u64,
+    #[serde(default = "defaults::buffer_frames")]
+    pub buffer_frames: u64,
+    #[serde(default = "defaults::index_cache_bytes")]
+    pub index_cache_bytes: u64,
+}
+
+impl Default for RawQueue {
+    fn default() -> Self {
+        Self {
+            dir: defaults::queue_dir(),
+            max_bytes: defaults::max_bytes(),
+            max_frames: defaults::max_frames(),
+            on_full: super::OnFull::default(),
+            fsync: super::FsyncMode::default(),
+            commit_window_ms: defaults::commit_window_ms(),
+            buffer_frames: defaults::buffer_frames(),
+            index_cache_bytes: defaults::index_cache_bytes(),
+        }
+    }
+}
+
+/// Which platform the uploader talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// Datature Nexus upload sessions.
+    Nexus,
+    /// A local folder.
+    Directory,
+}
+
+/// `[upload]`: keys common to all sinks plus each sink's own (checked against `sink`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpload {
+    pub sink: SinkKind,
+    // Common to every sink.
+    #[serde(default = "defaults::batch_max_frames")]
+    pub batch_max_frames: u64,
+    #[serde(default = "defaults::batch_max_bytes")]
+    pub batch_max_bytes: u64,
+    #[serde(default = "defaults::batch_max_age_secs")]
+    pub batch_max_age_secs: u64,
+    #[serde(default = "defaults::retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    #[serde(default = "defaults::retry_max_secs")]
+    pub retry_max_secs: u64,
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    // Nexus only.
+    pub endpoint: Option<String>,
+    pub project_id: Option<String>,
+    pub secret_key: Option<String>,
+    pub secret_key_env: Option<String>,
+    pub secret_key_file: Option<String>,
+    pub put_concurrency: Option<u64>,
+    pub session_rate_limit: Option<u64>,
+    pub session_rate_window_secs: Option<u64>,
+    pub connect_timeout_secs: Option<u64>,
+    pub request_timeout_secs: Option<u64>,
+    pub stall_timeout_secs: Option<u64>,
+    pub operation_poll_ms: Option<u64>,
+    pub operation_timeout_secs: Option<u64>,
+    // Directory only.
+    pub path: Option<String>,
+}
+
+/// Default values, shared by serde and by the template test.
+pub mod defaults {
+    pub fn drain_on_stop_secs() -> u64 {
+        30
+    }
+    pub fn summary_interval_secs() -> u64 {
+        60
+    }
+    pub fn groups() -> Vec<String> {
+        vec!["main".to_string()]
+    }
+    pub fn filename_template() -> String {
+        "{device}_{camera}_{time}_{run}-{seq}".to_string()
+    }
+    pub fn width() -> u32 {
+        640
+    }
+    pub fn height() -> u32 {
+        480
+    }
+    pub fn jpeg_quality() -> u8 {
+        85
+    }
+    pub fn interval_ms() -> u64 {
+        1000
+    }
+    pub fn queue_dir() -> String {
+        "/var/lib/edgecap/queue".to_string()
+    }
+    pub fn max_bytes() -> u64 {
+        2_000_000_000
+    }
+    pub fn max_frames() -> u64 {
+        100_000
+    }
+    pub fn commit_window_ms() -> u64 {
+        200
+    }
+    pub fn buffer_frames() -> u64 {
+        32
+    }
+    pub fn index_cache_bytes() -> u64 {
+        4 * 1024 * 1024
+    }
+    pub fn batch_max_frames() -> u64 {
+        500
+    }
+    pub fn batch_max_bytes() -> u64 {
+        64 * 1024 * 1024
+    }
+    pub fn batch_max_age_secs() -> u64 {
+        30
+    }
+    pub fn retry_initial_ms() -> u64 {
+        1000
+    }
+    pub fn retry_max_secs() -> u64 {
+        300
+    }
+    pub fn max_attempts() -> u32 {
+        10
+    }
+    pub fn endpoint() -> String {
+        "https://api.datature.io".to_string()
+    }
+    pub fn put_concurrency() -> u64 {
+        4
+    }
+    pub fn session_rate_limit() -> u64 {
+        15
+    }
+    pub fn session_rate_window_secs() -> u64 {
+        300
+    }
+    pub fn connect_timeout_secs() -> u64 {
+        10
+    }
+    pub fn request_timeout_secs() -> u64 {
+        60
+    }
+    pub fn stall_timeout_secs() -> u64 {
+        60
+    }
+    pub fn operation_poll_ms() -> u64 {
+        8000
+    }
+    pub fn operation_timeout_secs() -> u64 {
+        600
+    }
+}

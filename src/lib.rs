@@ -1,0 +1,12 @@
+//! edgecap: durable camera-frame capture and upload for computer-vision datasets.
+//!
+//! See `ARCHITECTURE.md` for the bird's-eye view. Modules, one per concept:
+//! [`config`] (the TOML file), [`capture`] (camera sources), [`encode`] (JPEG),
+//! [`queue`] (durable on-disk queue), [`upload`] (sinks and the uploader), [`daemon`]
+//! (tasks, signals, shutdown), [`frame`] (a captured frame and its identity).
+
+pub mod capture;
+pub mod config;
+pub mod encode;
+pub mod frame;
+pub mod queue;

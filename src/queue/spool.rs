@@ -1,0 +1,213 @@
+//! Spool files: one file per frame, the format described in the parent module's docs.
+//!
+//! This file owns encoding and decoding the header, writing a frame to a temporary file,
+//! and reading it back with its checksums verified. It knows nothing of the index.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::frame::FrameMeta;
+
+/// First 8 bytes of every spool file.
+pub const MAGIC: &[u8; 8] = b"EDGECAPF";
+/// Current format version.
+pub const VERSION: u16 = 1;
+/// Size of the fixed header.
+pub const HEADER_LEN: usize = 28;
+/// Largest metadata block accepted when reading (a corrupt length must not allocate GBs).
+pub const MAX_META_LEN: u32 = 1024 * 1024;
+/// Largest image accepted when reading.
+pub const MAX_IMAGE_LEN: u32 = 512 * 1024 * 1024;
+
+/// What is wrong with a spool file.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// An OS error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid spool file; it belongs in quarantine.
+    #[error("{path}: corrupt spool file: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What check failed.
+        reason: String,
+    },
+}
+
+impl SpoolError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    fn corrupt(path: &Path, reason: impl Into<String>) -> Self {
+        Self::Corrupt {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The decoded fixed header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Length of the metadata JSON.
+    pub meta_len: u32,
+    /// Length of the image.
+    pub image_len: u32,
+    /// CRC-32C of the image bytes (the value Nexus wants, before its i32 cast).
+    pub image_crc: u32,
+}
+
+impl Header {
+    /// Total file length this header implies.
+    pub fn file_len(&self) -> u64 {
+        HEADER_LEN as u64 + u64::from(self.meta_len) + u64::from(self.image_len)
+    }
+}
+
+/// Encodes header + metadata (everything before the image).
+pub fn encode_head(meta_json: &[u8], image: &[u8]) -> Option<(Vec<u8>, Header)> {
+    let meta_len = u32::try_from(meta_json.len()).ok()?;
+    let image_len = u32::try_from(image.len()).ok()?;
+    let image_crc = crc32c::crc32c(image);
+    let mut head = Vec::with_capacity(HEADER_LEN + meta_json.len());
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&VERSION.to_le_bytes());
+    head.extend_from_slice(&0u16.to_le_bytes());
+    head.extend_from_slice(&meta_len.to_le_bytes());
+    head.extend_from_slice(&image_len.to_le_bytes());
+    head.extend_from_slice(&image_crc.to_le_bytes());
+    let header_crc = crc32c::crc32c_append(crc32c::crc32c(&head), meta_json);
+    head.extend_from_slice(&header_crc.to_le_bytes());
+    head.extend_from_slice(meta_json);
+    let header = Header {
+        meta_len,
+        image_len,
+        image_crc,
+    };
+    Some((head, header))
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+
+/// Decodes and checks the fixed header and the metadata that follows it.
+fn decode_head(path: &Path, head: &[u8], meta: &[u8]) -> Result<(Header, FrameMeta), SpoolError> {
+    if head.len() < HEADER_LEN || &head[..8] != MAGIC {
+        return Err(SpoolError::corrupt(path, "bad magic"));
+    }
+    let version = u16::from_le_bytes([head[8], head[9]]);
+    if version != VERSION {
+        return Err(SpoolError::corrupt(
+            path,
+            format!("unknown format version {version}"),
+        ));
+    }
+    let h = Header {
+        meta_len: le_u32(head, 12),
+        image_len: le_u32(head, 16),
+        image_crc: le_u32(head, 20),
+    };
+    let stored = le_u32(head, 24);
+    let actual = crc32c::crc32c_append(crc32c::crc32c(&head[..24]), meta);
+    if stored != actual {
+        return Err(SpoolError::corrupt(path, "header checksum mismatch"));
+    }
+    let meta: FrameMeta = serde_json::from_slice(meta)
+        .map_err(|e| SpoolError::corrupt(path, format!("metadata is not valid JSON: {e}")))?;
+    Ok((h, meta))
+}
+
+fn read_head(path: &Path, f: &mut File) -> Result<(Header, FrameMeta, u64), SpoolError> {
+    let len = f.metadata().map_err(|e| SpoolError::io(path, e))?.len();
+    if len < HEADER_LEN as u64 {
+        return Err(SpoolError::corrupt(
+            path,
+            format!("truncated: {len} bytes, shorter than the header"),
+        ));
+    }
+    let mut head = [0u8; HEADER_LEN];
+    f.read_exact(&mut head)
+        .map_err(|e| SpoolError::io(path, e))?;
+    let meta_len = le_u32(&head, 12);
+    let image_len = le_u32(&head, 16);
+    if &head[..8] != MAGIC {
+        return Err(SpoolError::corrupt(path, "bad magic"));
+    }
+    if meta_len > MAX_META_LEN || image_len > MAX_IMAGE_LEN {
+        return Err(SpoolError::corrupt(path, "implausible lengths in header"));
+    }
+    let expect = HEADER_LEN as u64 + u64::from(meta_len) + u64::from(image_len);
+    if len != expect {
+        return Err(SpoolError::corrupt(
+            path,
+            format!("length {len} bytes, header says {expect} (truncated or padded)"),
+        ));
+    }
+    let mut meta = vec![0u8; meta_len as usize];
+    f.read_exact(&mut meta)
+        .map_err(|e| SpoolError::io(path, e))?;
+    let (h, m) = decode_head(path, &head, &meta)?;
+    Ok((h, m, len))
+}
+
+/// Reads and checks header and metadata only (cheap: used when reconciling at start-up and
+/// when building a batch). The image checksum is verified by [`read_frame`].
+pub fn read_meta(path: &Path) -> Result<(Header, FrameMeta), SpoolError> {
+    let mut f = File::open(path).map_err(|e| SpoolError::io(path, e))?;
+    let (h, m, _) = read_head(path, &mut f)?;
+    Ok((h, m))
+}
+
+/// Reads a whole frame and verifies both checksums.
+pub fn read_frame(path: &Path) -> Result<(Header, FrameMeta, Vec<u8>), SpoolError> {
+    let mut f = File::open(path).map_err(|e| SpoolError::io(path, e))?;
+    let (h, m, _) = read_head(path, &mut f)?;
+    let mut image = vec![0u8; h.image_len as usize];
+    f.read_exact(&mut image)
+        .map_err(|e| SpoolError::io(path, e))?;
+    if crc32c::crc32c(&image) != h.image_crc {
+        return Err(SpoolError::corrupt(path, "image checksum mismatch"));
+    }
+    Ok((h, m, image))
+}
+
+/// Writes a frame to `path` (which must not exist) without syncing it; returns the open
+/// file for the caller to fsync, and the header written.
+pub fn write_unsynced(
+    path: &Path,
+    meta_json: &[u8],
+    image: &[u8],
+) -> Result<(File, Header), SpoolError> {
+    let (head, header) = encode_head(meta_json, image)
+        .ok_or_else(|| SpoolError::corrupt(path, "frame larger than 4 GiB"))?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| SpoolError::io(path, e))?;
+    let res = f.write_all(&head).and_then(|_| f.write_all(image));
+    if let Err(e) = res {
+        drop(f);
+        let _ = std::fs::remove_file(path);
+        return Err(SpoolError::io(path, e));
+    }
+    Ok((f, header))
+}
+
+/// fsyncs a directory, making renames and unlinks in it durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
