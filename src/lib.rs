@@ -7,6 +7,8 @@
 
 pub mod capture;
 pub mod config;
+pub mod daemon;
 pub mod encode;
 pub mod frame;
 pub mod queue;
+pub mod upload;

@@ -1,0 +1,251 @@
+//! The daemon: opens the queue, starts one capture thread per camera, the commit thread and
+//! the uploader task, logs a periodic summary, and shuts everything down in order.
+//!
+//! Shutdown on SIGINT/SIGTERM: capture stops, the commit thread commits what is already in
+//! the channel, the uploader aborts its batch (cancelling the open session; the frames stay
+//! queued), the index is flushed. This takes well under 10 s. With `stop_after_frames`,
+//! capture stops after that many committed frames and the uploader drains the queue for up
+//! to `drain_on_stop_secs` before the same shutdown.
+
+mod commit;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::capture::{self, CameraStats, Stop};
+use crate::config::Config;
+use crate::frame::{Namer, new_run_id};
+use crate::queue::{Queue, QueueError, Stats};
+use crate::upload::{self, Sink, UploadStats};
+
+/// The daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The queue could not be opened.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The sink could not be built.
+    #[error("upload: {0}")]
+    Sink(String),
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What a run did, for the final report.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// This run's id.
+    pub run_id: String,
+    /// Frames committed during this run.
+    pub committed: u64,
+    /// Frames dropped in the capture buffer during this run.
+    pub dropped_buffer: u64,
+    /// Frames the uploader delivered during this run.
+    pub accepted: u64,
+    /// The queue at exit.
+    pub queue: Stats,
+    /// Whether a signal ended the run.
+    pub signalled: bool,
+}
+
+async fn signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers we can still run; stopping then needs SIGKILL.
+        std::future::pending::<()>().await;
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Runs the daemon until a signal, or until `stop_after_frames` are captured and drained.
+pub async fn run(config: Config) -> Result<RunSummary, DaemonError> {
+    let qcfg = config.queue.clone();
+    let (queue, report) = tokio::task::spawn_blocking(move || Queue::open(&qcfg))
+        .await
+        .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))??;
+    let queue = Arc::new(queue);
+    let s = queue.stats();
+    info!(dir = %config.queue.dir.display(), pending = s.pending.frames, dead = s.dead.frames,
+        tmp_removed = report.tmp_removed, quarantined = report.quarantined,
+        index_dropped = report.index_dropped, reindexed = report.reindexed,
+        interrupted = report.interrupted, index_rebuilt = report.index_rebuilt,
+        "queue open and reconciled");
+    if report.quarantined > 0 || report.index_rebuilt {
+        warn!(
+            quarantined = report.quarantined,
+            index_rebuilt = report.index_rebuilt,
+            "the queue needed repairs at start-up; see quarantine/ in the queue directory"
+        );
+    }
+    let sink = Sink::new(&config.upload.sink, Arc::clone(&queue)).map_err(DaemonError::Sink)?;
+
+    let run_id = new_run_id();
+    info!(run_id, device = %config.device_id, cameras = config.cameras.len(), "edgecap starting");
+    let (tx, rx) = std::sync::mpsc::sync_channel(config.queue.buffer_frames);
+    let capture_stop = Stop::new();
+    let mut cam_stats = Vec::new();
+    let mut cam_threads = Vec::new();
+    for (i, cam) in config.cameras.iter().enumerate() {
+        let st = Arc::new(CameraStats::default());
+        cam_stats.push(Arc::clone(&st));
+        let (cam, tx, stop) = (cam.clone(), tx.clone(), Arc::clone(&capture_stop));
+        let h = std::thread::Builder::new()
+            .name(format!("capture-{}", cam.name))
+            .spawn(move || capture::run_camera(i, cam, tx, stop, st))
+            .map_err(DaemonError::Thread)?;
+        cam_threads.push(h);
+    }
+    drop(tx);
+    let namer = Namer::new(
+        config.device_id.clone(),
+        run_id.clone(),
+        config.cameras.clone(),
+    );
+    let settings = commit::CommitSettings {
+        mode: config.queue.fsync,
+        window: config.queue.commit_window,
+        stop_after: config.daemon.stop_after_frames,
+    };
+    let (commit_done_tx, mut commit_done) = watch::channel(false);
+    let (q2, cs) = (Arc::clone(&queue), Arc::clone(&capture_stop));
+    let committer = std::thread::Builder::new()
+        .name("commit".into())
+        .spawn(move || {
+            let n = commit::run(q2, rx, namer, settings, cs);
+            let _ = commit_done_tx.send(true);
+            n
+        })
+        .map_err(DaemonError::Thread)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let up_stats = Arc::new(UploadStats::default());
+    let uploader = tokio::spawn(upload::run(
+        Arc::clone(&queue),
+        sink,
+        config.upload.clone(),
+        Arc::clone(&up_stats),
+        stop_rx.clone(),
+        drain_rx,
+    ));
+    let summary = config.daemon.summary_interval.map(|every| {
+        let (q, cs, us, stop) = (
+            Arc::clone(&queue),
+            cam_stats.clone(),
+            Arc::clone(&up_stats),
+            stop_rx.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => log_summary(&q, &cs, &us),
+                    _ = upload::stopped(&stop) => break,
+                }
+            }
+        })
+    });
+
+    // Wait for a signal, or for stop_after_frames followed by a drain.
+    let mut signalled = false;
+    let sig = signal();
+    tokio::pin!(sig);
+    tokio::select! {
+        s = &mut sig => {
+            info!(signal = s, "stopping");
+            signalled = true;
+        }
+        _ = commit_done.wait_for(|d| *d) => {
+            let _ = drain_tx.send(true);
+            let deadline = Instant::now() + config.daemon.drain_on_stop;
+            info!(timeout_secs = config.daemon.drain_on_stop.as_secs(), "capture finished; draining the queue");
+            loop {
+                let st = queue.stats();
+                if st.pending.frames + st.inflight.frames == 0 {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    warn!(pending = st.pending.frames, inflight = st.inflight.frames,
+                        "drain timed out; the remaining frames stay queued for the next run");
+                    break;
+                }
+                tokio::select! {
+                    s = &mut sig => {
+                        info!(signal = s, "stopping");
+                        signalled = true;
+                        break;
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+
+    capture_stop.set();
+    let committed = tokio::task::spawn_blocking(move || {
+        for h in cam_threads {
+            let _ = h.join();
+        }
+        committer.join().unwrap_or(0)
+    })
+    .await
+    .unwrap_or(0);
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(6), uploader).await {
+        Ok(_) => {}
+        Err(_) => error!("the uploader did not stop in time; its frames stay queued"),
+    }
+    if let Some(s) = summary {
+        s.abort();
+    }
+    let q = Arc::clone(&queue);
+    let _ = tokio::task::spawn_blocking(move || q.flush()).await;
+    log_summary(&queue, &cam_stats, &up_stats);
+    let dropped_buffer = cam_stats
+        .iter()
+        .map(|c| c.dropped_buffer.load(Ordering::Relaxed))
+        .sum();
+    Ok(RunSummary {
+        run_id,
+        committed,
+        dropped_buffer,
+        accepted: up_stats.accepted.load(Ordering::Relaxed),
+        queue: queue.stats(),
+        signalled,
+    })
+}
+
+fn log_summary(q: &Queue, cams: &[Arc<CameraStats>], up: &UploadStats) {
+    let s = q.stats();
+    let c = s.counters;
+    let dropped_buffer: u64 = cams
+        .iter()
+        .map(|c| c.dropped_buffer.load(Ordering::Relaxed))
+        .sum();
+    info!(
+        captured = c.committed,
+        uploaded = c.uploaded,
+        dropped_budget = c.dropped_budget,
+        dropped_write = c.dropped_write,
+        dropped_buffer,
+        dead = s.dead.frames,
+        quarantined = c.quarantined,
+        backlog_frames = s.pending.frames + s.inflight.frames,
+        backlog_bytes = s.pending.bytes + s.inflight.bytes,
+        online = up.online.load(Ordering::Relaxed),
+        "summary"
+    );
+}

@@ -1,0 +1,152 @@
+//! Retry pacing: exponential backoff with jitter, `Retry-After` parsing, and the sliding
+//! window that limits how often upload sessions are created.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::RetryPolicy;
+
+/// Exponential backoff with ±20 % jitter: initial, ×2 each failure, capped.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    policy: RetryPolicy,
+    failures: u32,
+}
+
+impl Backoff {
+    /// A fresh backoff.
+    pub fn new(policy: RetryPolicy) -> Self {
+        Self {
+            policy,
+            failures: 0,
+        }
+    }
+
+    /// Forgets past failures.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Consecutive failures so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The delay before the next attempt; counts one more failure.
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = self.failures.min(30);
+        self.failures = self.failures.saturating_add(1);
+        let base = self
+            .policy
+            .initial
+            .saturating_mul(1u32 << exp.min(20))
+            .min(self.policy.max);
+        let jitter: f64 = rand::random_range(0.8..1.2);
+        base.mul_f64(jitter).min(self.policy.max)
+    }
+}
+
+/// Parses a `Retry-After` value: delta-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    // IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
+    let ts = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
+    let when = SystemTime::from(ts);
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// At most `limit` events per sliding `window` (the platform allows ~15 sessions / 300 s).
+#[derive(Debug)]
+pub struct RateLimiter {
+    limit: usize,
+    window: Duration,
+    events: VecDeque<Instant>,
+}
+
+impl RateLimiter {
+    /// A limiter allowing `limit` events per `window`.
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self {
+            limit: limit.max(1) as usize,
+            window,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// How long to wait before the next event is allowed (zero: now).
+    pub fn wait_time(&mut self, now: Instant) -> Duration {
+        while let Some(front) = self.events.front() {
+            if now.duration_since(*front) >= self.window {
+                self.events.pop_front();
+            } else {
+                break;
+            }
+        }
+        if self.events.len() < self.limit {
+            Duration::ZERO
+        } else {
+            self.events.front().map_or(Duration::ZERO, |f| {
+                (*f + self.window).saturating_duration_since(now)
+            })
+        }
+    }
+
+    /// Records an event at `now`.
+    pub fn record(&mut self, now: Instant) {
+        self.events.push_back(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_stops_at_the_cap() {
+        let mut b = Backoff::new(RetryPolicy {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        });
+        let d: Vec<_> = (0..6).map(|_| b.next_delay()).collect();
+        assert!(d[0] >= Duration::from_millis(80) && d[0] <= Duration::from_millis(120));
+        assert!(d[1] >= Duration::from_millis(160) && d[1] <= Duration::from_millis(240));
+        assert!(d[2] >= Duration::from_millis(320) && d[2] <= Duration::from_millis(480));
+        assert!(d[5] <= Duration::from_secs(1));
+        assert!(d[5] >= Duration::from_millis(800));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(120));
+    }
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::from_secs(0))
+        );
+        let earlier = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777 - 30);
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", earlier),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn rate_limiter_allows_the_limit_per_window_then_waits_for_the_oldest_to_expire() {
+        let mut r = RateLimiter::new(3, Duration::from_secs(300));
+        let t0 = Instant::now();
+        for i in 0..3 {
+            let t = t0 + Duration::from_secs(i * 10);
+            assert_eq!(r.wait_time(t), Duration::ZERO);
+            r.record(t);
+        }
+        let t = t0 + Duration::from_secs(30);
+        assert_eq!(r.wait_time(t), Duration::from_secs(270));
+        assert_eq!(r.wait_time(t0 + Duration::from_secs(300)), Duration::ZERO);
+    }
+}

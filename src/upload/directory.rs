@@ -1,0 +1,114 @@
+//! The directory sink: delivers each frame as `<filename>` plus `<filename>.json` (its
+//! metadata) into a local folder, atomically (temporary file, fsync, rename, then one
+//! directory fsync per batch). It is the demo's sink and a simple way to hand frames to
+//! another program on the same device.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::{Health, Outcome, Report};
+use crate::queue::{Leased, Queue, ReadError};
+
+/// Writes frames into a folder.
+pub struct DirectorySink {
+    dir: PathBuf,
+    queue: Arc<Queue>,
+}
+
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_data()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+impl DirectorySink {
+    /// A sink writing into `dir` (created if missing).
+    pub fn new(dir: PathBuf, queue: Arc<Queue>) -> Self {
+        Self { dir, queue }
+    }
+
+    /// Whether the folder can be created.
+    pub async fn probe(&self) -> Result<(), String> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))
+    }
+
+    /// Delivers a batch.
+    pub async fn send(&self, batch: Vec<Leased>) -> Report {
+        let dir = self.dir.clone();
+        let queue = Arc::clone(&self.queue);
+        let res = tokio::task::spawn_blocking(move || deliver(&dir, &queue, batch)).await;
+        res.unwrap_or_else(|e| Report {
+            outcomes: Vec::new(),
+            health: Health::Backoff {
+                reason: format!("directory sink task failed: {e}"),
+                retry_after: None,
+            },
+        })
+    }
+}
+
+fn deliver(dir: &Path, queue: &Queue, batch: Vec<Leased>) -> Report {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return Report {
+            outcomes: Vec::new(),
+            health: Health::Offline(format!("cannot create {}: {e}", dir.display())),
+        };
+    }
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut health = Health::Ok;
+    for l in batch {
+        let image = match queue.read_image(l.seq) {
+            Ok(i) => i,
+            Err(ReadError::Io { source, .. }) => {
+                outcomes.push((l.seq, Outcome::Retry(source.to_string())));
+                continue;
+            }
+            Err(_) => {
+                outcomes.push((l.seq, Outcome::Gone));
+                continue;
+            }
+        };
+        let meta = json!({
+            "filename": l.meta.filename,
+            "mime": l.meta.mime,
+            "camera": l.meta.camera,
+            "groups": l.meta.groups,
+            "customMetadata": l.meta.custom,
+        });
+        let meta = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+        let res = write_atomic(dir, &l.meta.filename, &image)
+            .and_then(|_| write_atomic(dir, &format!("{}.json", l.meta.filename), &meta));
+        match res {
+            Ok(()) => outcomes.push((l.seq, Outcome::Accepted)),
+            Err(e) => {
+                let msg = format!("cannot write into {}: {e}", dir.display());
+                outcomes.push((l.seq, Outcome::Retry(msg.clone())));
+                health = Health::Backoff {
+                    reason: msg,
+                    retry_after: None,
+                };
+            }
+        }
+    }
+    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        // Without the directory fsync the renames may not survive a power cut: keep the
+        // frames queued rather than risk losing them.
+        for o in outcomes.iter_mut() {
+            if o.1 == Outcome::Accepted {
+                o.1 = Outcome::Retry(format!("cannot fsync {}: {e}", dir.display()));
+            }
+        }
+        health = Health::Backoff {
+            reason: format!("cannot fsync {}: {e}", dir.display()),
+            retry_after: None,
+        };
+    }
+    Report { outcomes, health }
+}
