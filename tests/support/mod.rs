@@ -1,0 +1,218 @@
+//! Shared test harness: the fake Nexus server, config files, and the real `edgecap` binary
+//! run as a child process.
+
+#![allow(dead_code, reason = "each test crate uses a different part of the harness")]
+
+pub mod fake_nexus;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_edgecap"))
+}
+
+/// Settings for a test config; `render` writes the TOML.
+#[derive(Clone)]
+pub struct TestConfig {
+    pub queue_dir: PathBuf,
+    pub endpoint: Option<String>,
+    pub out_dir: Option<PathBuf>,
+    pub stop_after_frames: u64,
+    pub drain_on_stop_secs: u64,
+    pub fps: f64,
+    pub cameras: Vec<(String, Vec<String>, String)>,
+    pub max_frames: u64,
+    pub on_full: String,
+    pub batch_max_frames: u64,
+    pub batch_max_age_secs: u64,
+    pub fsync: String,
+    pub extra_upload: String,
+}
+
+impl TestConfig {
+    pub fn nexus(dir: &Path, endpoint: &str) -> Self {
+        Self {
+            queue_dir: dir.join("queue"),
+            endpoint: Some(endpoint.to_string()),
+            out_dir: None,
+            stop_after_frames: 0,
+            drain_on_stop_secs: 60,
+            fps: 50.0,
+            cameras: vec![(
+                "cam0".into(),
+                vec!["main".into(), "field".into()],
+                "site = \"north\"\nrig = 3\nlabel = \"{device}/{camera}\"\n".into(),
+            )],
+            max_frames: 100_000,
+            on_full: "drop_oldest".into(),
+            batch_max_frames: 50,
+            batch_max_age_secs: 1,
+            fsync: "grouped".into(),
+            extra_upload: String::new(),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "[device]\nid = \"testdev\"\n\n[daemon]\nstop_after_frames = {}\ndrain_on_stop_secs = {}\nsummary_interval_secs = 1\n\n",
+            self.stop_after_frames, self.drain_on_stop_secs
+        );
+        for (name, groups, meta) in &self.cameras {
+            let groups: Vec<String> = groups.iter().map(|g| format!("{g:?}")).collect();
+            s += &format!(
+                "[[camera]]\nname = \"{name}\"\nfps = {:.1}\ngroups = [{}]\n[camera.source]\ntype = \"test_pattern\"\nwidth = 160\nheight = 120\n[camera.metadata]\n{meta}\n",
+                self.fps,
+                groups.join(", ")
+            );
+        }
+        s += &format!(
+            "[queue]\ndir = {:?}\nmax_frames = {}\non_full = \"{}\"\nfsync = \"{}\"\ncommit_window_ms = 50\n\n",
+            self.queue_dir.display().to_string(),
+            self.max_frames,
+            self.on_full,
+            self.fsync
+        );
+        s += &format!(
+            "[upload]\nbatch_max_frames = {}\nbatch_max_age_secs = {}\nretry_initial_ms = 200\nretry_max_secs = 2\n",
+            self.batch_max_frames, self.batch_max_age_secs
+        );
+        match (&self.endpoint, &self.out_dir) {
+            (Some(ep), _) => {
+                s += &format!(
+                    "sink = \"nexus\"\nendpoint = \"{ep}\"\nproject_id = \"{}\"\nsecret_key_env = \"EDGECAP_TEST_SECRET\"\noperation_poll_ms = 200\nconnect_timeout_secs = 2\nrequest_timeout_secs = 5\nstall_timeout_secs = 5\noperation_timeout_secs = 10\n",
+                    fake_nexus::PROJECT
+                );
+            }
+            (None, Some(out)) => {
+                s += &format!("sink = \"directory\"\npath = {:?}\n", out.display().to_string());
+            }
+            _ => {}
+        }
+        s += &self.extra_upload;
+        s
+    }
+
+    pub fn write(&self, path: &Path) -> PathBuf {
+        std::fs::write(path, self.render()).unwrap();
+        path.to_path_buf()
+    }
+}
+
+/// A running `edgecap run`; its stderr goes to a file (kept after `kill -9`).
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+    pub stdout: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, log: &Path) -> Self {
+        let stdout = log.with_extension("stdout");
+        let child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("EDGECAP_TEST_SECRET", fake_nexus::SECRET)
+            .env("RUST_LOG", "info,edgecap::daemon::commit=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).unwrap())
+            .stderr(File::create(log).unwrap())
+            .spawn()
+            .expect("spawn edgecap");
+        Self {
+            child,
+            log: log.to_path_buf(),
+            stdout,
+        }
+    }
+
+    /// Waits for exit, up to `timeout`; kills and panics past it.
+    pub async fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("edgecap did not exit within {timeout:?}; log:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `edgecap queue stats --json`.
+pub fn queue_stats(config: &Path) -> Value {
+    let out = Command::new(bin())
+        .args(["queue", "stats", "--json", "--config"])
+        .arg(config)
+        .env("EDGECAP_TEST_SECRET", fake_nexus::SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "queue stats failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Frame numbers (`sequence` metadata) per run id, from assets' custom metadata.
+pub fn sequences_by_run<'a>(
+    metas: impl Iterator<Item = &'a Value>,
+) -> std::collections::BTreeMap<(String, String), Vec<i64>> {
+    let mut out: std::collections::BTreeMap<(String, String), Vec<i64>> = Default::default();
+    for m in metas {
+        let run = m["run_id"].as_str().unwrap().to_string();
+        let cam = m["camera"].as_str().unwrap().to_string();
+        out.entry((run, cam))
+            .or_default()
+            .push(m["sequence"].as_i64().unwrap());
+    }
+    for v in out.values_mut() {
+        v.sort_unstable();
+    }
+    out
+}
+
+/// Filenames the daemon logged as committed.
+pub fn committed_filenames(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("frame committed"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("filename="))
+                .map(|s| s.trim_matches('"').to_string())
+        })
+        .collect()
+}
