@@ -93,6 +93,22 @@ struct Operation {
 #[derive(Deserialize)]
 struct OperationStatus {
     overview: String,
+    #[serde(default)]
+    progress: Option<OperationProgress>,
+}
+
+#[derive(Deserialize)]
+struct OperationProgress {
+    #[serde(rename = "withStatus")]
+    with_status: WithStatus,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "PascalCase")]
+struct WithStatus {
+    finished: u64,
+    cancelled: u64,
+    errored: u64,
 }
 
 #[derive(Deserialize)]
@@ -412,7 +428,10 @@ impl NexusSink {
             );
             return Report { outcomes, health };
         }
-        let verdict = self.await_operation(&op_id, stop).await;
+        let partial = uploaded.len() < batch.len();
+        let verdict = self
+            .await_operation(&op_id, partial.then_some(uploaded.len() as u64), stop)
+            .await;
         match verdict {
             OpEnd::Finished => {
                 debug!(session = %session_id, frames = uploaded.len(), "operation finished");
@@ -458,7 +477,15 @@ impl NexusSink {
         }
     }
 
-    async fn await_operation(&self, op_id: &str, stop: &watch::Receiver<bool>) -> OpEnd {
+    /// Follows an operation to its end. `partial = Some(n)`: only `n` of the session's
+    /// assets were uploaded, so the operation may never report `Finished` as a whole; it is
+    /// over for us once its progress accounts for `n` assets.
+    async fn await_operation(
+        &self,
+        op_id: &str,
+        partial: Option<u64>,
+        stop: &watch::Receiver<bool>,
+    ) -> OpEnd {
         let deadline = Instant::now() + self.cfg.operation_timeout;
         let url = self.url(&self.project_path(&format!("/operations/{op_id}")));
         loop {
@@ -467,7 +494,22 @@ impl NexusSink {
                 Ok(r) if r.status().is_success() => {
                     let body = r.bytes().await.unwrap_or_default();
                     match serde_json::from_slice::<Operation>(&body) {
-                        Ok(op) => Some(op.status.overview),
+                        Ok(op) => {
+                            let ws = op.status.progress.map(|p| p.with_status).unwrap_or_default();
+                            match partial {
+                                Some(n) if ws.finished + ws.errored + ws.cancelled >= n => {
+                                    return if ws.errored + ws.cancelled == 0 {
+                                        OpEnd::Finished
+                                    } else {
+                                        OpEnd::Check(format!(
+                                            "operation reports {} errored, {} cancelled",
+                                            ws.errored, ws.cancelled
+                                        ))
+                                    };
+                                }
+                                _ => Some(op.status.overview),
+                            }
+                        }
                         Err(e) => {
                             debug!(error = %e, "unreadable operation status");
                             None

@@ -1,0 +1,204 @@
+//! Outages and server faults, against the real binary and the fake Nexus server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use support::fake_nexus::{FakeNexus, PutFault, Scripted, Shared};
+use support::{Daemon, TestConfig, queue_stats};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Every committed spool file, read through the queue's own format: filename → (image, meta).
+fn snapshot_spool(dir: &std::path::Path) -> BTreeMap<String, (Vec<u8>, edgecap::frame::FrameMeta)> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir.join("spool")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "frame") {
+            let (_, meta, image) = edgecap::queue::spool::read_frame(&p).unwrap();
+            out.insert(meta.filename.clone(), (image, meta));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_down_at_start_and_up_20_s_later_drains_everything_byte_identical_without_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cfg = TestConfig::nexus(tmp.path(), &format!("http://127.0.0.1:{port}"));
+    cfg.stop_after_frames = 100;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    // Capture finishes in ~2 s; the frames wait in the queue while the server is down.
+    let mut snap = BTreeMap::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        snap = snapshot_spool(&tmp.path().join("queue"));
+        if snap.len() == 100 {
+            break;
+        }
+    }
+    assert_eq!(snap.len(), 100, "all frames queued while offline");
+    tokio::time::sleep(Duration::from_secs(18)).await;
+    assert!(d.child.try_wait().unwrap().is_none(), "still running while offline");
+    let server = FakeNexus::start_on(port, Shared::default()).await;
+    let st = d.wait(Duration::from_secs(40)).await;
+    assert!(st.success(), "{}", d.log_text());
+    server.with(|s| {
+        assert!(s.record.violations.is_empty(), "{:?}", s.record.violations);
+        assert_eq!(s.assets.len(), 100);
+        for (name, (image, meta)) in &snap {
+            let a = &s.assets[name];
+            assert_eq!(&a.bytes, image, "{name} arrives byte-identical");
+            assert_eq!(a.custom_metadata, serde_json::to_value(&meta.custom).unwrap());
+            assert_eq!(a.groups, meta.groups);
+        }
+    });
+    let log = d.log_text();
+    // Logged once per state change, not once per attempt.
+    assert_eq!(log.matches("uplink is down").count(), 1, "{log}");
+    assert!(log.contains("uplink is back"), "{log}");
+    let stats = queue_stats(&config);
+    assert_eq!(stats["pending"]["frames"], 0);
+    assert_eq!(stats["counters"]["uploaded"], 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_create_500s_and_a_429_with_retry_after_are_retried_as_specified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    server.with(|s| {
+        let e500 = r#"{"code":"InternalServerError","message":"boom"}"#;
+        s.faults.session_create.push_back(Scripted::status(500, e500));
+        s.faults.session_create.push_back(Scripted::status(500, e500));
+        s.faults.session_create.push_back(
+            Scripted::status(429, r#"{"code":"TooManyRequestsError","message":"Too Many Requests"}"#)
+                .with_header("retry-after", "3"),
+        );
+    });
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.stop_after_frames = 20;
+    cfg.batch_max_frames = 100;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    assert!(d.wait(Duration::from_secs(60)).await.success(), "{}", d.log_text());
+    server.with(|s| {
+        assert_eq!(s.assets.len(), 20, "everything delivered after the faults");
+        let st = &s.record.session_statuses;
+        assert_eq!(&st[..4], &[500, 500, 429, 200], "{st:?}");
+        let t = &s.record.session_attempts;
+        // Backoff between the 500s (initial 200 ms, ±20 %), and Retry-After honoured.
+        assert!(t[1] - t[0] >= Duration::from_millis(150), "{:?}", t[1] - t[0]);
+        assert!(t[3] - t[2] >= Duration::from_secs(3), "Retry-After: {:?}", t[3] - t[2]);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_on_one_put_marks_only_that_frame_dead_and_delivers_all_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    server.with(|s| {
+        s.faults.put.push(PutFault {
+            suffix: "-7.jpg".into(),
+            status: 400,
+            times: None,
+        })
+    });
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.stop_after_frames = 40;
+    cfg.drain_on_stop_secs = 10;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    assert!(d.wait(Duration::from_secs(60)).await.success(), "{}", d.log_text());
+    server.with(|s| {
+        assert_eq!(s.assets.len(), 39, "all others delivered");
+        assert!(s.assets.keys().all(|k| !k.ends_with("-7.jpg")));
+        let tries = s.record.puts.iter().filter(|(f, _)| f.ends_with("-7.jpg")).count();
+        assert_eq!(tries, 1, "a permanent refusal is not retried");
+    });
+    let stats = queue_stats(&config);
+    assert_eq!(stats["dead"]["frames"], 1, "{stats}");
+    assert_eq!(stats["pending"]["frames"], 0, "{stats}");
+    assert!(d.log_text().contains("frame marked dead"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_on_a_put_sends_the_frame_again_in_a_new_session_instead_of_killing_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    server.with(|s| {
+        s.faults.put.push(PutFault {
+            suffix: "-3.jpg".into(),
+            status: 403,
+            times: Some(1),
+        })
+    });
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.stop_after_frames = 20;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    assert!(d.wait(Duration::from_secs(60)).await.success(), "{}", d.log_text());
+    server.with(|s| {
+        assert_eq!(s.assets.len(), 20);
+        let tries: Vec<u16> = s.record.puts.iter().filter(|(f, _)| f.ends_with("-3.jpg")).map(|x| x.1).collect();
+        assert_eq!(tries, vec![403, 200]);
+    });
+    assert_eq!(queue_stats(&config)["dead"]["frames"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_errored_operation_is_checked_asset_by_asset_and_missing_frames_are_sent_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    server.with(|s| s.faults.errored_operations = 1);
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.stop_after_frames = 20;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    assert!(d.wait(Duration::from_secs(60)).await.success(), "{}", d.log_text());
+    server.with(|s| assert_eq!(s.assets.len(), 20));
+    let log = d.log_text();
+    assert!(log.contains("did not create this asset"), "Errored logged per asset:\n{log}");
+    let stats = queue_stats(&config);
+    assert_eq!(stats["pending"]["frames"], 0);
+    assert_eq!(stats["dead"]["frames"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_server_down_and_max_frames_20_drop_oldest_keeps_the_20_newest_and_counts_drops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cfg = TestConfig::nexus(tmp.path(), &format!("http://127.0.0.1:{port}"));
+    cfg.stop_after_frames = 50;
+    cfg.max_frames = 20;
+    cfg.drain_on_stop_secs = 1;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    assert!(d.wait(Duration::from_secs(30)).await.success(), "{}", d.log_text());
+    let stats = queue_stats(&config);
+    assert_eq!(stats["pending"]["frames"], 20, "{stats}");
+    assert_eq!(stats["counters"]["dropped_budget"], 30, "{stats}");
+    let snap = snapshot_spool(&tmp.path().join("queue"));
+    let mut seqs: Vec<i64> = snap
+        .values()
+        .map(|(_, m)| match &m.custom["sequence"] {
+            edgecap::config::MetaValue::Int(i) => *i,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (30..50).collect::<Vec<_>>(), "the 20 newest remain");
+    let log = d.log_text();
+    assert_eq!(log.matches("queue budget full").count(), 1, "first drop at ERROR");
+    assert_eq!(log.matches("dropped a frame to stay within the queue budget").count(), 29);
+}
