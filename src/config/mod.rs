@@ -1014,3 +1014,133 @@ impl Validator<'_> {
         .filter(|_| ok)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::raw::*;
+    use super::*;
+    use serde::de::DeserializeOwned;
+
+    /// A deserializer that only records the field names serde asks for.
+    struct Grab<'a>(&'a mut Vec<&'static str>);
+
+    #[derive(Debug)]
+    struct Stop;
+    impl fmt::Display for Stop {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("stop")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<T: fmt::Display>(_: T) -> Self {
+            Stop
+        }
+    }
+
+    impl<'de> serde::Deserializer<'de> for Grab<'_> {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0.extend_from_slice(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    fn fields_of<T: DeserializeOwned>() -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let _ = T::deserialize(Grab(&mut v));
+        v
+    }
+
+    #[test]
+    fn every_config_key_is_documented_in_the_template() {
+        let mut keys = Vec::new();
+        keys.extend(fields_of::<RawDevice>());
+        keys.extend(fields_of::<RawDaemon>());
+        keys.extend(fields_of::<RawCamera>());
+        keys.extend(fields_of::<RawQueue>());
+        keys.extend(fields_of::<RawUpload>());
+        // The source enum is internally tagged; serde does not list its fields.
+        keys.extend(["type", "width", "height", "jpeg_quality"]);
+        assert!(keys.len() > 40, "introspection found {} keys", keys.len());
+        for k in keys {
+            let documented = DEFAULT_TEMPLATE.lines().any(|l| {
+                let l = l.trim_start_matches('#').trim_start();
+                l.starts_with(&format!("{k} =")) || l == format!("[camera.{k}]")
+            });
+            assert!(documented, "`{k}` is not documented in config/edgecap.toml");
+        }
+    }
+
+    #[test]
+    fn documented_defaults_are_the_defaults() {
+        // Every commented `key = value` in the template, uncommented on its own, must
+        // produce the same checked value as leaving it out.
+        let base = DEFAULT_TEMPLATE;
+        let cfg = |text: &str| {
+            parse(&text.replace(
+                "secret_key_env = \"EDGECAP_SECRET_KEY\"",
+                "secret_key = \"k\"",
+            ))
+        };
+        let plain = cfg(base).expect("template validates");
+        let mut checked = 0;
+        for line in base.lines() {
+            let Some(rest) = line.strip_prefix("# ") else { continue };
+            let Some((key, _)) = rest.split_once(" = ") else { continue };
+            if !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                continue;
+            }
+            // Alternatives rather than defaults.
+            if ["fps", "secret_key", "secret_key_file", "path", "site", "label", "id"]
+                .contains(&key)
+            {
+                continue;
+            }
+            let text = base.replacen(line, rest, 1);
+            let uncommented = cfg(&text).unwrap_or_else(|p| panic!("{rest}: {p:?}"));
+            assert_eq!(
+                format!("{:?}", uncommented),
+                format!("{:?}", plain),
+                "the template's `{rest}` is not the default"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 25, "only {checked} defaults checked");
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let s = Secret::new("hunter2-very-secret".into());
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        let cfg = parse(&DEFAULT_TEMPLATE.replace(
+            "secret_key_env = \"EDGECAP_SECRET_KEY\"",
+            "secret_key = \"hunter2-very-secret\"",
+        ))
+        .expect("valid");
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn filename_templates_need_run_and_seq_and_safe_characters() {
+        assert!(check_filename_template("{device}_{camera}_{time}_{run}-{seq}").is_ok());
+        assert!(check_filename_template("{run}{seq}").is_ok());
+        assert!(check_filename_template("{time}_{seq}").is_err());
+        assert!(check_filename_template("{run}-{seq}/x").is_err());
+        assert!(check_filename_template("{run}-{seq}-{nope}").is_err());
+        assert!(check_filename_template("{run-{seq}").is_err());
+    }
+}
