@@ -1,0 +1,380 @@
+//! The durable queue with real files: recovery rules and a property test against a model.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use edgecap::config::{FsyncMode, MetaValue, OnFull, QueueConfig};
+use edgecap::frame::FrameMeta;
+use edgecap::queue::{Queue, QueueError, ReadError};
+use proptest::prelude::*;
+
+fn qcfg(dir: &Path, max_frames: u64, max_bytes: u64, on_full: OnFull) -> QueueConfig {
+    QueueConfig {
+        dir: dir.to_path_buf(),
+        max_bytes,
+        max_frames,
+        on_full,
+        fsync: FsyncMode::Grouped,
+        commit_window: std::time::Duration::from_millis(0),
+        buffer_frames: 4,
+        index_cache_bytes: 1024 * 1024,
+    }
+}
+
+fn meta(n: u64, groups: &[&str]) -> FrameMeta {
+    let mut custom = BTreeMap::new();
+    custom.insert("sequence".to_string(), MetaValue::Int(n as i64));
+    FrameMeta {
+        filename: format!("dev_cam_{n:06}.jpg"),
+        mime: "image/jpeg".into(),
+        camera: "cam".into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        custom,
+    }
+}
+
+fn image(n: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0xFF, 0xD8, 0xFF];
+    v.extend((0..len).map(|i| (i as u64 * 31 + n) as u8));
+    v
+}
+
+fn commit_n(q: &Queue, n: u64) {
+    let mut g = q.group();
+    for i in 0..n {
+        g.add(&meta(i, &["main"]), &image(i, 1000)).unwrap();
+    }
+    assert_eq!(g.commit().frames.len() as u64, n);
+}
+
+fn spool_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_lost_index_is_rebuilt_from_the_spool_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = qcfg(tmp.path(), 100, 1 << 30, OnFull::DropOldest);
+    {
+        let (q, _) = Queue::open(&cfg).unwrap();
+        commit_n(&q, 5);
+    }
+    std::fs::remove_dir_all(tmp.path().join("index")).unwrap();
+    let (q, report) = Queue::open(&cfg).unwrap();
+    assert_eq!(report.reindexed, 5);
+    assert_eq!(q.stats().pending.frames, 5);
+    let leased = q.lease(10, u64::MAX).unwrap();
+    let names: Vec<_> = leased.iter().map(|l| l.meta.filename.clone()).collect();
+    assert_eq!(names, (0..5).map(|i| format!("dev_cam_{i:06}.jpg")).collect::<Vec<_>>());
+    assert_eq!(q.read_image(leased[2].seq).unwrap(), image(2, 1000));
+}
+
+#[test]
+fn damaged_files_go_to_quarantine_and_the_rest_is_delivered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = qcfg(tmp.path(), 100, 1 << 30, OnFull::DropOldest);
+    {
+        let (q, _) = Queue::open(&cfg).unwrap();
+        commit_n(&q, 6);
+    }
+    let files = spool_files(tmp.path());
+    // Truncated, a flipped header byte, zero length, a missing file.
+    let f0 = std::fs::read(&files[0]).unwrap();
+    std::fs::write(&files[0], &f0[..f0.len() - 10]).unwrap();
+    let mut f1 = std::fs::read(&files[1]).unwrap();
+    f1[40] ^= 0x55;
+    std::fs::write(&files[1], &f1).unwrap();
+    std::fs::write(&files[2], b"").unwrap();
+    std::fs::remove_file(&files[3]).unwrap();
+    // An unfinished write and a stray file.
+    std::fs::write(tmp.path().join("spool/00000000000000000099.frame.tmp"), b"x").unwrap();
+    std::fs::write(tmp.path().join("spool/notes.txt"), b"x").unwrap();
+    // A flipped image byte is found when the image is read.
+    let mut f4 = std::fs::read(&files[4]).unwrap();
+    let last = f4.len() - 1;
+    f4[last] ^= 0x01;
+    std::fs::write(&files[4], &f4).unwrap();
+
+    let (q, r) = Queue::open(&cfg).unwrap();
+    assert_eq!(r.quarantined, 4, "{r:?}");
+    assert_eq!(r.index_dropped, 4, "three bad files and one missing file: {r:?}");
+    assert_eq!(r.tmp_removed, 1);
+    assert_eq!(q.stats().pending.frames, 2);
+    let quarantine: Vec<_> = std::fs::read_dir(tmp.path().join("quarantine")).unwrap().collect();
+    assert_eq!(quarantine.len(), 4, "moved aside, not deleted");
+    let leased = q.lease(10, u64::MAX).unwrap();
+    assert_eq!(leased.len(), 2);
+    match q.read_image(leased[0].seq) {
+        Err(ReadError::Quarantined { .. }) => {}
+        other => panic!("flipped image byte must be caught: {other:?}"),
+    }
+    assert_eq!(q.read_image(leased[1].seq).unwrap(), image(5, 1000));
+    assert_eq!(q.stats().counters.quarantined, 5);
+    assert_eq!(q.stats().inflight.frames, 1);
+}
+
+#[test]
+fn a_garbage_index_is_moved_aside_and_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = qcfg(tmp.path(), 100, 1 << 30, OnFull::DropOldest);
+    {
+        let (q, _) = Queue::open(&cfg).unwrap();
+        commit_n(&q, 3);
+    }
+    let index = tmp.path().join("index");
+    for e in std::fs::read_dir(&index).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::write(&p, vec![0xA5u8; 4096]).unwrap();
+        }
+    }
+    let (q, r) = Queue::open(&cfg).unwrap();
+    assert_eq!(q.stats().pending.frames, 3, "{r:?}");
+}
+
+#[test]
+fn frames_in_flight_at_a_crash_are_pending_again_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = qcfg(tmp.path(), 100, 1 << 30, OnFull::DropOldest);
+    {
+        let (q, _) = Queue::open(&cfg).unwrap();
+        commit_n(&q, 4);
+        assert_eq!(q.lease(3, u64::MAX).unwrap().len(), 3);
+        q.flush();
+    }
+    let (q, r) = Queue::open(&cfg).unwrap();
+    assert_eq!(r.interrupted, 3);
+    assert_eq!(q.stats().pending.frames, 4);
+    assert_eq!(q.stats().inflight.frames, 0);
+}
+
+#[test]
+fn a_second_process_cannot_open_a_queue_in_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = qcfg(tmp.path(), 100, 1 << 30, OnFull::DropOldest);
+    let (_q, _) = Queue::open(&cfg).unwrap();
+    match Queue::open(&cfg) {
+        Err(QueueError::Locked { .. }) => {}
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("opened twice"),
+    }
+}
+
+#[test]
+fn sequence_numbers_are_never_reused_after_frames_were_acked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = qcfg(tmp.path(), 100, 1 << 30, OnFull::DropOldest);
+    let first = {
+        let (q, _) = Queue::open(&cfg).unwrap();
+        commit_n(&q, 3);
+        let l = q.lease(10, u64::MAX).unwrap();
+        q.ack(&l.iter().map(|l| l.seq).collect::<Vec<_>>());
+        q.flush();
+        l.last().unwrap().seq
+    };
+    let (q, _) = Queue::open(&cfg).unwrap();
+    commit_n(&q, 1);
+    assert!(q.lease(1, u64::MAX).unwrap()[0].seq > first);
+}
+
+// ---- Property test against a model ----------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    Add { len: usize, group: bool },
+    Lease { max: usize },
+    Ack { k: usize },
+    Release { k: usize },
+    Fail { k: usize },
+    Kill { k: usize },
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1usize..3000, any::<bool>()).prop_map(|(len, group)| Op::Add { len, group }),
+        2 => (1usize..6).prop_map(|max| Op::Lease { max }),
+        2 => (0usize..4).prop_map(|k| Op::Ack { k }),
+        1 => (0usize..4).prop_map(|k| Op::Release { k }),
+        1 => (0usize..4).prop_map(|k| Op::Fail { k }),
+        1 => (0usize..4).prop_map(|k| Op::Kill { k }),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum St {
+    Pending,
+    Inflight,
+    Dead,
+}
+
+#[derive(Debug, Clone)]
+struct MFrame {
+    st: St,
+    bytes: u64,
+    group: bool,
+    attempts: u32,
+}
+
+fn groups_of(g: bool) -> Vec<&'static str> {
+    if g { vec!["a"] } else { vec!["b", "c"] }
+}
+
+fn run_model(ops: Vec<Op>, policy: OnFull) -> Result<(), TestCaseError> {
+    const MAX_FRAMES: u64 = 8;
+    const MAX_BYTES: u64 = 14_000;
+    const MAX_ATTEMPTS: u32 = 2;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = qcfg(tmp.path(), MAX_FRAMES, MAX_BYTES, policy);
+    let mut q = Some(Queue::open(&cfg).unwrap().0);
+    let mut model: BTreeMap<u64, MFrame> = BTreeMap::new();
+    let mut dropped = 0u64;
+    let mut n = 0u64;
+    for op in ops {
+        let queue = q.as_ref().unwrap();
+        match op {
+            Op::Add { len, group } => {
+                n += 1;
+                let m = meta(n, &groups_of(group));
+                let img = image(n, len);
+                let bytes = (28 + serde_json::to_vec(&m).unwrap().len() + img.len()) as u64;
+                // Model the budget: dead first, then the policy.
+                let accepted = loop {
+                    let frames = model.len() as u64;
+                    let used: u64 = model.values().map(|f| f.bytes).sum();
+                    if frames < MAX_FRAMES && used + bytes <= MAX_BYTES {
+                        break true;
+                    }
+                    let victim = model
+                        .iter()
+                        .find(|(_, f)| f.st == St::Dead)
+                        .or_else(|| match policy {
+                            OnFull::DropOldest => model.iter().find(|(_, f)| f.st == St::Pending),
+                            OnFull::DropNewest => None,
+                        })
+                        .map(|(s, _)| *s);
+                    match victim {
+                        Some(s) if bytes <= MAX_BYTES => {
+                            model.remove(&s);
+                            dropped += 1;
+                        }
+                        _ => break false,
+                    }
+                };
+                let mut g = queue.group();
+                let res = g.add(&m, &img);
+                prop_assert_eq!(res.is_ok(), accepted, "add of {} bytes", bytes);
+                if let Ok(seq) = res {
+                    model.insert(seq, MFrame { st: St::Pending, bytes, group, attempts: 0 });
+                } else {
+                    dropped += 1;
+                }
+                g.commit();
+            }
+            Op::Lease { max } => {
+                let leased = queue.lease(max, u64::MAX).unwrap();
+                let first = model.values().find(|f| f.st == St::Pending).map(|f| f.group);
+                let expect: Vec<u64> = model
+                    .iter()
+                    .filter(|(_, f)| f.st == St::Pending && Some(f.group) == first)
+                    .map(|(s, _)| *s)
+                    .take(max)
+                    .collect();
+                let got: Vec<u64> = leased.iter().map(|l| l.seq).collect();
+                prop_assert_eq!(&got, &expect, "oldest first, one group");
+                for s in got {
+                    model.get_mut(&s).unwrap().st = St::Inflight;
+                }
+            }
+            Op::Ack { k } | Op::Release { k } | Op::Fail { k } | Op::Kill { k } => {
+                let chosen: Vec<u64> = model
+                    .iter()
+                    .filter(|(_, f)| f.st == St::Inflight)
+                    .map(|(s, _)| *s)
+                    .take(k)
+                    .collect();
+                match op {
+                    Op::Ack { .. } => {
+                        queue.ack(&chosen);
+                        for s in &chosen {
+                            model.remove(s);
+                        }
+                    }
+                    Op::Release { .. } => {
+                        queue.release(&chosen, Some("transient"));
+                        for s in &chosen {
+                            model.get_mut(s).unwrap().st = St::Pending;
+                        }
+                    }
+                    Op::Fail { .. } => {
+                        let dead = queue.fail(&chosen, "failed", MAX_ATTEMPTS);
+                        let mut expect_dead = 0;
+                        for s in &chosen {
+                            let f = model.get_mut(s).unwrap();
+                            f.attempts += 1;
+                            f.st = if f.attempts >= MAX_ATTEMPTS {
+                                expect_dead += 1;
+                                St::Dead
+                            } else {
+                                St::Pending
+                            };
+                        }
+                        prop_assert_eq!(dead, expect_dead);
+                    }
+                    _ => {
+                        queue.kill(&chosen, "refused");
+                        for s in &chosen {
+                            model.get_mut(s).unwrap().st = St::Dead;
+                        }
+                    }
+                }
+            }
+            Op::Reopen => {
+                q = None;
+                let (nq, report) = Queue::open(&cfg).unwrap();
+                let inflight = model.values().filter(|f| f.st == St::Inflight).count() as u64;
+                prop_assert_eq!(report.interrupted, inflight);
+                for f in model.values_mut() {
+                    if f.st == St::Inflight {
+                        f.st = St::Pending;
+                    }
+                }
+                q = Some(nq);
+            }
+        }
+        let s = q.as_ref().unwrap().stats();
+        let tally = |st: St| {
+            let v: Vec<_> = model.values().filter(|f| f.st == st).collect();
+            (v.len() as u64, v.iter().map(|f| f.bytes).sum::<u64>())
+        };
+        prop_assert_eq!((s.pending.frames, s.pending.bytes), tally(St::Pending));
+        prop_assert_eq!((s.inflight.frames, s.inflight.bytes), tally(St::Inflight));
+        prop_assert_eq!((s.dead.frames, s.dead.bytes), tally(St::Dead));
+        prop_assert_eq!(s.counters.dropped_budget, dropped);
+        let files = spool_files(tmp.path()).len() as u64;
+        prop_assert_eq!(files, model.len() as u64, "one spool file per queued frame");
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn queue_matches_its_model_with_drop_oldest(ops in proptest::collection::vec(op(), 1..60)) {
+        run_model(ops, OnFull::DropOldest)?;
+    }
+
+    #[test]
+    fn queue_matches_its_model_with_drop_newest(ops in proptest::collection::vec(op(), 1..60)) {
+        run_model(ops, OnFull::DropNewest)?;
+    }
+}
