@@ -41,7 +41,10 @@ fn validate(text: &str) -> (i32, String) {
         .env_remove("EDGECAP_UNSET_VAR")
         .output()
         .unwrap();
-    assert!(!tmp.path().join("q").exists(), "validation must not create anything");
+    assert!(
+        !tmp.path().join("q").exists(),
+        "validation must not create anything"
+    );
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
@@ -55,7 +58,9 @@ fn edit(find: &str, replace: &str) -> String {
 }
 
 fn line_of(text: &str, needle: &str) -> usize {
-    let at = text.find(needle).unwrap_or_else(|| panic!("{needle} not in {text}"));
+    let at = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle} not in {text}"));
     text[..at].matches('\n').count() + 1
 }
 
@@ -71,37 +76,233 @@ fn each_malformed_config_exits_2_naming_the_key_and_its_line() {
     // (config text, key expected in the message, text on the expected line, words expected)
     let cases: Vec<(String, &str, &str, &str)> = vec![
         (edit("[queue]", "[queue"), "", "[queue", "syntax error"),
-        (format!("{BASE}\n[uplod]\nx = 1\n"), "uplod", "[uplod]", "unknown key"),
-        (edit("dir = ", "max_byte = 5\ndir = "), "queue.max_byte", "max_byte", "unknown field"),
-        (edit("[queue]\n", "[queue]\nmax_frames = \"many\"\n"), "queue.max_frames", "max_frames", "invalid type"),
-        (edit("[queue]\n", "[queue]\nmax_bytes = -1\n"), "queue.max_bytes", "max_bytes", "invalid value"),
-        (edit("[queue]\n", "[queue]\nmax_bytes = 10\n"), "queue.max_bytes", "max_bytes", "between 1048576"),
-        (edit("[queue]\n", "[queue]\non_full = \"drop_random\"\n"), "queue.on_full", "on_full", "unknown variant"),
-        (edit("site = \"north\"", "site = \"north\"\n[camera.metadata.extra]\nx = 1"), "camera[0].metadata.extra", "[camera.metadata.extra]", "nested tables are not allowed"),
-        (edit("site = \"north\"", "tags = [\"a\", \"b\"]"), "camera[0].metadata.tags", "tags", "arrays are not allowed"),
-        (edit("site = \"north\"", "when = 2024-01-01T00:00:00Z"), "camera[0].metadata.when", "when", "datetimes are not allowed"),
-        (edit("site = \"north\"", "device = \"x\""), "camera[0].metadata.device", "device = \"x\"", "set by edgecap itself"),
-        (edit("sink = \"nexus\"\n", "sink = \"nexus\"\nbatch_max_frames = 0\n"), "upload.batch_max_frames", "batch_max_frames", "between 1 and 5000"),
-        (edit("sink = \"nexus\"\n", "sink = \"nexus\"\nbatch_max_frames = 6000\n"), "upload.batch_max_frames", "batch_max_frames", "between 1 and 5000"),
-        (edit("project_id = \"proj_cd067221d5a6e4007ccbb4afb5966535\"\n", ""), "upload.project_id", "[upload]", "is required"),
-        (edit("secret_key = \"abc123\"\n", ""), "upload.secret_key", "[upload]", "secret key is required"),
-        (edit("secret_key = \"abc123\"\n", "secret_key = \"abc123\"\nsecret_key_env = \"X\"\n"), "upload.secret_key", "secret_key = ", "only one"),
-        (edit("secret_key = \"abc123\"\n", "secret_key_file = \"/nonexistent/key\"\n"), "upload.secret_key_file", "secret_key_file", "cannot read secret file"),
-        (edit("secret_key = \"abc123\"\n", "secret_key_env = \"EDGECAP_UNSET_VAR\"\n"), "upload.secret_key_env", "secret_key_env", "is not set"),
-        (edit("sink = \"nexus\"\n", "sink = \"nexus\"\nendpoint = \"not a url\"\n"), "upload.endpoint", "endpoint", "is not a URL"),
-        (edit("sink = \"nexus\"", "sink = \"directory\"\npath = \"/tmp/x\""), "upload.project_id", "project_id", "only valid with sink = \"nexus\""),
-        (edit("sink = \"nexus\"", "sink = \"ftp\""), "upload.sink", "sink = ", "unknown variant"),
-        (edit("interval_ms = 500", "interval_ms = 500\nfps = 2.0"), "camera[0].fps", "fps", "not both"),
-        (edit("interval_ms = 500", "fps = 0.0"), "camera[0].fps", "fps", "greater than 0"),
-        (edit("interval_ms = 500", "interval_ms = 500\nfilename_template = \"{device}_{run}\""), "camera[0].filename_template", "filename_template", "must contain {run} and {seq}"),
-        (edit("interval_ms = 500", "interval_ms = 500\nfilename_template = \"{run}-{seq}-{lens}\""), "camera[0].filename_template", "filename_template", "unknown placeholder {lens}"),
-        (edit("interval_ms = 500", "interval_ms = 500\nfilename_template = \"a/{run}-{seq}\""), "camera[0].filename_template", "filename_template", "not allowed"),
-        (edit("type = \"test_pattern\"", "type = \"webcam\""), "camera[0].source.type", "type = \"webcam\"", "unknown variant"),
-        (edit("[camera.source]\ntype = \"test_pattern\"\n", "[camera.source]\ntype = \"test_pattern\"\nwidth = 5\n"), "camera[0].source.width", "width", "between 16 and 7680"),
-        (edit("id = \"pi1\"", "id = \"pi 1\""), "device.id", "id = \"pi 1\"", "not allowed"),
-        (format!("{BASE}\n[[camera]]\nname = \"cam0\"\n[camera.source]\ntype = \"test_pattern\"\n"), "camera[1].name", "name = \"cam0\"\n[camera.source]\ntype = \"test_pattern\"\n\n", "used twice"),
-        (edit("[[camera]]", "[camera]"), "camera", "[camera]", "array of tables"),
-        (edit("interval_ms = 500", "interval_ms = 500\ngroups = []"), "camera[0].groups", "groups", "at least one group"),
+        (
+            format!("{BASE}\n[uplod]\nx = 1\n"),
+            "uplod",
+            "[uplod]",
+            "unknown key",
+        ),
+        (
+            edit("dir = ", "max_byte = 5\ndir = "),
+            "queue.max_byte",
+            "max_byte",
+            "unknown field",
+        ),
+        (
+            edit("[queue]\n", "[queue]\nmax_frames = \"many\"\n"),
+            "queue.max_frames",
+            "max_frames",
+            "invalid type",
+        ),
+        (
+            edit("[queue]\n", "[queue]\nmax_bytes = -1\n"),
+            "queue.max_bytes",
+            "max_bytes",
+            "invalid value",
+        ),
+        (
+            edit("[queue]\n", "[queue]\nmax_bytes = 10\n"),
+            "queue.max_bytes",
+            "max_bytes",
+            "between 1048576",
+        ),
+        (
+            edit("[queue]\n", "[queue]\non_full = \"drop_random\"\n"),
+            "queue.on_full",
+            "on_full",
+            "unknown variant",
+        ),
+        (
+            edit(
+                "site = \"north\"",
+                "site = \"north\"\n[camera.metadata.extra]\nx = 1",
+            ),
+            "camera[0].metadata.extra",
+            "[camera.metadata.extra]",
+            "nested tables are not allowed",
+        ),
+        (
+            edit("site = \"north\"", "tags = [\"a\", \"b\"]"),
+            "camera[0].metadata.tags",
+            "tags",
+            "arrays are not allowed",
+        ),
+        (
+            edit("site = \"north\"", "when = 2024-01-01T00:00:00Z"),
+            "camera[0].metadata.when",
+            "when",
+            "datetimes are not allowed",
+        ),
+        (
+            edit("site = \"north\"", "device = \"x\""),
+            "camera[0].metadata.device",
+            "device = \"x\"",
+            "set by edgecap itself",
+        ),
+        (
+            edit(
+                "sink = \"nexus\"\n",
+                "sink = \"nexus\"\nbatch_max_frames = 0\n",
+            ),
+            "upload.batch_max_frames",
+            "batch_max_frames",
+            "between 1 and 5000",
+        ),
+        (
+            edit(
+                "sink = \"nexus\"\n",
+                "sink = \"nexus\"\nbatch_max_frames = 6000\n",
+            ),
+            "upload.batch_max_frames",
+            "batch_max_frames",
+            "between 1 and 5000",
+        ),
+        (
+            edit(
+                "project_id = \"proj_cd067221d5a6e4007ccbb4afb5966535\"\n",
+                "",
+            ),
+            "upload.project_id",
+            "[upload]",
+            "is required",
+        ),
+        (
+            edit("secret_key = \"abc123\"\n", ""),
+            "upload.secret_key",
+            "[upload]",
+            "secret key is required",
+        ),
+        (
+            edit(
+                "secret_key = \"abc123\"\n",
+                "secret_key = \"abc123\"\nsecret_key_env = \"X\"\n",
+            ),
+            "upload.secret_key",
+            "secret_key = ",
+            "only one",
+        ),
+        (
+            edit(
+                "secret_key = \"abc123\"\n",
+                "secret_key_file = \"/nonexistent/key\"\n",
+            ),
+            "upload.secret_key_file",
+            "secret_key_file",
+            "cannot read secret file",
+        ),
+        (
+            edit(
+                "secret_key = \"abc123\"\n",
+                "secret_key_env = \"EDGECAP_UNSET_VAR\"\n",
+            ),
+            "upload.secret_key_env",
+            "secret_key_env",
+            "is not set",
+        ),
+        (
+            edit(
+                "sink = \"nexus\"\n",
+                "sink = \"nexus\"\nendpoint = \"not a url\"\n",
+            ),
+            "upload.endpoint",
+            "endpoint",
+            "is not a URL",
+        ),
+        (
+            edit(
+                "sink = \"nexus\"",
+                "sink = \"directory\"\npath = \"/tmp/x\"",
+            ),
+            "upload.project_id",
+            "project_id",
+            "only valid with sink = \"nexus\"",
+        ),
+        (
+            edit("sink = \"nexus\"", "sink = \"ftp\""),
+            "upload.sink",
+            "sink = ",
+            "unknown variant",
+        ),
+        (
+            edit("interval_ms = 500", "interval_ms = 500\nfps = 2.0"),
+            "camera[0].fps",
+            "fps",
+            "not both",
+        ),
+        (
+            edit("interval_ms = 500", "fps = 0.0"),
+            "camera[0].fps",
+            "fps",
+            "greater than 0",
+        ),
+        (
+            edit(
+                "interval_ms = 500",
+                "interval_ms = 500\nfilename_template = \"{device}_{run}\"",
+            ),
+            "camera[0].filename_template",
+            "filename_template",
+            "must contain {run} and {seq}",
+        ),
+        (
+            edit(
+                "interval_ms = 500",
+                "interval_ms = 500\nfilename_template = \"{run}-{seq}-{lens}\"",
+            ),
+            "camera[0].filename_template",
+            "filename_template",
+            "unknown placeholder {lens}",
+        ),
+        (
+            edit(
+                "interval_ms = 500",
+                "interval_ms = 500\nfilename_template = \"a/{run}-{seq}\"",
+            ),
+            "camera[0].filename_template",
+            "filename_template",
+            "not allowed",
+        ),
+        (
+            edit("type = \"test_pattern\"", "type = \"webcam\""),
+            "camera[0].source.type",
+            "type = \"webcam\"",
+            "unknown variant",
+        ),
+        (
+            edit(
+                "[camera.source]\ntype = \"test_pattern\"\n",
+                "[camera.source]\ntype = \"test_pattern\"\nwidth = 5\n",
+            ),
+            "camera[0].source.width",
+            "width",
+            "between 16 and 7680",
+        ),
+        (
+            edit("id = \"pi1\"", "id = \"pi 1\""),
+            "device.id",
+            "id = \"pi 1\"",
+            "not allowed",
+        ),
+        (
+            format!(
+                "{BASE}\n[[camera]]\nname = \"cam0\"\n[camera.source]\ntype = \"test_pattern\"\n"
+            ),
+            "camera[1].name",
+            "name = \"cam0\"\n[camera.source]\ntype = \"test_pattern\"\n\n",
+            "used twice",
+        ),
+        (
+            edit("[[camera]]", "[camera]"),
+            "camera",
+            "[camera]",
+            "array of tables",
+        ),
+        (
+            edit("interval_ms = 500", "interval_ms = 500\ngroups = []"),
+            "camera[0].groups",
+            "groups",
+            "at least one group",
+        ),
     ];
     assert!(cases.len() >= 15);
     for (text, key, line_text, words) in &cases {
@@ -109,14 +310,22 @@ fn each_malformed_config_exits_2_naming_the_key_and_its_line() {
         assert_eq!(code, 2, "exit 2 expected for {key}:\n{out}");
         assert!(out.contains(words), "expected {words:?} for {key}:\n{out}");
         if !key.is_empty() {
-            assert!(out.contains(&format!(": {key}: ")), "expected key {key}:\n{out}");
+            assert!(
+                out.contains(&format!(": {key}: ")),
+                "expected key {key}:\n{out}"
+            );
         }
         let line = if *key == "camera[1].name" {
-            text.rfind("name = \"cam0\"").map(|at| text[..at].matches('\n').count() + 1).unwrap()
+            text.rfind("name = \"cam0\"")
+                .map(|at| text[..at].matches('\n').count() + 1)
+                .unwrap()
         } else {
             line_of(text, line_text)
         };
-        assert!(out.contains(&format!("line {line}: ")), "expected line {line} for {key}:\n{out}");
+        assert!(
+            out.contains(&format!("line {line}: ")),
+            "expected line {line} for {key}:\n{out}"
+        );
     }
 }
 
@@ -124,10 +333,18 @@ fn each_malformed_config_exits_2_naming_the_key_and_its_line() {
 fn every_problem_in_a_file_is_reported_at_once() {
     let text = edit("interval_ms = 500", "fps = 500.0")
         .replace("site = \"north\"", "tags = [1]")
-        .replace("sink = \"nexus\"\n", "sink = \"nexus\"\nbatch_max_frames = 0\nput_concurrency = 0\n");
+        .replace(
+            "sink = \"nexus\"\n",
+            "sink = \"nexus\"\nbatch_max_frames = 0\nput_concurrency = 0\n",
+        );
     let (code, out) = validate(&text);
     assert_eq!(code, 2);
-    for k in ["camera[0].fps", "camera[0].metadata.tags", "upload.batch_max_frames", "upload.put_concurrency"] {
+    for k in [
+        "camera[0].fps",
+        "camera[0].metadata.tags",
+        "upload.batch_max_frames",
+        "upload.put_concurrency",
+    ] {
         assert!(out.contains(k), "{k} missing:\n{out}");
     }
     assert!(out.contains("4 problem(s)"), "{out}");
@@ -135,9 +352,13 @@ fn every_problem_in_a_file_is_reported_at_once() {
 
 #[test]
 fn print_default_is_the_shipped_template_byte_for_byte_and_it_validates() {
-    let out = Command::new(bin()).args(["config", "print-default"]).output().unwrap();
+    let out = Command::new(bin())
+        .args(["config", "print-default"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    let shipped = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/config/edgecap.toml")).unwrap();
+    let shipped =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/config/edgecap.toml")).unwrap();
     assert_eq!(out.stdout, shipped);
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("edgecap.toml");
@@ -164,11 +385,18 @@ fn the_demo_config_validates() {
 #[test]
 fn run_with_a_broken_config_exits_2_and_creates_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let text = edit("sink = \"nexus\"\n", "sink = \"nexus\"\nbatch_max_frames = 0\n")
-        .replace("QUEUE", &tmp.path().join("q").display().to_string());
+    let text = edit(
+        "sink = \"nexus\"\n",
+        "sink = \"nexus\"\nbatch_max_frames = 0\n",
+    )
+    .replace("QUEUE", &tmp.path().join("q").display().to_string());
     let path = tmp.path().join("c.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(bin()).args(["run", "--config"]).arg(&path).output().unwrap();
+    let out = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("upload.batch_max_frames"));
     assert!(!tmp.path().join("q").exists());
@@ -188,7 +416,10 @@ fn a_missing_config_file_or_bad_usage_exits_2() {
 
 #[test]
 fn the_secret_never_appears_in_validation_output() {
-    let text = edit("secret_key = \"abc123\"", "secret_key = \"abc123 with space\"");
+    let text = edit(
+        "secret_key = \"abc123\"",
+        "secret_key = \"abc123 with space\"",
+    );
     let (code, out) = validate(&text);
     assert_eq!(code, 2);
     assert!(!out.contains("abc123"), "{out}");

@@ -1,6 +1,11 @@
 //! `kill -9` at random moments during capture and upload: nothing committed is lost.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    reason = "test code"
+)]
 
 mod support;
 
@@ -27,7 +32,10 @@ async fn kill_9_at_random_moments_loses_no_committed_frame_over_10_cycles() {
         let text = d.log_text();
         assert!(!text.contains("panicked"), "cycle {cycle}:\n{text}");
         if cycle > 0 {
-            assert!(text.contains("queue open and reconciled"), "cycle {cycle} reopened:\n{text}");
+            assert!(
+                text.contains("queue open and reconciled"),
+                "cycle {cycle} reopened:\n{text}"
+            );
         }
         committed.extend(committed_filenames(&text));
     }
@@ -36,10 +44,18 @@ async fn kill_9_at_random_moments_loses_no_committed_frame_over_10_cycles() {
     last.stop_after_frames = 10;
     let last_config = last.write(&tmp.path().join("last.toml"));
     let mut d = Daemon::start(&last_config, &tmp.path().join("log.last"));
-    assert!(d.wait(Duration::from_secs(90)).await.success(), "{}", d.log_text());
+    assert!(
+        d.wait(Duration::from_secs(90)).await.success(),
+        "{}",
+        d.log_text()
+    );
     committed.extend(committed_filenames(&d.log_text()));
 
-    assert!(committed.len() > 100, "the crashes hit a busy daemon: {}", committed.len());
+    assert!(
+        committed.len() > 100,
+        "the crashes hit a busy daemon: {}",
+        committed.len()
+    );
     server.with(|s| {
         assert!(s.record.violations.is_empty(), "{:?}", s.record.violations);
         let missing: Vec<_> = committed.iter().filter(|f| !s.assets.contains_key(*f)).collect();

@@ -50,7 +50,10 @@ async fn server_down_at_start_and_up_20_s_later_drains_everything_byte_identical
     }
     assert_eq!(snap.len(), 100, "all frames queued while offline");
     tokio::time::sleep(Duration::from_secs(18)).await;
-    assert!(d.child.try_wait().unwrap().is_none(), "still running while offline");
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "still running while offline"
+    );
     let server = FakeNexus::start_on(port, Shared::default()).await;
     let st = d.wait(Duration::from_secs(40)).await;
     assert!(st.success(), "{}", d.log_text());
@@ -60,7 +63,10 @@ async fn server_down_at_start_and_up_20_s_later_drains_everything_byte_identical
         for (name, (image, meta)) in &snap {
             let a = &s.assets[name];
             assert_eq!(&a.bytes, image, "{name} arrives byte-identical");
-            assert_eq!(a.custom_metadata, serde_json::to_value(&meta.custom).unwrap());
+            assert_eq!(
+                a.custom_metadata,
+                serde_json::to_value(&meta.custom).unwrap()
+            );
             assert_eq!(a.groups, meta.groups);
         }
     });
@@ -79,11 +85,18 @@ async fn session_create_500s_and_a_429_with_retry_after_are_retried_as_specified
     let server = FakeNexus::start().await;
     server.with(|s| {
         let e500 = r#"{"code":"InternalServerError","message":"boom"}"#;
-        s.faults.session_create.push_back(Scripted::status(500, e500));
-        s.faults.session_create.push_back(Scripted::status(500, e500));
+        s.faults
+            .session_create
+            .push_back(Scripted::status(500, e500));
+        s.faults
+            .session_create
+            .push_back(Scripted::status(500, e500));
         s.faults.session_create.push_back(
-            Scripted::status(429, r#"{"code":"TooManyRequestsError","message":"Too Many Requests"}"#)
-                .with_header("retry-after", "3"),
+            Scripted::status(
+                429,
+                r#"{"code":"TooManyRequestsError","message":"Too Many Requests"}"#,
+            )
+            .with_header("retry-after", "3"),
         );
     });
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
@@ -91,15 +104,27 @@ async fn session_create_500s_and_a_429_with_retry_after_are_retried_as_specified
     cfg.batch_max_frames = 100;
     let config = cfg.write(&tmp.path().join("edgecap.toml"));
     let mut d = Daemon::start(&config, &tmp.path().join("log"));
-    assert!(d.wait(Duration::from_secs(60)).await.success(), "{}", d.log_text());
+    assert!(
+        d.wait(Duration::from_secs(60)).await.success(),
+        "{}",
+        d.log_text()
+    );
     server.with(|s| {
         assert_eq!(s.assets.len(), 20, "everything delivered after the faults");
         let st = &s.record.session_statuses;
         assert_eq!(&st[..4], &[500, 500, 429, 200], "{st:?}");
         let t = &s.record.session_attempts;
         // Backoff between the 500s (initial 200 ms, ±20 %), and Retry-After honoured.
-        assert!(t[1] - t[0] >= Duration::from_millis(150), "{:?}", t[1] - t[0]);
-        assert!(t[3] - t[2] >= Duration::from_secs(3), "Retry-After: {:?}", t[3] - t[2]);
+        assert!(
+            t[1] - t[0] >= Duration::from_millis(150),
+            "{:?}",
+            t[1] - t[0]
+        );
+        assert!(
+            t[3] - t[2] >= Duration::from_secs(3),
+            "Retry-After: {:?}",
+            t[3] - t[2]
+        );
     });
 }
 
@@ -119,11 +144,20 @@ async fn a_400_on_one_put_marks_only_that_frame_dead_and_delivers_all_others() {
     cfg.drain_on_stop_secs = 10;
     let config = cfg.write(&tmp.path().join("edgecap.toml"));
     let mut d = Daemon::start(&config, &tmp.path().join("log"));
-    assert!(d.wait(Duration::from_secs(60)).await.success(), "{}", d.log_text());
+    assert!(
+        d.wait(Duration::from_secs(60)).await.success(),
+        "{}",
+        d.log_text()
+    );
     server.with(|s| {
         assert_eq!(s.assets.len(), 39, "all others delivered");
         assert!(s.assets.keys().all(|k| !k.ends_with("-7.jpg")));
-        let tries = s.record.puts.iter().filter(|(f, _)| f.ends_with("-7.jpg")).count();
+        let tries = s
+            .record
+            .puts
+            .iter()
+            .filter(|(f, _)| f.ends_with("-7.jpg"))
+            .count();
         assert_eq!(tries, 1, "a permanent refusal is not retried");
     });
     let stats = queue_stats(&config);
@@ -147,10 +181,20 @@ async fn a_403_on_a_put_sends_the_frame_again_in_a_new_session_instead_of_killin
     cfg.stop_after_frames = 20;
     let config = cfg.write(&tmp.path().join("edgecap.toml"));
     let mut d = Daemon::start(&config, &tmp.path().join("log"));
-    assert!(d.wait(Duration::from_secs(60)).await.success(), "{}", d.log_text());
+    assert!(
+        d.wait(Duration::from_secs(60)).await.success(),
+        "{}",
+        d.log_text()
+    );
     server.with(|s| {
         assert_eq!(s.assets.len(), 20);
-        let tries: Vec<u16> = s.record.puts.iter().filter(|(f, _)| f.ends_with("-3.jpg")).map(|x| x.1).collect();
+        let tries: Vec<u16> = s
+            .record
+            .puts
+            .iter()
+            .filter(|(f, _)| f.ends_with("-3.jpg"))
+            .map(|x| x.1)
+            .collect();
         assert_eq!(tries, vec![403, 200]);
     });
     assert_eq!(queue_stats(&config)["dead"]["frames"], 0);
@@ -165,10 +209,17 @@ async fn an_errored_operation_is_checked_asset_by_asset_and_missing_frames_are_s
     cfg.stop_after_frames = 20;
     let config = cfg.write(&tmp.path().join("edgecap.toml"));
     let mut d = Daemon::start(&config, &tmp.path().join("log"));
-    assert!(d.wait(Duration::from_secs(60)).await.success(), "{}", d.log_text());
+    assert!(
+        d.wait(Duration::from_secs(60)).await.success(),
+        "{}",
+        d.log_text()
+    );
     server.with(|s| assert_eq!(s.assets.len(), 20));
     let log = d.log_text();
-    assert!(log.contains("did not create this asset"), "Errored logged per asset:\n{log}");
+    assert!(
+        log.contains("did not create this asset"),
+        "Errored logged per asset:\n{log}"
+    );
     let stats = queue_stats(&config);
     assert_eq!(stats["pending"]["frames"], 0);
     assert_eq!(stats["dead"]["frames"], 0);
@@ -184,7 +235,11 @@ async fn with_the_server_down_and_max_frames_20_drop_oldest_keeps_the_20_newest_
     cfg.drain_on_stop_secs = 1;
     let config = cfg.write(&tmp.path().join("edgecap.toml"));
     let mut d = Daemon::start(&config, &tmp.path().join("log"));
-    assert!(d.wait(Duration::from_secs(30)).await.success(), "{}", d.log_text());
+    assert!(
+        d.wait(Duration::from_secs(30)).await.success(),
+        "{}",
+        d.log_text()
+    );
     let stats = queue_stats(&config);
     assert_eq!(stats["pending"]["frames"], 20, "{stats}");
     assert_eq!(stats["counters"]["dropped_budget"], 30, "{stats}");
@@ -199,6 +254,14 @@ async fn with_the_server_down_and_max_frames_20_drop_oldest_keeps_the_20_newest_
     seqs.sort_unstable();
     assert_eq!(seqs, (30..50).collect::<Vec<_>>(), "the 20 newest remain");
     let log = d.log_text();
-    assert_eq!(log.matches("queue budget full").count(), 1, "first drop at ERROR");
-    assert_eq!(log.matches("dropped a frame to stay within the queue budget").count(), 29);
+    assert_eq!(
+        log.matches("queue budget full").count(),
+        1,
+        "first drop at ERROR"
+    );
+    assert_eq!(
+        log.matches("dropped a frame to stay within the queue budget")
+            .count(),
+        29
+    );
 }

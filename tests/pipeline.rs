@@ -40,7 +40,11 @@ async fn two_hundred_frames_arrive_byte_identical_with_metadata_groups_and_uniqu
 
     server.with(|s| {
         assert!(s.record.violations.is_empty(), "{:?}", s.record.violations);
-        assert_eq!(s.assets.len(), 200, "every frame arrives once, under a unique name");
+        assert_eq!(
+            s.assets.len(),
+            200,
+            "every frame arrives once, under a unique name"
+        );
         assert!(s.record.duplicates.is_empty());
         // Batched: never one session per frame.
         let sessions = s.record.session_sizes.len();
@@ -74,7 +78,10 @@ async fn two_hundred_frames_arrive_byte_identical_with_metadata_groups_and_uniqu
         .collect();
     assert!(spool.is_empty(), "spool files left behind");
     let out = std::fs::read_to_string(&d.stdout).unwrap();
-    assert!(out.contains("committed 200 frame(s) and delivered 200"), "{out}");
+    assert!(
+        out.contains("committed 200 frame(s) and delivered 200"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,12 +92,24 @@ async fn two_cameras_deliver_their_own_metadata_and_groups() {
     cfg.stop_after_frames = 60;
     cfg.fps = 20.0;
     cfg.cameras = vec![
-        ("gate".into(), vec!["entrance".into()], "side = \"left\"\n".into()),
-        ("dock".into(), vec!["loading".into(), "night".into()], "side = \"right\"\nlane = 2\n".into()),
+        (
+            "gate".into(),
+            vec!["entrance".into()],
+            "side = \"left\"\n".into(),
+        ),
+        (
+            "dock".into(),
+            vec!["loading".into(), "night".into()],
+            "side = \"right\"\nlane = 2\n".into(),
+        ),
     ];
     let config = cfg.write(&tmp.path().join("edgecap.toml"));
     let mut d = Daemon::start(&config, &tmp.path().join("log"));
-    assert!(d.wait(Duration::from_secs(60)).await.success(), "{}", d.log_text());
+    assert!(
+        d.wait(Duration::from_secs(60)).await.success(),
+        "{}",
+        d.log_text()
+    );
     server.with(|s| {
         assert_eq!(s.assets.len(), 60);
         let mut per_cam = std::collections::BTreeMap::<String, usize>::new();
@@ -123,7 +142,11 @@ async fn two_cameras_deliver_their_own_metadata_and_groups() {
 async fn sigterm_stops_within_ten_seconds_and_keeps_unsent_frames_queued() {
     let tmp = tempfile::tempdir().unwrap();
     // No server: nothing can be delivered, so everything committed must stay queued.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cfg = TestConfig::nexus(tmp.path(), &format!("http://127.0.0.1:{port}"));
     let config = cfg.write(&tmp.path().join("edgecap.toml"));
     let mut d = Daemon::start(&config, &tmp.path().join("log"));
@@ -136,6 +159,10 @@ async fn sigterm_stops_within_ten_seconds_and_keeps_unsent_frames_queued() {
     let committed = support::committed_filenames(&d.log_text()).len() as u64;
     assert!(committed > 10, "capture ran: {committed}");
     let stats = queue_stats(&config);
-    assert_eq!(stats["pending"]["frames"].as_u64().unwrap(), committed, "{stats}");
+    assert_eq!(
+        stats["pending"]["frames"].as_u64().unwrap(),
+        committed,
+        "{stats}"
+    );
     assert_eq!(stats["counters"]["committed"].as_u64().unwrap(), committed);
 }

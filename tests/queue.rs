@@ -72,7 +72,12 @@ fn a_lost_index_is_rebuilt_from_the_spool_files() {
     assert_eq!(q.stats().pending.frames, 5);
     let leased = q.lease(10, u64::MAX).unwrap();
     let names: Vec<_> = leased.iter().map(|l| l.meta.filename.clone()).collect();
-    assert_eq!(names, (0..5).map(|i| format!("dev_cam_{i:06}.jpg")).collect::<Vec<_>>());
+    assert_eq!(
+        names,
+        (0..5)
+            .map(|i| format!("dev_cam_{i:06}.jpg"))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(q.read_image(leased[2].seq).unwrap(), image(2, 1000));
 }
 
@@ -94,7 +99,11 @@ fn damaged_files_go_to_quarantine_and_the_rest_is_delivered() {
     std::fs::write(&files[2], b"").unwrap();
     std::fs::remove_file(&files[3]).unwrap();
     // An unfinished write and a stray file.
-    std::fs::write(tmp.path().join("spool/00000000000000000099.frame.tmp"), b"x").unwrap();
+    std::fs::write(
+        tmp.path().join("spool/00000000000000000099.frame.tmp"),
+        b"x",
+    )
+    .unwrap();
     std::fs::write(tmp.path().join("spool/notes.txt"), b"x").unwrap();
     // A flipped image byte is found when the image is read.
     let mut f4 = std::fs::read(&files[4]).unwrap();
@@ -104,10 +113,15 @@ fn damaged_files_go_to_quarantine_and_the_rest_is_delivered() {
 
     let (q, r) = Queue::open(&cfg).unwrap();
     assert_eq!(r.quarantined, 4, "{r:?}");
-    assert_eq!(r.index_dropped, 4, "three bad files and one missing file: {r:?}");
+    assert_eq!(
+        r.index_dropped, 4,
+        "three bad files and one missing file: {r:?}"
+    );
     assert_eq!(r.tmp_removed, 1);
     assert_eq!(q.stats().pending.frames, 2);
-    let quarantine: Vec<_> = std::fs::read_dir(tmp.path().join("quarantine")).unwrap().collect();
+    let quarantine: Vec<_> = std::fs::read_dir(tmp.path().join("quarantine"))
+        .unwrap()
+        .collect();
     assert_eq!(quarantine.len(), 4, "moved aside, not deleted");
     let leased = q.lease(10, u64::MAX).unwrap();
     assert_eq!(leased.len(), 2);
@@ -273,7 +287,15 @@ fn run_model(ops: Vec<Op>, policy: OnFull) -> Result<(), TestCaseError> {
                 let res = g.add(&m, &img);
                 prop_assert_eq!(res.is_ok(), accepted, "add of {} bytes", bytes);
                 if let Ok(seq) = res {
-                    model.insert(seq, MFrame { st: St::Pending, bytes, group, attempts: 0 });
+                    model.insert(
+                        seq,
+                        MFrame {
+                            st: St::Pending,
+                            bytes,
+                            group,
+                            attempts: 0,
+                        },
+                    );
                 } else {
                     dropped += 1;
                 }
@@ -281,7 +303,10 @@ fn run_model(ops: Vec<Op>, policy: OnFull) -> Result<(), TestCaseError> {
             }
             Op::Lease { max } => {
                 let leased = queue.lease(max, u64::MAX).unwrap();
-                let first = model.values().find(|f| f.st == St::Pending).map(|f| f.group);
+                let first = model
+                    .values()
+                    .find(|f| f.st == St::Pending)
+                    .map(|f| f.group);
                 let expect: Vec<u64> = model
                     .iter()
                     .filter(|(_, f)| f.st == St::Pending && Some(f.group) == first)
@@ -338,7 +363,7 @@ fn run_model(ops: Vec<Op>, policy: OnFull) -> Result<(), TestCaseError> {
                 }
             }
             Op::Reopen => {
-                q = None;
+                drop(q.take());
                 let (nq, report) = Queue::open(&cfg).unwrap();
                 let inflight = model.values().filter(|f| f.st == St::Inflight).count() as u64;
                 prop_assert_eq!(report.interrupted, inflight);

@@ -1099,14 +1099,26 @@ mod tests {
         let plain = cfg(base).expect("template validates");
         let mut checked = 0;
         for line in base.lines() {
-            let Some(rest) = line.strip_prefix("# ") else { continue };
-            let Some((key, _)) = rest.split_once(" = ") else { continue };
+            let Some(rest) = line.strip_prefix("# ") else {
+                continue;
+            };
+            let Some((key, _)) = rest.split_once(" = ") else {
+                continue;
+            };
             if !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
                 continue;
             }
             // Alternatives rather than defaults.
-            if ["fps", "secret_key", "secret_key_file", "path", "site", "label", "id"]
-                .contains(&key)
+            if [
+                "fps",
+                "secret_key",
+                "secret_key_file",
+                "path",
+                "site",
+                "label",
+                "id",
+            ]
+            .contains(&key)
             {
                 continue;
             }

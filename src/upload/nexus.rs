@@ -495,7 +495,11 @@ impl NexusSink {
                     let body = r.bytes().await.unwrap_or_default();
                     match serde_json::from_slice::<Operation>(&body) {
                         Ok(op) => {
-                            let ws = op.status.progress.map(|p| p.with_status).unwrap_or_default();
+                            let ws = op
+                                .status
+                                .progress
+                                .map(|p| p.with_status)
+                                .unwrap_or_default();
                             match partial {
                                 Some(n) if ws.finished + ws.errored + ws.cancelled >= n => {
                                     return if ws.errored + ws.cancelled == 0 {

@@ -213,14 +213,18 @@ fn handle(st: Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes)
     }
     // Every API call: Secret-Key, exactly, and a proj_ id.
     if headers.get("secret-key").and_then(|v| v.to_str().ok()) != Some(SECRET) {
-        return error(403, "ForbiddenError", "No Access Rights to Requested Resources");
+        return error(
+            403,
+            "ForbiddenError",
+            "No Access Rights to Requested Resources",
+        );
     }
     if method != Method::DELETE
         && headers.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/json")
     {
-        s.record
-            .violations
-            .push(format!("{method} {path} without Content-Type: application/json"));
+        s.record.violations.push(format!(
+            "{method} {path} without Content-Type: application/json"
+        ));
     }
     match (method.as_str(), segs.as_slice()) {
         ("GET", ["projects", pid]) if *pid == PROJECT => {
@@ -266,9 +270,11 @@ fn handle(st: Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes)
                 None => error(404, "ResourceNotFoundError", "Requested Asset Not Found"),
             }
         }
-        _ if segs.get(1).is_some_and(|p| *p != PROJECT) => {
-            error(404, "ResourceNotFoundError", "Requested Project Resource Not Found")
-        }
+        _ if segs.get(1).is_some_and(|p| *p != PROJECT) => error(
+            404,
+            "ResourceNotFoundError",
+            "Requested Project Resource Not Found",
+        ),
         _ => error(404, "ResourceNotFoundError", "no route"),
     }
 }
@@ -278,12 +284,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -342,17 +349,29 @@ fn create_session(s: &mut State, body: &[u8]) -> Response {
         return answer(s, error(400, "BadRequestError", "body is not JSON"));
     };
     let groups: Vec<String> = match req.get("groups").and_then(|g| g.as_array()) {
-        Some(g) if g.iter().all(|x| x.as_str().is_some_and(|x| !x.trim().is_empty())) => g
-            .iter()
-            .filter_map(|x| x.as_str().map(String::from))
-            .collect(),
-        _ => return answer(s, error(400, "BadRequestError", "groups must be an array of strings")),
+        Some(g)
+            if g.iter()
+                .all(|x| x.as_str().is_some_and(|x| !x.trim().is_empty())) =>
+        {
+            g.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        }
+        _ => {
+            return answer(
+                s,
+                error(400, "BadRequestError", "groups must be an array of strings"),
+            );
+        }
     };
     let Some(assets) = req.get("assets").and_then(|a| a.as_array()) else {
         return answer(s, error(400, "BadRequestError", "assets missing"));
     };
     if assets.is_empty() || assets.len() > 5000 {
-        return answer(s, error(400, "BadRequestError", "1 to 5000 assets per session"));
+        return answer(
+            s,
+            error(400, "BadRequestError", "1 to 5000 assets per session"),
+        );
     }
     let mut names = std::collections::HashSet::new();
     for a in assets {
@@ -371,7 +390,10 @@ fn create_session(s: &mut State, body: &[u8]) -> Response {
                     .all(|v| v.is_string() || v.is_number() || v.is_boolean())
             });
             if !flat {
-                return answer(s, error(400, "BadRequestError", "customMetadata must be flat"));
+                return answer(
+                    s,
+                    error(400, "BadRequestError", "customMetadata must be flat"),
+                );
             }
         }
         if !names.insert(a["filename"].as_str().unwrap_or("").to_string()) {
@@ -384,7 +406,8 @@ fn create_session(s: &mut State, body: &[u8]) -> Response {
     let port = s.port;
     let mut out = Vec::new();
     let mut tokens = Vec::new();
-    let opaque = base64::engine::general_purpose::STANDARD.encode(json!({"groups": groups}).to_string());
+    let opaque =
+        base64::engine::general_purpose::STANDARD.encode(json!({"groups": groups}).to_string());
     for a in assets {
         s.counter += 1;
         let token = format!("t{:016x}{:016x}", rand_u64(), s.counter);
@@ -392,7 +415,8 @@ fn create_session(s: &mut State, body: &[u8]) -> Response {
         let crc = a["crc32c"].as_i64().unwrap_or(0);
         let mime = a["mime"].as_str().unwrap_or("").to_string();
         let size = a["size"].as_u64().unwrap_or(0);
-        let hash = base64::engine::general_purpose::STANDARD.encode((crc as i32 as u32).to_be_bytes());
+        let hash =
+            base64::engine::general_purpose::STANDARD.encode((crc as i32 as u32).to_be_bytes());
         out.push(json!({
             "metadata": {"filename": filename, "mime": mime, "size": size, "crc32c": crc},
             "upload": {"method": "PUT",
@@ -433,7 +457,10 @@ fn create_session(s: &mut State, body: &[u8]) -> Response {
             cancelled: false,
         },
     );
-    answer(s, json_response(200, json!({"id": sid, "opId": op, "assets": out})))
+    answer(
+        s,
+        json_response(200, json!({"id": sid, "opId": op, "assets": out})),
+    )
 }
 
 fn rand_u64() -> u64 {
@@ -443,7 +470,13 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-fn storage_put(s: &mut State, method: &Method, segs: &[&str], headers: &HeaderMap, body: &[u8]) -> Response {
+fn storage_put(
+    s: &mut State,
+    method: &Method,
+    segs: &[&str],
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     let token = segs.get(1).copied().unwrap_or("");
     let xml = |status: u16, code: &str| {
         (
@@ -456,14 +489,21 @@ fn storage_put(s: &mut State, method: &Method, segs: &[&str], headers: &HeaderMa
         return xml(405, "MethodNotAllowed");
     }
     if headers.contains_key("secret-key") || headers.contains_key("authorization") {
-        s.record.violations.push("storage PUT carried credentials".into());
+        s.record
+            .violations
+            .push("storage PUT carried credentials".into());
     }
     let Some(p) = s.pending.get(token) else {
         return xml(403, "AccessDenied");
     };
     let filename = p.filename.clone();
     // Scripted faults.
-    if let Some(i) = s.faults.put.iter().position(|f| filename.ends_with(&f.suffix)) {
+    if let Some(i) = s
+        .faults
+        .put
+        .iter()
+        .position(|f| filename.ends_with(&f.suffix))
+    {
         let f = s.faults.put[i].clone();
         match f.times {
             Some(1) => {
@@ -489,24 +529,25 @@ fn storage_put(s: &mut State, method: &Method, segs: &[&str], headers: &HeaderMa
         "crc32c={}",
         base64::engine::general_purpose::STANDARD.encode(crc32c::crc32c(body).to_be_bytes())
     );
-    let status = if ct != Some(p.mime.as_str()) {
-        400
+    let problem = if ct != Some(p.mime.as_str()) {
+        Some("content-type differs from the asset's mime")
     } else if body.len() as u64 != p.size {
-        400
+        Some("body length differs from the declared size")
     } else if hash != Some(expect_hash.as_str()) || actual != expect_hash {
-        400
+        Some("x-goog-hash or the body's CRC-32C differs from the declared crc32c")
     } else if opaque != Some(p.opaque.as_str()) {
-        400
+        Some("x-goog-meta-datature-upload not sent back unchanged")
     } else {
-        200
+        None
     };
-    s.record.puts.push((filename.clone(), status));
-    if status != 200 {
+    if let Some(why) = problem {
+        s.record.puts.push((filename.clone(), 400));
         s.record
             .violations
-            .push(format!("bad PUT for {filename}: content-type/length/hash/opaque mismatch"));
+            .push(format!("bad PUT for {filename}: {why}"));
         return xml(400, "BadDigest");
     }
+    s.record.puts.push((filename.clone(), 200));
     let session = p.session.clone();
     if s.sessions.get(&session).is_some_and(|x| x.cancelled) {
         return xml(403, "AccessDenied");

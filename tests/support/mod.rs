@@ -1,7 +1,10 @@
 //! Shared test harness: the fake Nexus server, config files, and the real `edgecap` binary
 //! run as a child process.
 
-#![allow(dead_code, reason = "each test crate uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test crate uses a different part of the harness"
+)]
 
 pub mod fake_nexus;
 
@@ -89,7 +92,10 @@ impl TestConfig {
                 );
             }
             (None, Some(out)) => {
-                s += &format!("sink = \"directory\"\npath = {:?}\n", out.display().to_string());
+                s += &format!(
+                    "sink = \"directory\"\npath = {:?}\n",
+                    out.display().to_string()
+                );
             }
             _ => {}
         }
@@ -140,7 +146,10 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("edgecap did not exit within {timeout:?}; log:\n{}", self.log_text());
+                panic!(
+                    "edgecap did not exit within {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
