@@ -265,3 +265,43 @@ async fn with_the_server_down_and_max_frames_20_drop_oldest_keeps_the_20_newest_
         29
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_hung_upload_cancels_the_session_and_keeps_the_frames_queued() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    server.with(|s| s.faults.put_delay = Some(Duration::from_secs(60)));
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.batch_max_frames = 10;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    for _ in 0..200 {
+        if server.with(|s| !s.record.session_sizes.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        server.with(|s| !s.record.session_sizes.is_empty()),
+        "a session was created"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.signal("TERM");
+    let t = std::time::Instant::now();
+    let st = d.wait(Duration::from_secs(10)).await;
+    assert!(st.success(), "{}", d.log_text());
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(
+        server.with(|s| s.record.cancels) >= 1,
+        "the open session was cancelled"
+    );
+    let committed = support::committed_filenames(&d.log_text()).len() as u64;
+    let stats = queue_stats(&config);
+    assert_eq!(stats["inflight"]["frames"], 0, "{stats}");
+    assert_eq!(
+        stats["pending"]["frames"].as_u64().unwrap(),
+        committed,
+        "{stats}"
+    );
+    assert_eq!(stats["counters"]["uploaded"], 0, "{stats}");
+}

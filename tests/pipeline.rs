@@ -166,3 +166,36 @@ async fn sigterm_stops_within_ten_seconds_and_keeps_unsent_frames_queued() {
     );
     assert_eq!(stats["counters"]["committed"].as_u64().unwrap(), committed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_are_followed_in_the_background_while_the_next_batch_uploads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    server.with(|s| s.faults.operation_delay = Some(Duration::from_secs(3)));
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.stop_after_frames = 60;
+    cfg.batch_max_frames = 10;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    assert!(
+        d.wait(Duration::from_secs(60)).await.success(),
+        "{}",
+        d.log_text()
+    );
+    server.with(|s| {
+        assert_eq!(s.assets.len(), 60);
+        let ops = &s.record.operations;
+        assert!(ops.len() >= 6, "{} sessions", ops.len());
+        // A session was created while an earlier session's operation was still running.
+        let overlapped = ops.iter().any(|(created_i, finished_i)| {
+            let finished_i = finished_i.expect("every operation finished");
+            ops.iter()
+                .any(|(created_j, _)| created_j > created_i && *created_j < finished_i)
+        });
+        assert!(
+            overlapped,
+            "operations were followed one after another: {ops:?}"
+        );
+    });
+    assert_eq!(queue_stats(&config)["pending"]["frames"], 0);
+}

@@ -198,3 +198,55 @@ pub fn run_camera(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_full_channel_drops_new_frames_and_counts_them_without_stalling_capture() {
+        let cam = CameraConfig {
+            name: "cam0".into(),
+            source: SourceConfig::TestPattern {
+                width: 32,
+                height: 32,
+                jpeg_quality: 50,
+            },
+            interval: Duration::from_millis(5),
+            groups: vec!["main".into()],
+            filename_template: "{run}-{seq}".into(),
+            metadata: BTreeMap::new(),
+        };
+        // Nobody reads: the disk side is stalled.
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let stop = Stop::new();
+        let stats = Arc::new(CameraStats::default());
+        let (s2, st2) = (Arc::clone(&stop), Arc::clone(&stats));
+        let h = std::thread::spawn(move || run_camera(0, cam, tx, s2, st2));
+        std::thread::sleep(Duration::from_millis(400));
+        stop.set();
+        h.join().unwrap();
+        let produced = stats.produced.load(Ordering::Relaxed);
+        let dropped = stats.dropped_buffer.load(Ordering::Relaxed);
+        assert!(produced >= 20, "capture kept its pace: {produced} frames");
+        assert_eq!(
+            dropped,
+            produced - 2,
+            "all but the two buffered frames were dropped"
+        );
+        assert_eq!(rx.try_iter().count(), 2);
+    }
+
+    #[test]
+    fn stop_wakes_a_sleeping_capture_thread_at_once() {
+        let stop = Stop::new();
+        let s2 = Arc::clone(&stop);
+        let t = Instant::now();
+        let h = std::thread::spawn(move || s2.wait_until(Instant::now() + Duration::from_secs(30)));
+        std::thread::sleep(Duration::from_millis(50));
+        stop.set();
+        assert!(h.join().unwrap());
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+}

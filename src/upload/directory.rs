@@ -45,6 +45,7 @@ impl DirectorySink {
         let queue = Arc::clone(&self.queue);
         let res = tokio::task::spawn_blocking(move || deliver(&dir, &queue, batch)).await;
         res.unwrap_or_else(|e| Report {
+            pending: None,
             outcomes: Vec::new(),
             health: Health::Backoff {
                 reason: format!("directory sink task failed: {e}"),
@@ -57,6 +58,7 @@ impl DirectorySink {
 fn deliver(dir: &Path, queue: &Queue, batch: Vec<Leased>) -> Report {
     if let Err(e) = std::fs::create_dir_all(dir) {
         return Report {
+            pending: None,
             outcomes: Vec::new(),
             health: Health::Offline(format!("cannot create {}: {e}", dir.display())),
         };
@@ -110,5 +112,9 @@ fn deliver(dir: &Path, queue: &Queue, batch: Vec<Leased>) -> Report {
             retry_after: None,
         };
     }
-    Report { outcomes, health }
+    Report {
+        outcomes,
+        health,
+        pending: None,
+    }
 }

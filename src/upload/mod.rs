@@ -74,13 +74,31 @@ pub enum Health {
 }
 
 /// A sink's answer for one batch.
-#[derive(Debug)]
 pub struct Report {
-    /// One outcome per frame sent (frames not listed are put back as `Retry`).
+    /// One outcome per frame decided now. Frames neither listed here nor in `pending`
+    /// are put back as `Retry`.
     pub outcomes: Vec<(u64, Outcome)>,
     /// The link verdict.
     pub health: Health,
+    /// Frames whose fate the platform decides later (a Nexus operation), followed in the
+    /// background while the next batch goes out.
+    pub pending: Option<Pending>,
 }
+
+/// Frames waiting on the platform, and the future that decides them.
+pub struct Pending {
+    /// The frames it decides.
+    pub seqs: Vec<u64>,
+    /// Resolves to one outcome per frame; must resolve promptly once `stop` is set.
+    pub fut: Decision,
+}
+
+/// A future resolving to one outcome per frame.
+pub type Decision =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Vec<(u64, Outcome)>> + Send>>;
+
+/// Operations followed at once; past this the uploader waits for one before the next batch.
+const MAX_OPEN_OPERATIONS: usize = 4;
 
 /// Uploader counters (for the summary line and status).
 #[derive(Debug, Default)]
@@ -100,7 +118,7 @@ pub struct UploadStats {
 /// The configured sink.
 pub enum Sink {
     /// Datature Nexus.
-    Nexus(Box<NexusSink>),
+    Nexus(Arc<NexusSink>),
     /// A local folder.
     Directory(DirectorySink),
 }
@@ -109,7 +127,7 @@ impl Sink {
     /// Builds the sink from its config.
     pub fn new(cfg: &SinkConfig, queue: Arc<Queue>) -> Result<Self, String> {
         Ok(match cfg {
-            SinkConfig::Nexus(n) => Sink::Nexus(Box::new(NexusSink::new(n.clone(), queue)?)),
+            SinkConfig::Nexus(n) => Sink::Nexus(Arc::new(NexusSink::new(n.clone(), queue)?)),
             SinkConfig::Directory { path } => {
                 Sink::Directory(DirectorySink::new(path.clone(), queue))
             }
@@ -149,6 +167,59 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.ok()
 }
 
+/// Operations followed in the background, with the frames each one decides.
+#[derive(Default)]
+struct Operations {
+    set: tokio::task::JoinSet<Vec<(u64, Outcome)>>,
+    seqs: std::collections::HashMap<tokio::task::Id, Vec<u64>>,
+}
+
+impl Operations {
+    fn spawn(&mut self, p: Pending) {
+        let h = self.set.spawn(p.fut);
+        self.seqs.insert(h.id(), p.seqs);
+    }
+
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// The next finished operation (its frames, its outcomes); never resolves when empty.
+    async fn next(&mut self) -> (Vec<u64>, Vec<(u64, Outcome)>) {
+        match self.set.join_next_with_id().await {
+            Some(Ok((id, outcomes))) => (self.seqs.remove(&id).unwrap_or_default(), outcomes),
+            Some(Err(e)) => {
+                let seqs = self.seqs.remove(&e.id()).unwrap_or_default();
+                warn!(error = %e, frames = seqs.len(), "an operation follow-up failed; its frames stay queued");
+                (seqs, Vec::new())
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// What the uploader's helpers share.
+struct Ctx<'a> {
+    queue: &'a Arc<Queue>,
+    cfg: &'a UploadConfig,
+    stats: &'a UploadStats,
+    stop: &'a watch::Receiver<bool>,
+}
+
+impl Ctx<'_> {
+    /// Sleeps for `d`, applying operations that finish meanwhile; true if stopped.
+    async fn pause(&self, d: Duration, ops: &mut Operations) -> bool {
+        let until = tokio::time::Instant::now() + d;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return *self.stop.borrow(),
+                _ = stopped(self.stop) => return true,
+                (seqs, outcomes) = ops.next() => apply(self, &seqs, &outcomes).await,
+            }
+        }
+    }
+}
+
 /// Runs the uploader until `stop` is set. With `drain` set, batches go out without
 /// waiting for their age (used when the daemon winds down after `stop_after_frames`).
 pub async fn run(
@@ -159,16 +230,22 @@ pub async fn run(
     stop: watch::Receiver<bool>,
     drain: watch::Receiver<bool>,
 ) {
+    let ctx = Ctx {
+        queue: &queue,
+        cfg: &cfg,
+        stats: &stats,
+        stop: &stop,
+    };
+    let mut ops = Operations::default();
     let mut backoff = Backoff::new(cfg.retry);
     let mut cap = cfg.batch.max_frames;
     let mut waiting_since: Option<Instant> = None;
     stats.online.store(true, Ordering::Relaxed);
-    let notify = Arc::clone(&queue);
     loop {
         if *stop.borrow() {
             break;
         }
-        let notified = notify.pending_notify().notified();
+        let notified = queue.pending_notify().notified();
         let s = queue.stats();
         if s.pending.frames == 0 {
             waiting_since = None;
@@ -176,6 +253,7 @@ pub async fn run(
                 _ = notified => {}
                 _ = stopped(&stop) => break,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                (seqs, outcomes) = ops.next() => apply(&ctx, &seqs, &outcomes).await,
             }
             continue;
         }
@@ -187,7 +265,15 @@ pub async fn run(
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep_until(due.into()) => {}
-                _ = d.wait_for(|x| *x) => {}
+                _ = async { let _ = d.wait_for(|x| *x).await; } => {}
+                _ = stopped(&stop) => break,
+                (seqs, outcomes) = ops.next() => apply(&ctx, &seqs, &outcomes).await,
+            }
+            continue;
+        }
+        if ops.len() >= MAX_OPEN_OPERATIONS {
+            tokio::select! {
+                (seqs, outcomes) = ops.next() => apply(&ctx, &seqs, &outcomes).await,
                 _ = stopped(&stop) => break,
             }
             continue;
@@ -198,7 +284,7 @@ pub async fn run(
             Some(Ok(l)) => l,
             Some(Err(e)) => {
                 error!(error = %e, "cannot lease frames from the queue");
-                if sleep_or_stop(backoff.next_delay(), &stop).await {
+                if ctx.pause(backoff.next_delay(), &mut ops).await {
                     break;
                 }
                 continue;
@@ -224,17 +310,27 @@ pub async fn run(
                 .collect();
             report.health = Health::Ok;
         }
-        apply(&queue, &seqs, &report, &cfg, &stats).await;
+        let later: Vec<u64> = report
+            .pending
+            .as_ref()
+            .map(|p| p.seqs.clone())
+            .unwrap_or_default();
+        let now: Vec<u64> = seqs.into_iter().filter(|s| !later.contains(s)).collect();
+        apply(&ctx, &now, &report.outcomes).await;
+        if let Some(p) = report.pending {
+            ops.spawn(p);
+        }
         if queue.stats().pending.frames == 0 {
             waiting_since = None;
         }
-        match report.health {
+        let stopped_now = match report.health {
             Health::Ok => {
                 if !stats.online.swap(true, Ordering::Relaxed) {
                     info!("uplink is back: uploading");
                 }
                 backoff.reset();
                 cap = (cap * 2).min(cfg.batch.max_frames);
+                false
             }
             Health::Split(reason) => {
                 cap = (n / 2).max(1);
@@ -244,6 +340,7 @@ pub async fn run(
                     reason,
                     "the platform refused the batch; retrying with smaller batches to find the frame at fault"
                 );
+                false
             }
             Health::Backoff {
                 reason,
@@ -256,9 +353,7 @@ pub async fn run(
                     failures = backoff.failures(),
                     "upload failed; backing off"
                 );
-                if sleep_or_stop(d, &stop).await {
-                    break;
-                }
+                ctx.pause(d, &mut ops).await
             }
             Health::OperatorMustAct(reason) => {
                 let d = cfg.retry.max;
@@ -267,9 +362,7 @@ pub async fn run(
                     retry_in_secs = d.as_secs(),
                     "the platform refuses edgecap's requests; check project_id and the secret key"
                 );
-                if sleep_or_stop(d, &stop).await {
-                    break;
-                }
+                ctx.pause(d, &mut ops).await
             }
             Health::Offline(reason) => {
                 if stats.online.swap(false, Ordering::Relaxed) {
@@ -278,26 +371,45 @@ pub async fn run(
                         "uplink is down: frames stay queued; probing with backoff"
                     );
                 }
-                if probe_until_online(&sink, &mut backoff, &stop).await {
-                    break;
+                let stopped = probe_until_online(&ctx, &sink, &mut backoff, &mut ops).await;
+                if !stopped {
+                    stats.online.store(true, Ordering::Relaxed);
+                    info!("uplink is back: uploading");
                 }
-                stats.online.store(true, Ordering::Relaxed);
-                info!("uplink is back: uploading");
+                stopped
             }
+        };
+        if stopped_now {
+            break;
         }
+    }
+    // Operations resolve promptly once stop is set (one last status poll each).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    while ops.len() > 0 {
+        tokio::select! {
+            (seqs, outcomes) = ops.next() => apply(&ctx, &seqs, &outcomes).await,
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    let left: Vec<u64> = ops.seqs.values().flatten().copied().collect();
+    ops.set.abort_all();
+    if !left.is_empty() {
+        let q = Arc::clone(&queue);
+        blocking(move || q.release(&left, Some("stopped while the operation was followed"))).await;
     }
 }
 
 /// Probes until the platform answers; true if stopped meanwhile.
 async fn probe_until_online(
+    ctx: &Ctx<'_>,
     sink: &Sink,
     backoff: &mut Backoff,
-    stop: &watch::Receiver<bool>,
+    ops: &mut Operations,
 ) -> bool {
     loop {
         let d = backoff.next_delay();
         debug!(retry_in_ms = d.as_millis() as u64, "offline; next probe");
-        if sleep_or_stop(d, stop).await {
+        if ctx.pause(d, ops).await {
             return true;
         }
         match sink.probe().await {
@@ -310,19 +422,15 @@ async fn probe_until_online(
     }
 }
 
-async fn apply(
-    queue: &Arc<Queue>,
-    seqs: &[u64],
-    report: &Report,
-    cfg: &UploadConfig,
-    stats: &UploadStats,
-) {
+/// Applies outcomes: `seqs` are the frames decided here; any of them without an outcome
+/// goes back to pending.
+async fn apply(ctx: &Ctx<'_>, seqs: &[u64], outcomes: &[(u64, Outcome)]) {
     let mut accepted = Vec::new();
     let mut retry: Vec<(u64, String)> = Vec::new();
     let mut failed: Vec<(u64, String)> = Vec::new();
     let mut rejected: Vec<(u64, String)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (seq, o) in &report.outcomes {
+    for (seq, o) in outcomes {
         seen.insert(*seq);
         match o {
             Outcome::Accepted => accepted.push(*seq),
@@ -337,14 +445,15 @@ async fn apply(
             retry.push((*s, "not sent".to_string()));
         }
     }
+    let stats = ctx.stats;
     stats
         .accepted
         .fetch_add(accepted.len() as u64, Ordering::Relaxed);
     stats
         .retried
         .fetch_add(retry.len() as u64, Ordering::Relaxed);
-    let q = Arc::clone(queue);
-    let max_attempts = cfg.max_attempts;
+    let q = Arc::clone(ctx.queue);
+    let max_attempts = ctx.cfg.max_attempts;
     let dead = blocking(move || {
         q.ack(&accepted);
         for (s, m) in &retry {

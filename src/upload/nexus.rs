@@ -29,7 +29,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{debug, error, info, warn};
 
 use super::backoff::{RateLimiter, parse_retry_after};
-use super::{Health, Outcome, Report, sleep_or_stop, stopped};
+use super::{Health, Outcome, Pending, Report, sleep_or_stop, stopped};
 use crate::config::{MetaValue, NexusConfig};
 use crate::queue::{Leased, Queue, ReadError};
 
@@ -264,8 +264,13 @@ impl NexusSink {
     }
 
     /// Sends one batch through one upload session.
-    pub async fn send(&self, batch: Vec<Leased>, stop: &watch::Receiver<bool>) -> Report {
+    pub async fn send(
+        self: &Arc<Self>,
+        batch: Vec<Leased>,
+        stop: &watch::Receiver<bool>,
+    ) -> Report {
         let retry_all = |batch: &[Leased], why: &str, health: Health| Report {
+            pending: None,
             outcomes: batch
                 .iter()
                 .map(|l| (l.seq, Outcome::Retry(why.to_string())))
@@ -426,35 +431,64 @@ impl NexusSink {
                     .into_iter()
                     .map(|(s, _)| (s, Outcome::Retry("session cancelled".into()))),
             );
-            return Report { outcomes, health };
+            return Report {
+                outcomes,
+                health,
+                pending: None,
+            };
         }
-        let partial = uploaded.len() < batch.len();
-        let verdict = self
-            .await_operation(&op_id, partial.then_some(uploaded.len() as u64), stop)
-            .await;
-        match verdict {
+        let partial = (uploaded.len() < batch.len()).then_some(uploaded.len() as u64);
+        let seqs = uploaded.iter().map(|(s, _)| *s).collect();
+        let sink = Arc::clone(self);
+        let stop = stop.clone();
+        let fut = async move {
+            sink.finish(session_id, op_id, uploaded, partial, stop)
+                .await
+        };
+        Report {
+            outcomes,
+            health,
+            pending: Some(Pending {
+                seqs,
+                fut: Box::pin(fut),
+            }),
+        }
+    }
+
+    /// Follows a session's operation and decides the fate of its uploaded frames.
+    async fn finish(
+        self: Arc<Self>,
+        session_id: String,
+        op_id: String,
+        uploaded: Vec<(u64, String)>,
+        partial: Option<u64>,
+        stop: watch::Receiver<bool>,
+    ) -> Vec<(u64, Outcome)> {
+        match self.await_operation(&op_id, partial, &stop).await {
             OpEnd::Finished => {
                 debug!(session = %session_id, frames = uploaded.len(), "operation finished");
-                outcomes.extend(uploaded.into_iter().map(|(s, _)| (s, Outcome::Accepted)));
+                uploaded
+                    .into_iter()
+                    .map(|(s, _)| (s, Outcome::Accepted))
+                    .collect()
             }
-            OpEnd::Unknown => {
-                outcomes.extend(uploaded.into_iter().map(|(s, _)| {
-                    (
-                        s,
-                        Outcome::Retry("operation still running at shutdown".into()),
-                    )
-                }));
-            }
+            OpEnd::Unknown => uploaded
+                .into_iter()
+                .map(|(s, _)| {
+                    let why = "operation still running at shutdown";
+                    (s, Outcome::Retry(why.into()))
+                })
+                .collect(),
             OpEnd::Check(why) => {
                 warn!(session = %session_id, operation = %self.clean(&op_id), why = %why,
                     frames = uploaded.len(), "operation did not finish cleanly; checking each asset");
+                let mut out = Vec::with_capacity(uploaded.len());
                 for (seq, name) in uploaded {
-                    let o = self.check_asset(&name, &why).await;
-                    outcomes.push((seq, o));
+                    out.push((seq, self.check_asset(&name, &why).await));
                 }
+                out
             }
         }
-        Report { outcomes, health }
     }
 
     async fn cancel(&self, session_id: &str) {

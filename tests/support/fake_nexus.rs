@@ -58,6 +58,10 @@ pub struct Faults {
     pub errored_operations: usize,
     /// Session creations allowed per 300 s (None: unlimited).
     pub rate_limit: Option<usize>,
+    /// Storage PUTs are answered only after this long (a hung upload).
+    pub put_delay: Option<Duration>,
+    /// Operations stay `Running` this long after their last PUT.
+    pub operation_delay: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -88,6 +92,9 @@ struct Session {
     tokens: Vec<String>,
     errored: bool,
     cancelled: bool,
+    created: Instant,
+    last_put: Option<Instant>,
+    finished_reported: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -104,6 +111,8 @@ pub struct Record {
     pub duplicates: Vec<String>,
     pub cancels: usize,
     pub probes: usize,
+    /// Per session: (created, first time a poll answered `Finished`).
+    pub operations: Vec<(Instant, Option<Instant>)>,
     /// Protocol violations the server noticed in the client's requests.
     pub violations: Vec<String>,
 }
@@ -150,7 +159,17 @@ impl FakeNexus {
         let st = Arc::clone(&state);
         let app = axum::Router::new().fallback(move |m: Method, u: Uri, h: HeaderMap, b: Bytes| {
             let st = Arc::clone(&st);
-            async move { handle(st, m, u, h, b) }
+            async move {
+                let delay = if u.path().starts_with("/storage/") {
+                    st.lock().unwrap().faults.put_delay
+                } else {
+                    None
+                };
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
+                }
+                handle(st, m, u, h, b)
+            }
         });
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -455,6 +474,9 @@ fn create_session(s: &mut State, body: &[u8]) -> Response {
             tokens,
             errored,
             cancelled: false,
+            created: Instant::now(),
+            last_put: None,
+            finished_reported: None,
         },
     );
     answer(
@@ -553,6 +575,9 @@ fn storage_put(
         return xml(403, "AccessDenied");
     }
     let errored = s.sessions.get(&session).is_some_and(|x| x.errored);
+    if let Some(ses) = s.sessions.get_mut(&session) {
+        ses.last_put = Some(Instant::now());
+    }
     let p = s.pending.get_mut(token).expect("pending");
     p.done = true;
     if !errored {
@@ -573,9 +598,11 @@ fn storage_put(
 }
 
 fn operation(s: &mut State, op: &str) -> Response {
+    let delay = s.faults.operation_delay.unwrap_or_default();
     let Some(ses) = s.sessions.values().find(|x| x.op_id == op) else {
         return error(404, "ResourceNotFoundError", "no such operation");
     };
+    let settled = ses.last_put.is_some_and(|t| t.elapsed() >= delay);
     let total = ses.tokens.len() as u64;
     let done = ses
         .tokens
@@ -584,14 +611,32 @@ fn operation(s: &mut State, op: &str) -> Response {
         .count() as u64;
     let (overview, finished, errored, queued) = if ses.cancelled {
         ("Cancelled", 0, 0, 0)
-    } else if done < total {
-        ("Running", done, 0, total - done)
+    } else if done < total || !settled {
+        (
+            "Running",
+            done.min(total.saturating_sub(1)),
+            0,
+            total - done.min(total.saturating_sub(1)),
+        )
     } else if ses.errored {
         ("Errored", 0, total, 0)
     } else {
         ("Finished", total, 0, 0)
     };
     let cancelled = if ses.cancelled { total } else { 0 };
+    if overview == "Finished" {
+        let ses = s
+            .sessions
+            .values_mut()
+            .find(|x| x.op_id == op)
+            .expect("session");
+        ses.finished_reported.get_or_insert_with(Instant::now);
+    }
+    s.record.operations = s
+        .sessions
+        .values()
+        .map(|x| (x.created, x.finished_reported))
+        .collect();
     json_response(
         200,
         json!({"id": op, "object": "operation", "kind": "nexus.assets.upload",
