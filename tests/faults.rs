@@ -84,13 +84,16 @@ async fn session_create_500s_and_a_429_with_retry_after_are_retried_as_specified
     let tmp = tempfile::tempdir().unwrap();
     let server = FakeNexus::start().await;
     server.with(|s| {
-        let e500 = r#"{"code":"InternalServerError","message":"boom"}"#;
-        s.faults
-            .session_create
-            .push_back(Scripted::status(500, e500));
-        s.faults
-            .session_create
-            .push_back(Scripted::status(500, e500));
+        // A server that echoes the key back: the daemon must mask it in its logs.
+        let e500 = format!(
+            r#"{{"code":"InternalServerError","message":"boom for key {}"}}"#,
+            support::fake_nexus::SECRET
+        );
+        for _ in 0..2 {
+            s.faults
+                .session_create
+                .push_back(Scripted::status(500, &e500));
+        }
         s.faults.session_create.push_back(
             Scripted::status(
                 429,
@@ -108,6 +111,11 @@ async fn session_create_500s_and_a_429_with_retry_after_are_retried_as_specified
         d.wait(Duration::from_secs(60)).await.success(),
         "{}",
         d.log_text()
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("boom for key ***"),
+        "server text is logged, masked:\n{log}"
     );
     server.with(|s| {
         assert_eq!(s.assets.len(), 20, "everything delivered after the faults");
@@ -304,4 +312,34 @@ async fn sigterm_during_a_hung_upload_cancels_the_session_and_keeps_the_frames_q
         "{stats}"
     );
     assert_eq!(stats["counters"]["uploaded"], 0, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_creations_stay_within_the_client_side_rate_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.stop_after_frames = 30;
+    cfg.batch_max_frames = 5;
+    cfg.extra_upload = "session_rate_limit = 2\nsession_rate_window_secs = 3\n".into();
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    assert!(
+        d.wait(Duration::from_secs(60)).await.success(),
+        "{}",
+        d.log_text()
+    );
+    server.with(|s| {
+        assert_eq!(s.assets.len(), 30);
+        let t = &s.record.session_attempts;
+        assert!(t.len() >= 6, "{} sessions", t.len());
+        for w in t.windows(3) {
+            assert!(
+                w[2] - w[0] >= Duration::from_millis(2900),
+                "three sessions within {:?}",
+                w[2] - w[0]
+            );
+        }
+    });
+    assert!(d.log_text().contains("session rate limit reached"));
 }

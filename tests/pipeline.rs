@@ -85,12 +85,13 @@ async fn two_hundred_frames_arrive_byte_identical_with_metadata_groups_and_uniqu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_cameras_deliver_their_own_metadata_and_groups() {
+async fn two_cameras_deliver_their_own_metadata_and_groups_with_per_frame_fsync() {
     let tmp = tempfile::tempdir().unwrap();
     let server = FakeNexus::start().await;
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 60;
     cfg.fps = 20.0;
+    cfg.fsync = "per_frame".into();
     cfg.cameras = vec![
         (
             "gate".into(),

@@ -66,6 +66,14 @@
 //! - an index that sled cannot open → moved to `quarantine/index-<ms>`, rebuilt from files;
 //! - the next `seq` is above every seq seen in files, index and stored counter.
 //!
+//! One process opens a queue directory once. sled 0.34 finishes some work after a `Db` is
+//! dropped in background threads (it truncates its log file when the last segment is
+//! freed), so a second open of the same index *within one process* can read the file while
+//! it is being truncated and recover an older state. A new process never sees this: the
+//! daemon opens the queue once, `edgecap queue …` runs in its own process, and tests that
+//! simulate a restart in-process reopen a copy of the directory. A clean close flushes the
+//! index ([`Queue`]'s `Drop`); across processes that state is verified to survive.
+//!
 //! # Budget
 //!
 //! `max_frames` and `max_bytes` bound every frame on disk (pending, in flight, dead and the
@@ -953,6 +961,14 @@ impl Queue {
         if let Err(e) = self.db.flush() {
             warn!(error = %e, "cannot flush the queue index");
         }
+    }
+}
+
+impl Drop for Queue {
+    /// A clean close leaves the index (counters included) flushed; only a crash can roll
+    /// it back.
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

@@ -142,6 +142,7 @@ impl Daemon {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
+                self.assert_no_secret();
                 return st;
             }
             if Instant::now() > deadline {
@@ -158,6 +159,18 @@ impl Daemon {
     pub fn kill9(&mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
+        self.assert_no_secret();
+    }
+
+    /// The secret key must appear in no output of the daemon.
+    pub fn assert_no_secret(&self) {
+        let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
+        for text in [self.log_text(), out] {
+            assert!(
+                !text.contains(fake_nexus::SECRET),
+                "the secret key leaked into the daemon's output"
+            );
+        }
     }
 
     pub fn signal(&self, sig: &str) {
