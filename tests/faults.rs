@@ -105,13 +105,7 @@ async fn session_create_500s_and_a_429_with_retry_after_are_retried_as_specified
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 20;
     cfg.batch_max_frames = 100;
-    let config = cfg.write(&tmp.path().join("edgecap.toml"));
-    let mut d = Daemon::start(&config, &tmp.path().join("log"));
-    assert!(
-        d.wait(Duration::from_secs(60)).await.success(),
-        "{}",
-        d.log_text()
-    );
+    let (_, d) = support::run_to_end(&cfg, tmp.path()).await;
     let log = d.log_text();
     assert!(
         log.contains("boom for key ***"),
@@ -150,13 +144,7 @@ async fn a_400_on_one_put_marks_only_that_frame_dead_and_delivers_all_others() {
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 40;
     cfg.drain_on_stop_secs = 10;
-    let config = cfg.write(&tmp.path().join("edgecap.toml"));
-    let mut d = Daemon::start(&config, &tmp.path().join("log"));
-    assert!(
-        d.wait(Duration::from_secs(60)).await.success(),
-        "{}",
-        d.log_text()
-    );
+    let (config, d) = support::run_to_end(&cfg, tmp.path()).await;
     server.with(|s| {
         assert_eq!(s.assets.len(), 39, "all others delivered");
         assert!(s.assets.keys().all(|k| !k.ends_with("-7.jpg")));
@@ -187,13 +175,7 @@ async fn a_403_on_a_put_sends_the_frame_again_in_a_new_session_instead_of_killin
     });
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 20;
-    let config = cfg.write(&tmp.path().join("edgecap.toml"));
-    let mut d = Daemon::start(&config, &tmp.path().join("log"));
-    assert!(
-        d.wait(Duration::from_secs(60)).await.success(),
-        "{}",
-        d.log_text()
-    );
+    let (config, _) = support::run_to_end(&cfg, tmp.path()).await;
     server.with(|s| {
         assert_eq!(s.assets.len(), 20);
         let tries: Vec<u16> = s
@@ -215,13 +197,7 @@ async fn an_errored_operation_is_checked_asset_by_asset_and_missing_frames_are_s
     server.with(|s| s.faults.errored_operations = 1);
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 20;
-    let config = cfg.write(&tmp.path().join("edgecap.toml"));
-    let mut d = Daemon::start(&config, &tmp.path().join("log"));
-    assert!(
-        d.wait(Duration::from_secs(60)).await.success(),
-        "{}",
-        d.log_text()
-    );
+    let (config, d) = support::run_to_end(&cfg, tmp.path()).await;
     server.with(|s| assert_eq!(s.assets.len(), 20));
     let log = d.log_text();
     assert!(
@@ -322,13 +298,7 @@ async fn session_creations_stay_within_the_client_side_rate_limit() {
     cfg.stop_after_frames = 30;
     cfg.batch_max_frames = 5;
     cfg.extra_upload = "session_rate_limit = 2\nsession_rate_window_secs = 3\n".into();
-    let config = cfg.write(&tmp.path().join("edgecap.toml"));
-    let mut d = Daemon::start(&config, &tmp.path().join("log"));
-    assert!(
-        d.wait(Duration::from_secs(60)).await.success(),
-        "{}",
-        d.log_text()
-    );
+    let (_, d) = support::run_to_end(&cfg, tmp.path()).await;
     server.with(|s| {
         assert_eq!(s.assets.len(), 30);
         let t = &s.record.session_attempts;

@@ -33,10 +33,7 @@ async fn two_hundred_frames_arrive_byte_identical_with_metadata_groups_and_uniqu
     let server = FakeNexus::start().await;
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 200;
-    let config = cfg.write(&tmp.path().join("edgecap.toml"));
-    let mut d = Daemon::start(&config, &tmp.path().join("log"));
-    let st = d.wait(Duration::from_secs(60)).await;
-    assert!(st.success(), "exit {st:?}; log:\n{}", d.log_text());
+    let (config, d) = support::run_to_end(&cfg, tmp.path()).await;
 
     server.with(|s| {
         assert!(s.record.violations.is_empty(), "{:?}", s.record.violations);
@@ -104,13 +101,7 @@ async fn two_cameras_deliver_their_own_metadata_and_groups_with_per_frame_fsync(
             "side = \"right\"\nlane = 2\n".into(),
         ),
     ];
-    let config = cfg.write(&tmp.path().join("edgecap.toml"));
-    let mut d = Daemon::start(&config, &tmp.path().join("log"));
-    assert!(
-        d.wait(Duration::from_secs(60)).await.success(),
-        "{}",
-        d.log_text()
-    );
+    let _ = support::run_to_end(&cfg, tmp.path()).await;
     server.with(|s| {
         assert_eq!(s.assets.len(), 60);
         let mut per_cam = std::collections::BTreeMap::<String, usize>::new();
@@ -176,13 +167,7 @@ async fn operations_are_followed_in_the_background_while_the_next_batch_uploads(
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 60;
     cfg.batch_max_frames = 10;
-    let config = cfg.write(&tmp.path().join("edgecap.toml"));
-    let mut d = Daemon::start(&config, &tmp.path().join("log"));
-    assert!(
-        d.wait(Duration::from_secs(60)).await.success(),
-        "{}",
-        d.log_text()
-    );
+    let (config, _) = support::run_to_end(&cfg, tmp.path()).await;
     server.with(|s| {
         assert_eq!(s.assets.len(), 60);
         let ops = &s.record.operations;

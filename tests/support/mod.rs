@@ -193,6 +193,16 @@ impl Drop for Daemon {
     }
 }
 
+/// Writes `cfg` into `dir`, runs the daemon until it exits by itself (60 s at most), and
+/// checks that it exited 0. Returns the config path and the finished daemon.
+pub async fn run_to_end(cfg: &TestConfig, dir: &Path) -> (PathBuf, Daemon) {
+    let config = cfg.write(&dir.join("edgecap.toml"));
+    let mut d = Daemon::start(&config, &dir.join("log"));
+    let st = d.wait(Duration::from_secs(60)).await;
+    assert!(st.success(), "exit {st:?}; log:\n{}", d.log_text());
+    (config, d)
+}
+
 /// `edgecap queue stats --json`.
 pub fn queue_stats(config: &Path) -> Value {
     let out = Command::new(bin())
