@@ -291,7 +291,7 @@ impl NexusSink {
                 .map(|l| AssetRequest {
                     filename: &l.meta.filename,
                     size: l.image_len,
-                    crc32c: l.image_crc as i32,
+                    crc32c: nexus_crc32c(l.image_crc),
                     mime: &l.meta.mime,
                     custom_metadata: &l.meta.custom,
                 })
@@ -607,6 +607,12 @@ impl NexusSink {
     }
 }
 
+/// The `crc32c` value Nexus wants: the big-endian CRC-32C digest read as a signed i32
+/// (protocol doc §4.2), i.e. the u32 reinterpreted in two's complement.
+pub fn nexus_crc32c(crc: u32) -> i32 {
+    i32::from_be_bytes(crc.to_be_bytes())
+}
+
 enum OpEnd {
     Finished,
     /// Stopped before the operation ended: nothing is known.
@@ -717,5 +723,30 @@ async fn put_file(
             };
         }
         attempt += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    /// The test vectors of protocol doc §4.2: (content, JSON `crc32c`, `x-goog-hash`).
+    #[test]
+    fn crc32c_matches_the_protocol_test_vectors() {
+        let all: Vec<u8> = (0..=255u8).collect();
+        let cases: [(&[u8], i32, &str); 5] = [
+            (b"", 0, "crc32c=AAAAAA=="),
+            (b"123456789", -486108541, "crc32c=4waSgw=="),
+            (b"a", -1043315920, "crc32c=wdBDMA=="),
+            (&[0u8; 32], -1970194774, "crc32c=ipE2qg=="),
+            (&all, -1673258933, "crc32c=nEQYSw=="),
+        ];
+        for (content, json, hash) in cases {
+            let crc = crc32c::crc32c(content);
+            assert_eq!(nexus_crc32c(crc), json);
+            let b64 = base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes());
+            assert_eq!(format!("crc32c={b64}"), hash);
+        }
     }
 }
