@@ -75,7 +75,19 @@ fn the_base_config_of_these_tests_is_valid() {
 fn each_malformed_config_exits_2_naming_the_key_and_its_line() {
     // (config text, key expected in the message, text on the expected line, words expected)
     let cases: Vec<(String, &str, &str, &str)> = vec![
-        (edit("[queue]", "[queue"), "", "[queue", "syntax error"),
+        (edit("[queue]", "[queue"), "queue", "[queue", "syntax error"),
+        (
+            edit("site = \"north\"", "site = null"),
+            "camera.metadata.site",
+            "site = null",
+            "TOML has no null value",
+        ),
+        (
+            edit("interval_ms = 500", "interval_ms = 500 ms"),
+            "camera.interval_ms",
+            "interval_ms = 500 ms",
+            "syntax error",
+        ),
         (
             format!("{BASE}\n[uplod]\nx = 1\n"),
             "uplod",
@@ -309,12 +321,11 @@ fn each_malformed_config_exits_2_naming_the_key_and_its_line() {
         let (code, out) = validate(text);
         assert_eq!(code, 2, "exit 2 expected for {key}:\n{out}");
         assert!(out.contains(words), "expected {words:?} for {key}:\n{out}");
-        if !key.is_empty() {
-            assert!(
-                out.contains(&format!(": {key}: ")),
-                "expected key {key}:\n{out}"
-            );
-        }
+        assert!(!key.is_empty(), "every case names its key");
+        assert!(
+            out.contains(&format!(": {key}: ")),
+            "expected key {key}:\n{out}"
+        );
         let line = if *key == "camera[1].name" {
             text.rfind("name = \"cam0\"")
                 .map(|at| text[..at].matches('\n').count() + 1)

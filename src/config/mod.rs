@@ -321,11 +321,19 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         Ok(doc) => doc,
         Err(e) => {
             let line = e.span().map(|s| line_of(text, s.start));
-            return Err(vec![Problem {
-                key: String::new(),
-                line,
-                message: format!("TOML syntax error: {}", e.message().trim()),
-            }]);
+            let key = line.map(|l| syntax_key(text, l)).unwrap_or_default();
+            let null = line
+                .and_then(|l| text.lines().nth(l - 1))
+                .and_then(|l| l.split_once('='))
+                .is_some_and(|(_, v)| {
+                    matches!(v.trim(), "null" | "nil" | "None" | "NULL" | "none" | "~")
+                });
+            let message = if null {
+                "TOML has no null value: leave the key out (custom metadata must be a string, integer, float or bool)".to_string()
+            } else {
+                format!("TOML syntax error: {}", e.message().trim())
+            };
+            return Err(vec![Problem { key, line, message }]);
         }
     };
     let loc = Locator::new(text, &doc);
@@ -342,6 +350,40 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             problems.dedup();
             Err(problems)
         }
+    }
+}
+
+/// The key a syntax error is about, read from its line and the table header above it:
+/// `camera.metadata.tags` for `tags = [` under `[camera.metadata]`, `queue` for `[queue`.
+fn syntax_key(text: &str, line: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(this) = lines.get(line.saturating_sub(1)).map(|l| l.trim()) else {
+        return String::new();
+    };
+    let header = |l: &str| {
+        l.trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    if this.starts_with('[') {
+        return header(this);
+    }
+    let Some((k, _)) = this.split_once('=') else {
+        return String::new();
+    };
+    let k = k.trim().trim_matches('"');
+    let table = lines[..line.saturating_sub(1)]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['))
+        .map(header);
+    match table {
+        Some(t) if !t.is_empty() => format!("{t}.{k}"),
+        _ => k.to_string(),
     }
 }
 
