@@ -456,8 +456,13 @@ async fn apply(ctx: &Ctx<'_>, seqs: &[u64], outcomes: &[(u64, Outcome)]) {
     let max_attempts = ctx.cfg.max_attempts;
     let dead = blocking(move || {
         q.ack(&accepted);
+        // One index update per distinct reason, not one per frame.
+        let mut by_reason: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
         for (s, m) in &retry {
-            q.release(&[*s], Some(m));
+            by_reason.entry(m.as_str()).or_default().push(*s);
+        }
+        for (m, seqs) in by_reason {
+            q.release(&seqs, Some(m));
         }
         let mut dead = 0;
         for (s, m) in &failed {
