@@ -316,3 +316,22 @@ async fn session_creations_stay_within_the_client_side_rate_limit() {
     });
     assert!(d.log_text().contains("session rate limit reached"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_that_never_get_an_answer_time_out_and_the_frames_still_arrive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    server.with(|s| {
+        s.faults.put_delay = Some(Duration::from_secs(3600));
+        s.faults.put_delay_count = Some(3);
+    });
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.stop_after_frames = 10;
+    cfg.batch_max_frames = 10;
+    cfg.extra_upload = "put_concurrency = 1\n".into();
+    let (config, _) = support::run_to_end(&cfg, tmp.path()).await;
+    server.with(|s| assert_eq!(s.assets.len(), 10, "no frame lost to the hung uploads"));
+    let stats = queue_stats(&config);
+    assert_eq!(stats["pending"]["frames"], 0);
+    assert_eq!(stats["dead"]["frames"], 0);
+}

@@ -374,10 +374,11 @@ impl NexusSink {
             let sem = Arc::clone(&sem);
             let stop = stop.clone();
             let seq = l.seq;
+            let deadline = put_deadline(self.cfg.stall_timeout, l.image_len);
             let secret = self.cfg.secret.expose().to_string();
             tasks.spawn(async move {
                 let _permit = sem.acquire_owned().await;
-                let r = put_file(&client, &queue, seq, &spec, &stop).await;
+                let r = put_file(&client, &queue, seq, &spec, deadline, &stop).await;
                 let r = match r {
                     Put::Done(Outcome::Rejected(m)) => {
                         Put::Done(Outcome::Rejected(m.replace(&secret, "***")))
@@ -621,11 +622,19 @@ enum OpEnd {
     Check(String),
 }
 
+/// The longest a PUT of `len` bytes may take: the stall timeout plus the time to send it
+/// at 16 KiB/s (a poor LTE link). `read_timeout` alone does not bound a server that stops
+/// reading the body.
+fn put_deadline(stall: Duration, len: u32) -> Duration {
+    stall + Duration::from_secs_f64(f64::from(len) / 16_384.0)
+}
+
 async fn put_file(
     client: &reqwest::Client,
     queue: &Arc<Queue>,
     seq: u64,
     spec: &UploadSpec,
+    deadline: Duration,
     stop: &watch::Receiver<bool>,
 ) -> Put {
     let q = Arc::clone(queue);
@@ -683,6 +692,7 @@ async fn put_file(
         let req = client
             .request(method.clone(), url.clone())
             .headers(headers.clone())
+            .timeout(deadline)
             .body(image.clone());
         let res = tokio::select! {
             r = req.send() => r,

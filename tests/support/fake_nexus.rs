@@ -58,8 +58,10 @@ pub struct Faults {
     pub errored_operations: usize,
     /// Session creations allowed per 300 s (None: unlimited).
     pub rate_limit: Option<usize>,
-    /// Storage PUTs are answered only after this long (a hung upload).
+    /// Storage PUTs are answered only after this long (a hung upload) ...
     pub put_delay: Option<Duration>,
+    /// ... for this many PUTs (None: all of them).
+    pub put_delay_count: Option<usize>,
     /// Operations stay `Running` this long after their last PUT.
     pub operation_delay: Option<Duration>,
 }
@@ -161,7 +163,15 @@ impl FakeNexus {
             let st = Arc::clone(&st);
             async move {
                 let delay = if u.path().starts_with("/storage/") {
-                    st.lock().unwrap().faults.put_delay
+                    let mut g = st.lock().unwrap();
+                    match g.faults.put_delay_count {
+                        Some(0) => None,
+                        Some(n) => {
+                            g.faults.put_delay_count = Some(n - 1);
+                            g.faults.put_delay
+                        }
+                        None => g.faults.put_delay,
+                    }
                 } else {
                     None
                 };
