@@ -77,6 +77,26 @@ fn each_malformed_config_exits_2_naming_the_key_and_its_line() {
     let cases: Vec<(String, &str, &str, &str)> = vec![
         (edit("[queue]", "[queue"), "queue", "[queue", "syntax error"),
         (
+            edit("dir = \"QUEUE\"", "dir = \"/etc/hostname/queue\""),
+            "queue.dir",
+            "dir = ",
+            "is not a directory",
+        ),
+        (
+            edit(
+                "sink = \"nexus\"",
+                "sink = \"directory\"\npath = \"/proc/version/out\"",
+            )
+            .replace(
+                "project_id = \"proj_cd067221d5a6e4007ccbb4afb5966535\"\n",
+                "",
+            )
+            .replace("secret_key = \"abc123\"\n", ""),
+            "upload.path",
+            "path = ",
+            "is not a directory",
+        ),
+        (
             edit("site = \"north\"", "site = null"),
             "camera.metadata.site",
             "site = null",

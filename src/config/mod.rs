@@ -546,6 +546,49 @@ pub fn sanitize_name(s: &str) -> String {
     }
 }
 
+/// Whether this process could create and use `dir`: the nearest existing ancestor must be
+/// a directory this user may write into (`access(2)`, so the service user's rights count).
+/// Nothing is created.
+fn check_dir_usable(dir: &Path) -> Result<(), String> {
+    let mut at = dir.to_path_buf();
+    if at.is_relative() {
+        at = std::env::current_dir()
+            .map_err(|e| format!("cannot resolve a relative path: {e}"))?
+            .join(at);
+    }
+    loop {
+        match std::fs::metadata(&at) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => {
+                return Err(format!("{} exists and is not a directory", at.display()));
+            }
+            Err(_) => match at.parent() {
+                Some(p) => at = p.to_path_buf(),
+                None => return Err(format!("no existing parent of {}", dir.display())),
+            },
+        }
+    }
+    if access_write(&at) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not writable by this user: {}",
+            at.display(),
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
+#[allow(unsafe_code, reason = "access(2) has no safe wrapper in libc or std")]
+fn access_write(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+}
+
 /// Placeholders a filename template may use.
 pub const FILENAME_PLACEHOLDERS: &[&str] = &["device", "camera", "time", "date", "run", "seq"];
 
@@ -639,6 +682,8 @@ impl Validator<'_> {
         let p = |k: &str| [key("queue"), key(k)];
         if q.dir.trim().is_empty() {
             self.problem(&p("dir"), "must not be empty");
+        } else if let Err(msg) = check_dir_usable(Path::new(&q.dir)) {
+            self.problem(&p("dir"), msg);
         }
         let max_bytes = self.range(&p("max_bytes"), q.max_bytes, 1024 * 1024, u64::MAX);
         let max_frames = self.range(&p("max_frames"), q.max_frames, 1, 100_000_000);
@@ -706,9 +751,14 @@ impl Validator<'_> {
                     }
                 }
                 match u.path {
-                    Some(path) if !path.trim().is_empty() => Some(SinkConfig::Directory {
-                        path: PathBuf::from(path),
-                    }),
+                    Some(path) if !path.trim().is_empty() => {
+                        if let Err(msg) = check_dir_usable(Path::new(&path)) {
+                            self.problem(&p("path"), msg);
+                        }
+                        Some(SinkConfig::Directory {
+                            path: PathBuf::from(path),
+                        })
+                    }
                     _ => {
                         self.problem(&p("path"), "is required with sink = \"directory\"");
                         None
