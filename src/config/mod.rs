@@ -723,7 +723,7 @@ impl Validator<'_> {
         if u.max_attempts == 0 {
             self.problem(&p("max_attempts"), "must be at least 1 (got 0)");
         }
-        let nexus_keys: [(&str, bool); 12] = [
+        let nexus_keys = [
             ("endpoint", u.endpoint.is_some()),
             ("project_id", u.project_id.is_some()),
             ("secret_key", u.secret_key.is_some()),
@@ -739,10 +739,8 @@ impl Validator<'_> {
             ("request_timeout_secs", u.request_timeout_secs.is_some()),
             ("stall_timeout_secs", u.stall_timeout_secs.is_some()),
             ("operation_poll_ms", u.operation_poll_ms.is_some()),
+            ("operation_timeout_secs", u.operation_timeout_secs.is_some()),
         ];
-        let nexus_keys = nexus_keys
-            .into_iter()
-            .chain([("operation_timeout_secs", u.operation_timeout_secs.is_some())]);
         let sink = match u.sink {
             SinkKind::Directory => {
                 for (k, set) in nexus_keys {
