@@ -132,12 +132,13 @@ impl Namer {
         let synced = self.synced();
         let cam = self.cameras.get(frame.camera)?;
         let seq = *self.next_seq.get(frame.camera)?;
+        let time = compact_utc(frame.captured_at);
         let stem = cam
             .filename_template
             .replace("{device}", &self.device)
             .replace("{camera}", &cam.name)
-            .replace("{time}", &compact_utc(frame.captured_at))
-            .replace("{date}", &compact_utc(frame.captured_at)[..8])
+            .replace("{time}", &time)
+            .replace("{date}", &time[..8])
             .replace("{run}", &self.run_id)
             .replace("{seq}", &seq.to_string());
         let mut custom = cam.metadata.clone();

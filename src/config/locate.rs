@@ -38,6 +38,16 @@ pub fn render_path(path: &[Seg]) -> String {
     out
 }
 
+/// 1-based line number of a byte offset in `text`.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
 /// The parsed document plus its text, for span look-ups.
 pub struct Locator<'a> {
     text: &'a str,
@@ -52,12 +62,7 @@ impl<'a> Locator<'a> {
 
     /// 1-based line number of a byte offset.
     pub fn line_of(&self, offset: usize) -> usize {
-        let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count()
-            + 1
+        line_of(self.text, offset)
     }
 
     /// Line of a key path: the key itself when it exists, otherwise the deepest existing

@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use locate::{Locator, Seg, render_path};
+use locate::{Locator, Seg, line_of, render_path};
 use raw::{RawCamera, RawDaemon, RawDevice, RawQueue, RawSource, RawUpload, SinkKind, defaults};
 
 /// The commented default config, byte for byte what `config print-default` prints.
@@ -385,15 +385,6 @@ fn syntax_key(text: &str, line: usize) -> String {
         Some(t) if !t.is_empty() => format!("{t}.{k}"),
         _ => k.to_string(),
     }
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
 }
 
 fn key(k: &str) -> Seg {

@@ -304,6 +304,7 @@ struct Trees {
 pub struct Queue {
     dir: PathBuf,
     spool: PathBuf,
+    index: PathBuf,
     quarantine: PathBuf,
     max_frames: u64,
     max_bytes: u64,
@@ -347,7 +348,7 @@ fn io_err<'a>(
     }
 }
 
-fn index_err(path: &Path) -> impl FnOnce(sled::Error) -> QueueError + '_ {
+fn index_err(path: &Path) -> impl Fn(sled::Error) -> QueueError + '_ {
     move |e| QueueError::Index {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -425,10 +426,10 @@ impl Queue {
         };
         let ie = index_err(&index);
         let trees = Trees {
-            pending: db.open_tree("pending").map_err(index_err(&index))?,
-            inflight: db.open_tree("inflight").map_err(index_err(&index))?,
-            dead: db.open_tree("dead").map_err(index_err(&index))?,
-            meta: db.open_tree("meta").map_err(ie)?,
+            pending: db.open_tree("pending").map_err(&ie)?,
+            inflight: db.open_tree("inflight").map_err(&ie)?,
+            dead: db.open_tree("dead").map_err(&ie)?,
+            meta: db.open_tree("meta").map_err(&ie)?,
         };
         let counters: Counters = trees
             .meta
@@ -440,6 +441,7 @@ impl Queue {
         let q = Queue {
             dir,
             spool,
+            index: index.clone(),
             quarantine,
             max_frames: cfg.max_frames,
             max_bytes: cfg.max_bytes,
@@ -531,11 +533,7 @@ impl Queue {
                 }
             }
         }
-        let index = self.dir.join("index");
-        let ie = |e: sled::Error| QueueError::Index {
-            path: index.clone(),
-            message: e.to_string(),
-        };
+        let ie = index_err(&self.index);
         let mut max_seq = 0u64;
         let mut indexed: BTreeMap<u64, ()> = BTreeMap::new();
         let mut st = self.state();
@@ -547,7 +545,7 @@ impl Queue {
             let mut to_drop = Vec::new();
             let mut to_pending = Vec::new();
             for kv in tree.iter() {
-                let (k, v) = kv.map_err(ie)?;
+                let (k, v) = kv.map_err(&ie)?;
                 let Some(seq) = seq_of(&k) else {
                     to_drop.push(k.to_vec());
                     continue;
@@ -576,14 +574,14 @@ impl Queue {
                 }
             }
             for k in to_drop {
-                tree.remove(k).map_err(ie)?;
+                tree.remove(k).map_err(&ie)?;
             }
             for (seq, e) in to_pending {
-                self.trees.inflight.remove(key(seq)).map_err(ie)?;
+                self.trees.inflight.remove(key(seq)).map_err(&ie)?;
                 self.trees
                     .pending
                     .insert(key(seq), encode_entry(&e))
-                    .map_err(ie)?;
+                    .map_err(&ie)?;
                 st.pending.add(e.bytes);
                 report.interrupted += 1;
             }
@@ -603,7 +601,7 @@ impl Queue {
             self.trees
                 .pending
                 .insert(key(*seq), encode_entry(&e))
-                .map_err(ie)?;
+                .map_err(&ie)?;
             st.pending.add(e.bytes);
             report.reindexed += 1;
         }
@@ -615,7 +613,7 @@ impl Queue {
         st.counters.next_seq = st.next_seq;
         self.persist(&st);
         drop(st);
-        self.db.flush().map_err(ie)?;
+        self.db.flush().map_err(&ie)?;
         Ok(())
     }
 
@@ -743,11 +741,7 @@ impl Queue {
     /// Leases up to `max_frames` pending frames (at least one, at most `max_bytes` unless a
     /// single frame is larger) that share the oldest pending frame's groups.
     pub fn lease(&self, max_frames: usize, max_bytes: u64) -> Result<Vec<Leased>, QueueError> {
-        let index = self.dir.join("index");
-        let ie = |e: sled::Error| QueueError::Index {
-            path: index.clone(),
-            message: e.to_string(),
-        };
+        let ie = index_err(&self.index);
         let mut chosen: Vec<(u64, Entry)> = Vec::new();
         {
             let mut st = self.state();
@@ -757,7 +751,7 @@ impl Queue {
                 if chosen.len() >= max_frames {
                     break;
                 }
-                let (k, v) = kv.map_err(ie)?;
+                let (k, v) = kv.map_err(&ie)?;
                 let (Some(seq), Some(e)) = (seq_of(&k), decode_entry(&v)) else {
                     continue;
                 };
@@ -772,11 +766,11 @@ impl Queue {
                 chosen.push((seq, e));
             }
             for (seq, e) in &chosen {
-                self.trees.pending.remove(key(*seq)).map_err(ie)?;
+                self.trees.pending.remove(key(*seq)).map_err(&ie)?;
                 self.trees
                     .inflight
                     .insert(key(*seq), encode_entry(e))
-                    .map_err(ie)?;
+                    .map_err(&ie)?;
                 st.pending.sub(e.bytes);
                 st.inflight.add(e.bytes);
             }
@@ -852,6 +846,9 @@ impl Queue {
 
     /// The platform accepted these frames: delete them.
     pub fn ack(&self, seqs: &[u64]) {
+        if seqs.is_empty() {
+            return;
+        }
         let mut st = self.state();
         for &seq in seqs {
             match self.trees.inflight.remove(key(seq)) {
@@ -904,6 +901,9 @@ impl Queue {
         error: Option<&str>,
         dead: impl Fn(&mut Entry) -> bool,
     ) -> usize {
+        if seqs.is_empty() {
+            return 0;
+        }
         let mut st = self.state();
         let mut n_dead = 0;
         let mut n_back = 0;

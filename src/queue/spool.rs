@@ -103,11 +103,9 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(x)
 }
 
-/// Decodes and checks the fixed header and the metadata that follows it.
+/// Checks the version and header checksum of a `HEADER_LEN`-byte header whose magic
+/// [`read_head`] already checked, and decodes the metadata that follows it.
 fn decode_head(path: &Path, head: &[u8], meta: &[u8]) -> Result<(Header, FrameMeta), SpoolError> {
-    if head.len() < HEADER_LEN || &head[..8] != MAGIC {
-        return Err(SpoolError::corrupt(path, "bad magic"));
-    }
     let version = u16::from_le_bytes([head[8], head[9]]);
     if version != VERSION {
         return Err(SpoolError::corrupt(

@@ -375,39 +375,26 @@ impl NexusSink {
             let stop = stop.clone();
             let seq = l.seq;
             let deadline = put_deadline(self.cfg.stall_timeout, l.image_len);
-            let secret = self.cfg.secret.expose().to_string();
+            let name = l.meta.filename.clone();
             tasks.spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 let r = put_file(&client, &queue, seq, &spec, deadline, &stop).await;
-                let r = match r {
-                    Put::Done(Outcome::Rejected(m)) => {
-                        Put::Done(Outcome::Rejected(m.replace(&secret, "***")))
-                    }
-                    other => other,
-                };
-                (seq, r)
+                (seq, name, r)
             });
         }
         let mut uploaded: Vec<(u64, String)> = Vec::new();
         let mut network_failures = 0usize;
         let mut transient: Option<String> = None;
         while let Some(res) = tasks.join_next().await {
-            let Ok((seq, put)) = res else { continue };
+            let Ok((seq, name, put)) = res else { continue };
             match put {
-                Put::Uploaded => {
-                    let name = batch
-                        .iter()
-                        .find(|l| l.seq == seq)
-                        .map(|l| l.meta.filename.clone())
-                        .unwrap_or_default();
-                    uploaded.push((seq, name));
+                Put::Uploaded => uploaded.push((seq, name)),
+                Put::Done(Outcome::Rejected(m)) => {
+                    let m = self.clean(&m);
+                    error!(seq, reason = %m, "storage refused the frame's upload");
+                    outcomes.push((seq, Outcome::Rejected(m)));
                 }
-                Put::Done(o) => {
-                    if let Outcome::Rejected(m) = &o {
-                        error!(seq, reason = %m, "storage refused the frame's upload");
-                    }
-                    outcomes.push((seq, o));
-                }
+                Put::Done(o) => outcomes.push((seq, o)),
                 Put::Transient { reason, network } => {
                     if network {
                         network_failures += 1;
