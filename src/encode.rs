@@ -1,8 +1,131 @@
-//! JPEG encoding with the `image` crate. Sources that already deliver JPEG bytes (cameras
-//! in MJPEG mode) bypass this module entirely: bytes go to the queue untouched.
+//! Pixels: JPEG decoding and encoding with the `image` crate, and the per-camera
+//! [`Transform`] (rotate, flip, fit-in-a-box resize, re-encode quality).
+//!
+//! Sources that already deliver JPEG bytes (cameras in MJPEG mode, command sources) bypass
+//! this module when no transform is configured: the camera's bytes go to the queue
+//! byte-identical. Decoding happens only when a transform or change detection needs pixels.
 
-use image::ExtendedColorType;
 use image::codecs::jpeg::JpegEncoder;
+use image::imageops::{self, FilterType};
+use image::{ExtendedColorType, RgbImage};
+use serde::Deserialize;
+
+/// JPEG quality used when pixels must be encoded and no `jpeg_quality` is configured.
+pub const DEFAULT_JPEG_QUALITY: u8 = 85;
+
+/// A mirror applied after rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flip {
+    /// No mirroring.
+    #[default]
+    None,
+    /// Mirror left-right.
+    Horizontal,
+    /// Mirror top-bottom.
+    Vertical,
+}
+
+/// A clockwise rotation by a multiple of 90°.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rotate {
+    /// No rotation.
+    #[default]
+    None,
+    /// 90° clockwise.
+    Cw90,
+    /// 180°.
+    Cw180,
+    /// 270° clockwise (90° counter-clockwise).
+    Cw270,
+}
+
+/// What a camera does to its frames' pixels, in this order: rotate, flip, shrink to fit
+/// within `max_width`×`max_height` (keeping the aspect ratio, never enlarging), encode at
+/// `jpeg_quality`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Transform {
+    /// Largest output width, if bounded.
+    pub max_width: Option<u32>,
+    /// Largest output height, if bounded.
+    pub max_height: Option<u32>,
+    /// Rotation.
+    pub rotate: Rotate,
+    /// Mirror.
+    pub flip: Flip,
+    /// Re-encode quality; set alone it re-encodes the camera's JPEG at this quality.
+    pub jpeg_quality: Option<u8>,
+}
+
+impl Transform {
+    /// True when nothing is asked for: camera JPEG goes through byte-identical.
+    pub fn is_passthrough(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The quality to encode at.
+    pub fn quality(&self) -> u8 {
+        self.jpeg_quality.unwrap_or(DEFAULT_JPEG_QUALITY)
+    }
+
+    /// Applies rotation, flip and resize to decoded pixels.
+    pub fn apply(&self, img: RgbImage) -> RgbImage {
+        let img = match self.rotate {
+            Rotate::None => img,
+            Rotate::Cw90 => imageops::rotate90(&img),
+            Rotate::Cw180 => imageops::rotate180(&img),
+            Rotate::Cw270 => imageops::rotate270(&img),
+        };
+        let img = match self.flip {
+            Flip::None => img,
+            Flip::Horizontal => imageops::flip_horizontal(&img),
+            Flip::Vertical => imageops::flip_vertical(&img),
+        };
+        let (w, h) = img.dimensions();
+        let (bw, bh) = (
+            self.max_width.unwrap_or(w).min(w),
+            self.max_height.unwrap_or(h).min(h),
+        );
+        if (bw, bh) == (w, h) {
+            return img;
+        }
+        let (nw, nh) = fit_within(w, h, bw, bh);
+        imageops::resize(&img, nw, nh, FilterType::Triangle)
+    }
+}
+
+/// The largest size with `w`:`h`'s aspect ratio that fits in `bw`×`bh` (at least 1×1).
+pub fn fit_within(w: u32, h: u32, bw: u32, bh: u32) -> (u32, u32) {
+    let (w64, h64, bw64, bh64) = (u64::from(w), u64::from(h), u64::from(bw), u64::from(bh));
+    // Scale by the tighter of the two bounds, in integers to avoid rounding drift.
+    let (nw, nh) = if bw64 * h64 <= bh64 * w64 {
+        (bw64, (h64 * bw64 + w64 / 2) / w64.max(1))
+    } else {
+        ((w64 * bh64 + h64 / 2) / h64.max(1), bh64)
+    };
+    (
+        u32::try_from(nw.max(1)).unwrap_or(bw),
+        u32::try_from(nh.max(1)).unwrap_or(bh),
+    )
+}
+
+/// Decoding a JPEG failed.
+#[derive(Debug, thiserror::Error)]
+#[error("JPEG decoding of a {len}-byte frame failed: {message}")]
+pub struct DecodeError {
+    len: usize,
+    message: String,
+}
+
+/// Decodes a JPEG to RGB8 pixels.
+pub fn decode_jpeg(jpeg: &[u8]) -> Result<RgbImage, DecodeError> {
+    image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg)
+        .map(|i| i.into_rgb8())
+        .map_err(|e| DecodeError {
+            len: jpeg.len(),
+            message: e.to_string(),
+        })
+}
 
 /// Encoding failed.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +196,75 @@ mod tests {
         assert_eq!(jpeg_dimensions(&out), Some((w, h)));
         let decoded = image::load_from_memory(&out).unwrap();
         assert_eq!((decoded.width(), decoded.height()), (w, h));
+    }
+
+    /// A 4x2 image whose top-left pixel is red and the rest black.
+    fn marked() -> RgbImage {
+        let mut img = RgbImage::new(4, 2);
+        img.put_pixel(0, 0, image::Rgb([255, 0, 0]));
+        img
+    }
+
+    fn red_at(img: &RgbImage) -> (u32, u32) {
+        let (x, y, _) = img
+            .enumerate_pixels()
+            .find(|(_, _, p)| p.0 == [255, 0, 0])
+            .unwrap();
+        (x, y)
+    }
+
+    #[test]
+    fn rotations_and_flips_move_the_corner_where_expected() {
+        let t = |rotate, flip| Transform {
+            rotate,
+            flip,
+            ..Transform::default()
+        };
+        let cases = [
+            (Rotate::None, Flip::None, (4, 2), (0, 0)),
+            (Rotate::Cw90, Flip::None, (2, 4), (1, 0)),
+            (Rotate::Cw180, Flip::None, (4, 2), (3, 1)),
+            (Rotate::Cw270, Flip::None, (2, 4), (0, 3)),
+            (Rotate::None, Flip::Horizontal, (4, 2), (3, 0)),
+            (Rotate::None, Flip::Vertical, (4, 2), (0, 1)),
+            // Flip applies after rotation.
+            (Rotate::Cw90, Flip::Horizontal, (2, 4), (0, 0)),
+        ];
+        for (rotate, flip, dims, corner) in cases {
+            let out = t(rotate, flip).apply(marked());
+            assert_eq!(out.dimensions(), dims, "{rotate:?} {flip:?}");
+            assert_eq!(red_at(&out), corner, "{rotate:?} {flip:?}");
+        }
+    }
+
+    #[test]
+    fn resize_fits_within_the_box_keeps_aspect_and_never_enlarges() {
+        assert_eq!(fit_within(1920, 1080, 1280, 1280), (1280, 720));
+        assert_eq!(fit_within(1920, 1080, 4000, 540), (960, 540));
+        assert_eq!(fit_within(1080, 1920, 1280, 720), (405, 720));
+        let t = Transform {
+            max_width: Some(320),
+            max_height: Some(320),
+            ..Transform::default()
+        };
+        assert_eq!(t.apply(RgbImage::new(640, 480)).dimensions(), (320, 240));
+        // Already inside the box: untouched.
+        assert_eq!(t.apply(RgbImage::new(200, 100)).dimensions(), (200, 100));
+        // Rotation first, then the box applies to the rotated frame.
+        let t = Transform {
+            max_width: Some(240),
+            rotate: Rotate::Cw90,
+            ..Transform::default()
+        };
+        assert_eq!(t.apply(RgbImage::new(640, 480)).dimensions(), (240, 320));
+        assert!(Transform::default().is_passthrough());
+        assert!(
+            !Transform {
+                jpeg_quality: Some(70),
+                ..Transform::default()
+            }
+            .is_passthrough()
+        );
     }
 
     #[test]

@@ -31,6 +31,20 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// List the V4L2 cameras with their formats, sizes and rates.
+    Cameras,
+    /// Capture one frame of a configured camera (source and transforms) into a file.
+    Snapshot {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The camera's `name`.
+        #[arg(long)]
+        camera: String,
+        /// Where to write the JPEG.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
     /// Inspect the queue (the daemon must not be running).
     Queue {
         #[command(subcommand)]
@@ -104,6 +118,33 @@ fn main() -> ExitCode {
                 Err(e) => runtime_failure(&e),
             }
         }
+        Command::Cameras => {
+            list_cameras();
+            ExitCode::SUCCESS
+        }
+        Command::Snapshot {
+            config: path,
+            camera,
+            output,
+        } => {
+            let cfg = match config::load(&path) {
+                Ok(c) => c,
+                Err(e) => return config_failure(&e),
+            };
+            let Some(cam) = cfg.cameras.iter().find(|c| c.name == camera) else {
+                let names: Vec<&str> = cfg.cameras.iter().map(|c| c.name.as_str()).collect();
+                return usage_failure(&format!(
+                    "{}: no camera named \"{camera}\" (cameras: {})",
+                    path.display(),
+                    names.join(", ")
+                ));
+            };
+            init_logging();
+            match snapshot(cam, &output) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => runtime_failure(&e),
+            }
+        }
         Command::Run { config: path } => {
             let cfg = match config::load(&path) {
                 Ok(c) => c,
@@ -127,6 +168,57 @@ fn config_failure(e: &ConfigError) -> ExitCode {
     match e {
         ConfigError::Read { .. } | ConfigError::Invalid { .. } => ExitCode::from(EXIT_CONFIG),
     }
+}
+
+#[allow(clippy::print_stderr, reason = "the CLI's own error output")]
+fn usage_failure(msg: &str) -> ExitCode {
+    eprintln!("edgecap: {msg}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn list_cameras() {
+    use edgecap::capture::v4l2;
+    let devices = v4l2::list_devices();
+    if devices.is_empty() {
+        println!(
+            "no V4L2 cameras found (no capture device under /dev/video*).\n\
+             USB webcams appear here once plugged in (check `dmesg` and that this user is in the `video` group).\n\
+             Raspberry Pi camera modules (CSI) are read with a `command` source running rpicam-vid; see the README."
+        );
+        return;
+    }
+    for d in devices {
+        println!("{}  \"{}\"  ({})", d.path.display(), d.name, d.bus);
+        match v4l2::describe_formats(&d.path) {
+            Ok(formats) => {
+                for f in formats {
+                    println!("  {}  {}", f.fourcc, f.description);
+                    for (w, h, rates) in f.sizes {
+                        println!("    {w}x{h}  {} fps", rates.join(", "));
+                    }
+                }
+            }
+            Err(e) => println!("  cannot list formats: {e}"),
+        }
+    }
+}
+
+fn snapshot(cam: &config::CameraConfig, output: &std::path::Path) -> anyhow::Result<()> {
+    let ready = edgecap::capture::snapshot(cam)
+        .with_context(|| format!("camera {}: no frame", cam.name))?;
+    let tmp = output.with_extension("jpg.tmp");
+    std::fs::write(&tmp, &ready.jpeg).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, output)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), output.display()))?;
+    println!(
+        "{}: {}x{} JPEG, {} bytes from camera {}",
+        output.display(),
+        ready.width,
+        ready.height,
+        ready.jpeg.len(),
+        cam.name
+    );
+    Ok(())
 }
 
 #[allow(clippy::print_stderr, reason = "the CLI's own error output")]

@@ -1,24 +1,38 @@
 //! Camera sources and the capture loop.
 //!
 //! Each camera runs on its own OS thread: it paces itself to the configured interval,
-//! asks its [`Source`] for a frame, and hands it to the commit thread through a bounded
-//! channel with `try_send`. Capture never waits on the disk or the network: when the
-//! channel is full (the SD card stalls), the new frame is dropped and counted. A source
-//! that fails is re-opened with backoff; its errors are logged once per state change, not
-//! once per attempt, and other cameras are not affected.
+//! asks its [`Source`] for a frame, runs it through its [`process::Processor`] (change
+//! detection, transforms; nothing at all for plain JPEG passthrough) and hands it to the
+//! commit thread through a bounded channel with `try_send`. Capture never waits on the disk
+//! or the network: when the channel is full (the SD card stalls), the new frame is dropped
+//! and counted. A source that fails is re-opened with backoff; its errors are logged once
+//! per state change, not once per attempt, and other cameras are not affected.
+//!
+//! Stream sources (`v4l2`, `command`) are read continuously by a reader thread of their
+//! own ([`stream::Latest`]) and the capture loop takes the newest frame at each tick, so
+//! the frames in between are dropped and the pipe or camera never backs up. Outside the
+//! camera's `active_hours` the source is closed.
 
+pub mod command;
+pub mod mjpeg;
+pub mod process;
+pub mod schedule;
+pub mod stream;
 mod test_pattern;
+pub mod v4l2;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use image::RgbImage;
 use tracing::{info, warn};
 
 use crate::config::{CameraConfig, SourceConfig};
-use crate::encode::EncodeError;
 use crate::frame::CapturedFrame;
+use process::{Outcome, Processor};
+use schedule::{Clock, SystemClock};
 pub use test_pattern::TestPattern;
 
 /// A source failed to deliver a frame.
@@ -26,27 +40,57 @@ pub use test_pattern::TestPattern;
 pub enum CaptureError {
     /// Encoding failed.
     #[error(transparent)]
-    Encode(#[from] EncodeError),
+    Encode(#[from] crate::encode::EncodeError),
     /// The device or process failed.
     #[error("{0}")]
     Device(String),
+    /// A frame could not be processed.
+    #[error(transparent)]
+    Process(#[from] process::ProcessError),
+}
+
+/// Uncompressed pixel layouts a camera may deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawFormat {
+    /// YUYV 4:2:2, packed.
+    Yuyv,
+    /// NV12 4:2:0, Y plane then interleaved UV.
+    Nv12,
+}
+
+/// A frame's pixels as the source delivers them.
+#[derive(Debug)]
+pub enum Pixels {
+    /// A complete JPEG (stored byte-identical when no transform is asked for).
+    Jpeg(Vec<u8>),
+    /// Decoded RGB8 pixels.
+    Rgb(RgbImage),
+    /// Uncompressed camera pixels.
+    Raw {
+        /// Layout.
+        format: RawFormat,
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// The bytes.
+        data: Vec<u8>,
+    },
 }
 
 /// One frame as a source delivers it.
 #[derive(Debug)]
 pub struct SourceFrame {
-    /// JPEG bytes.
-    pub jpeg: Vec<u8>,
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
+    /// The pixels.
+    pub pixels: Pixels,
+    /// When the frame was read from the device or pipe.
+    pub captured_at: SystemTime,
 }
 
 /// Something that produces frames (blocking).
 pub trait Source: Send {
-    /// The next frame.
-    fn next_frame(&mut self) -> Result<SourceFrame, CaptureError>;
+    /// The next frame; `Ok(None)` when `stop` was set while waiting.
+    fn next_frame(&mut self, stop: &Stop) -> Result<Option<SourceFrame>, CaptureError>;
 }
 
 /// Opens the source a camera is configured with.
@@ -62,6 +106,33 @@ pub fn open_source(cam: &CameraConfig) -> Result<Box<dyn Source>, CaptureError> 
             *height,
             *jpeg_quality,
         ))),
+        SourceConfig::Command {
+            argv,
+            max_frame_bytes,
+            frame_timeout,
+        } => Ok(Box::new(command::CommandSource::spawn(
+            &cam.name,
+            argv,
+            *max_frame_bytes,
+            *frame_timeout,
+        )?)),
+        SourceConfig::V4l2 { .. } => Ok(Box::new(v4l2::V4l2Source::open(cam)?)),
+    }
+}
+
+/// Captures one frame of `cam` through its source and transforms (`edgecap snapshot`).
+/// Change detection and `active_hours` do not apply.
+pub fn snapshot(cam: &CameraConfig) -> Result<process::Ready, CaptureError> {
+    let mut src = open_source(cam)?;
+    let stop = Stop::default();
+    let frame = src
+        .next_frame(&stop)?
+        .ok_or_else(|| CaptureError::Device("stopped".into()))?;
+    let mut cam = cam.clone();
+    cam.change_detection = None;
+    match Processor::new(&cam).process(frame.pixels, Instant::now())? {
+        Outcome::Keep(r) => Ok(r),
+        Outcome::Unchanged => Err(CaptureError::Device("no frame kept".into())),
     }
 }
 
@@ -74,6 +145,10 @@ pub struct CameraStats {
     pub dropped_buffer: AtomicU64,
     /// Source errors.
     pub errors: AtomicU64,
+    /// Frames change detection found unchanged and did not keep.
+    pub skipped_unchanged: AtomicU64,
+    /// Frames that could not be decoded or encoded (each is logged).
+    pub bad_frames: AtomicU64,
 }
 
 /// A stop flag that sleeping threads can wait on.
@@ -124,22 +199,51 @@ pub fn run_camera(
     stop: Arc<Stop>,
     stats: Arc<CameraStats>,
 ) {
-    let mut backoff = Duration::from_millis(500);
+    run_camera_with_clock(index, cam, tx, stop, stats, &SystemClock);
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// [`run_camera`] with the time of day taken from `clock` (for `active_hours`).
+pub fn run_camera_with_clock(
+    index: usize,
+    cam: CameraConfig,
+    tx: SyncSender<CapturedFrame>,
+    stop: Arc<Stop>,
+    stats: Arc<CameraStats>,
+    clock: &dyn Clock,
+) {
+    let mut backoff = BACKOFF_START;
     let mut source: Option<Box<dyn Source>> = None;
+    let mut processor = Processor::new(&cam);
+    // Set while the source fails; cleared (and "back" logged) at the first good frame.
     let mut failing = false;
+    let mut bad_frame_logged = false;
     let mut next = Instant::now();
     let mut buffer_full = false;
+    let mut inactive_logged = false;
     while !stop.is_set() {
+        if let Some(wait) = cam.active_hours.until_active(&clock.now()) {
+            if source.take().is_some() || !inactive_logged {
+                info!(camera = %cam.name, next_in_secs = wait.as_secs(),
+                    "outside active_hours: camera source closed until the next window");
+                inactive_logged = true;
+            }
+            // Re-check at least every minute (the clock may be set by NTP meanwhile).
+            if stop.wait_until(Instant::now() + wait.min(Duration::from_secs(60))) {
+                break;
+            }
+            continue;
+        }
+        if inactive_logged {
+            info!(camera = %cam.name, "active_hours window open: capturing");
+            inactive_logged = false;
+            next = Instant::now();
+        }
         if source.is_none() {
             match open_source(&cam) {
-                Ok(s) => {
-                    if failing {
-                        info!(camera = %cam.name, "camera source is back");
-                    }
-                    source = Some(s);
-                    failing = false;
-                    backoff = Duration::from_millis(500);
-                }
+                Ok(s) => source = Some(s),
                 Err(e) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     if !failing {
@@ -149,7 +253,7 @@ pub fn run_camera(
                     if stop.wait_until(Instant::now() + backoff) {
                         break;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
                 }
             }
@@ -164,37 +268,68 @@ pub fn run_camera(
         } else {
             next + cam.interval
         };
-        let captured_at = SystemTime::now();
         let Some(src) = source.as_mut() else { continue };
-        match src.next_frame() {
-            Ok(f) => {
-                stats.produced.fetch_add(1, Ordering::Relaxed);
-                let frame = CapturedFrame {
-                    camera: index,
-                    captured_at,
-                    jpeg: f.jpeg,
-                    width: f.width,
-                    height: f.height,
-                };
-                match tx.try_send(frame) {
-                    Ok(()) => buffer_full = false,
-                    Err(TrySendError::Full(_)) => {
-                        stats.dropped_buffer.fetch_add(1, Ordering::Relaxed);
-                        if !buffer_full {
-                            warn!(camera = %cam.name,
-                                "frame dropped: the disk is not keeping up and the capture buffer is full (counted in dropped_buffer)");
-                            buffer_full = true;
-                        }
-                    }
-                    Err(TrySendError::Disconnected(_)) => break,
-                }
-            }
+        let frame = match src.next_frame(&stop) {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
             Err(e) => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
-                warn!(camera = %cam.name, error = %e, "camera source failed; re-opening it");
-                failing = true;
+                if !failing {
+                    warn!(camera = %cam.name, error = %e, "camera source failed; re-opening it with backoff");
+                    failing = true;
+                }
+                // Close it (a child is stopped, a device released) before waiting.
                 source = None;
+                if stop.wait_until(Instant::now() + backoff) {
+                    break;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
             }
+        };
+        if failing {
+            info!(camera = %cam.name, "camera source is back");
+            failing = false;
+        }
+        backoff = BACKOFF_START;
+        stats.produced.fetch_add(1, Ordering::Relaxed);
+        let out = match processor.process(frame.pixels, Instant::now()) {
+            Ok(Outcome::Keep(out)) => {
+                bad_frame_logged = false;
+                out
+            }
+            Ok(Outcome::Unchanged) => {
+                stats.skipped_unchanged.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Err(e) => {
+                stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                if !bad_frame_logged {
+                    warn!(camera = %cam.name, error = %e,
+                        "frame dropped: it could not be processed (counted in bad_frames; logged once until a good frame)");
+                    bad_frame_logged = true;
+                }
+                continue;
+            }
+        };
+        let frame = CapturedFrame {
+            camera: index,
+            captured_at: frame.captured_at,
+            jpeg: out.jpeg,
+            width: out.width,
+            height: out.height,
+        };
+        match tx.try_send(frame) {
+            Ok(()) => buffer_full = false,
+            Err(TrySendError::Full(_)) => {
+                stats.dropped_buffer.fetch_add(1, Ordering::Relaxed);
+                if !buffer_full {
+                    warn!(camera = %cam.name,
+                        "frame dropped: the disk is not keeping up and the capture buffer is full (counted in dropped_buffer)");
+                    buffer_full = true;
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => break,
         }
     }
 }
@@ -217,6 +352,9 @@ mod tests {
             groups: vec!["main".into()],
             filename_template: "{run}-{seq}".into(),
             metadata: BTreeMap::new(),
+            active_hours: Default::default(),
+            transform: Default::default(),
+            change_detection: None,
         };
         // Nobody reads: the disk side is stalled.
         let (tx, rx) = std::sync::mpsc::sync_channel(2);

@@ -2,7 +2,9 @@
 //! number drawn in, encoded to JPEG. It needs no hardware, so the demo and the tests run
 //! the real pipeline anywhere.
 
-use super::{CaptureError, Source, SourceFrame};
+use std::time::SystemTime;
+
+use super::{CaptureError, Pixels, Source, SourceFrame, Stop};
 use crate::encode;
 
 /// Test-pattern generator with reusable buffers.
@@ -86,16 +88,16 @@ impl TestPattern {
 }
 
 impl Source for TestPattern {
-    fn next_frame(&mut self) -> Result<SourceFrame, CaptureError> {
+    fn next_frame(&mut self, _stop: &Stop) -> Result<Option<SourceFrame>, CaptureError> {
+        let captured_at = SystemTime::now();
         self.draw();
         self.n += 1;
         let mut jpeg = Vec::with_capacity(self.rgb.len() / 8);
         encode::rgb_to_jpeg(&self.rgb, self.width, self.height, self.quality, &mut jpeg)?;
-        Ok(SourceFrame {
-            jpeg,
-            width: self.width,
-            height: self.height,
-        })
+        Ok(Some(SourceFrame {
+            pixels: Pixels::Jpeg(jpeg),
+            captured_at,
+        }))
     }
 }
 
@@ -106,10 +108,13 @@ mod tests {
     #[test]
     fn pattern_frames_are_jpegs_of_the_configured_size_and_differ_over_time() {
         let mut p = TestPattern::new("cam0", 64, 48, 80);
-        let a = p.next_frame().unwrap();
-        let b = p.next_frame().unwrap();
-        assert_eq!((a.width, a.height), (64, 48));
-        assert_eq!(encode::jpeg_dimensions(&a.jpeg), Some((64, 48)));
-        assert_ne!(a.jpeg, b.jpeg, "the pattern must move");
+        let stop = Stop::default();
+        let mut next = || match p.next_frame(&stop).unwrap().unwrap().pixels {
+            Pixels::Jpeg(j) => j,
+            other => panic!("not a JPEG: {other:?}"),
+        };
+        let (a, b) = (next(), next());
+        assert_eq!(encode::jpeg_dimensions(&a), Some((64, 48)));
+        assert_ne!(a, b, "the pattern must move");
     }
 }

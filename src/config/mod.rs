@@ -25,7 +25,11 @@ use serde::{Deserialize, Serialize};
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use locate::{Locator, Seg, line_of, render_path};
+pub use raw::PixelFormat;
 use raw::{RawCamera, RawDaemon, RawDevice, RawQueue, RawSource, RawUpload, SinkKind, defaults};
+
+use crate::capture::schedule::{ActiveHours, Window};
+use crate::encode::{Rotate, Transform};
 
 /// The commented default config, byte for byte what `config print-default` prints.
 pub const DEFAULT_TEMPLATE: &str = include_str!("../../config/edgecap.toml");
@@ -85,6 +89,43 @@ pub struct CameraConfig {
     pub filename_template: String,
     /// The camera's custom metadata, templates already expanded.
     pub metadata: BTreeMap<String, MetaValue>,
+    /// Daily capture windows in local time (empty: always).
+    pub active_hours: ActiveHours,
+    /// Pixel transforms (default: none, camera JPEG passes through).
+    pub transform: Transform,
+    /// Change detection, if enabled.
+    pub change_detection: Option<ChangeDetection>,
+}
+
+/// `[camera.change_detection]`: keep a frame only when the scene changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeDetection {
+    /// Mean absolute difference of the grayscale thumbnails, in percent of full scale,
+    /// above which a frame counts as changed.
+    pub threshold_percent: f64,
+    /// A frame is kept at least this often even when nothing changes.
+    pub max_gap: Duration,
+}
+
+/// Which V4L2 device a `v4l2` source opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceSelector {
+    /// `/dev/video<N>`.
+    Index(u32),
+    /// A device path; symlinks such as `/dev/v4l/by-id/...` are followed.
+    Path(PathBuf),
+    /// The first device whose name contains this text (case-insensitive).
+    Name(String),
+}
+
+impl fmt::Display for DeviceSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Index(i) => write!(f, "/dev/video{i}"),
+            Self::Path(p) => write!(f, "{}", p.display()),
+            Self::Name(n) => write!(f, "the camera named like \"{n}\""),
+        }
+    }
 }
 
 /// A camera source.
@@ -98,6 +139,30 @@ pub enum SourceConfig {
         height: u32,
         /// JPEG quality 1–100.
         jpeg_quality: u8,
+    },
+    /// A V4L2 camera (USB webcam) through nokhwa.
+    V4l2 {
+        /// Which device.
+        device: DeviceSelector,
+        /// Requested width in pixels.
+        width: u32,
+        /// Requested height in pixels.
+        height: u32,
+        /// Rate the device runs at (None: the capture rate rounded up).
+        device_fps: Option<u32>,
+        /// Requested pixel format.
+        format: PixelFormat,
+        /// No frame for this long: the camera is re-opened.
+        frame_timeout: Duration,
+    },
+    /// A program writing concatenated JPEGs to stdout.
+    Command {
+        /// Program and arguments, run without a shell.
+        argv: Vec<String>,
+        /// Larger frames are discarded (and counted) instead of buffered.
+        max_frame_bytes: usize,
+        /// No frame for this long: the child is restarted.
+        frame_timeout: Duration,
     },
 }
 
@@ -989,17 +1054,17 @@ impl Validator<'_> {
             }
             (None, None) => Some(Duration::from_millis(defaults::interval_ms())),
         };
+        let s = |k: &str| {
+            let mut v = p("source");
+            v.push(key(k));
+            v
+        };
         let source = match c.source {
             RawSource::TestPattern {
                 width,
                 height,
                 jpeg_quality,
             } => {
-                let s = |k: &str| {
-                    let mut v = p("source");
-                    v.push(key(k));
-                    v
-                };
                 let w = self.range(&s("width"), u64::from(width), 16, 7680);
                 let h = self.range(&s("height"), u64::from(height), 16, 4320);
                 let q = self.range(&s("jpeg_quality"), u64::from(jpeg_quality), 1, 100);
@@ -1009,7 +1074,130 @@ impl Validator<'_> {
                     jpeg_quality: u8::try_from(q).ok()?,
                 }
             }
+            RawSource::V4l2 {
+                device,
+                width,
+                height,
+                device_fps,
+                format,
+                frame_timeout_secs,
+            } => {
+                let w = self.range(&s("width"), u64::from(width), 16, 7680);
+                let h = self.range(&s("height"), u64::from(height), 16, 4320);
+                let fps = device_fps.map(|f| self.range(&s("device_fps"), u64::from(f), 1, 240));
+                let t = self.range(&s("frame_timeout_secs"), frame_timeout_secs, 1, 3600);
+                let d = device.trim();
+                let device = if d.is_empty() {
+                    self.problem(
+                        &s("device"),
+                        "must be an index (\"0\"), a path (\"/dev/video0\") or part of the camera's name",
+                    );
+                    ok = false;
+                    DeviceSelector::Index(0)
+                } else if let Ok(i) = d.parse::<u32>() {
+                    DeviceSelector::Index(i)
+                } else if d.starts_with('/') {
+                    DeviceSelector::Path(PathBuf::from(d))
+                } else {
+                    DeviceSelector::Name(d.to_string())
+                };
+                SourceConfig::V4l2 {
+                    device,
+                    width: u32::try_from(w).ok()?,
+                    height: u32::try_from(h).ok()?,
+                    device_fps: fps.and_then(|f| u32::try_from(f).ok()),
+                    format,
+                    frame_timeout: Duration::from_secs(t),
+                }
+            }
+            RawSource::Command {
+                argv,
+                max_frame_bytes,
+                frame_timeout_secs,
+            } => {
+                if argv.first().is_none_or(|a| a.trim().is_empty()) {
+                    self.problem(
+                        &s("argv"),
+                        "must name a program, e.g. [\"rpicam-vid\", \"-t\", \"0\", \"--codec\", \"mjpeg\", \"--nopreview\", \"-o\", \"-\"]",
+                    );
+                    ok = false;
+                }
+                let m = self.range(&s("max_frame_bytes"), max_frame_bytes, 1024, 256 * 1024 * 1024);
+                let t = self.range(&s("frame_timeout_secs"), frame_timeout_secs, 1, 3600);
+                SourceConfig::Command {
+                    argv,
+                    max_frame_bytes: usize::try_from(m).ok()?,
+                    frame_timeout: Duration::from_secs(t),
+                }
+            }
         };
+        let mut windows = Vec::new();
+        for w in &c.active_hours {
+            match Window::parse(w) {
+                Ok(w) => windows.push(w),
+                Err(msg) => {
+                    self.problem(&p("active_hours"), msg);
+                    ok = false;
+                }
+            }
+        }
+        let tr = |k: &str| {
+            let mut v = p("transform");
+            v.push(key(k));
+            v
+        };
+        let t = &c.transform;
+        let rotate = match t.rotate_degrees {
+            0 => Rotate::None,
+            90 => Rotate::Cw90,
+            180 => Rotate::Cw180,
+            270 => Rotate::Cw270,
+            other => {
+                self.problem(
+                    &tr("rotate_degrees"),
+                    format!("must be 0, 90, 180 or 270 (got {other})"),
+                );
+                ok = false;
+                Rotate::None
+            }
+        };
+        let max_width = t
+            .max_width
+            .map(|v| self.range(&tr("max_width"), u64::from(v), 16, 7680))
+            .and_then(|v| u32::try_from(v).ok());
+        let max_height = t
+            .max_height
+            .map(|v| self.range(&tr("max_height"), u64::from(v), 16, 4320))
+            .and_then(|v| u32::try_from(v).ok());
+        let jpeg_quality = t
+            .jpeg_quality
+            .map(|v| self.range(&tr("jpeg_quality"), u64::from(v), 1, 100))
+            .and_then(|v| u8::try_from(v).ok());
+        let transform = Transform {
+            max_width,
+            max_height,
+            rotate,
+            flip: t.flip,
+            jpeg_quality,
+        };
+        let cd = &c.change_detection;
+        let cdp = |k: &str| {
+            let mut v = p("change_detection");
+            v.push(key(k));
+            v
+        };
+        if !(cd.threshold_percent.is_finite() && (0.0..=100.0).contains(&cd.threshold_percent)) {
+            self.problem(
+                &cdp("threshold_percent"),
+                format!("must be between 0 and 100 (got {})", cd.threshold_percent),
+            );
+            ok = false;
+        }
+        let gap = self.range(&cdp("max_gap_secs"), cd.max_gap_secs, 1, 86_400);
+        let change_detection = cd.enabled.then(|| ChangeDetection {
+            threshold_percent: cd.threshold_percent,
+            max_gap: Duration::from_secs(gap),
+        });
         if c.groups.is_empty() {
             self.problem(&p("groups"), "must name at least one group");
             ok = false;
@@ -1091,6 +1279,9 @@ impl Validator<'_> {
             groups: c.groups,
             filename_template: c.filename_template,
             metadata,
+            active_hours: ActiveHours::new(windows),
+            transform,
+            change_detection,
         })
         .filter(|_| ok)
     }
@@ -1154,8 +1345,21 @@ mod tests {
         keys.extend(fields_of::<RawCamera>());
         keys.extend(fields_of::<RawQueue>());
         keys.extend(fields_of::<RawUpload>());
+        keys.extend(fields_of::<RawTransform>());
+        keys.extend(fields_of::<RawChangeDetection>());
         // The source enum is internally tagged; serde does not list its fields.
-        keys.extend(["type", "width", "height", "jpeg_quality"]);
+        keys.extend([
+            "type",
+            "width",
+            "height",
+            "jpeg_quality",
+            "device",
+            "device_fps",
+            "format",
+            "frame_timeout_secs",
+            "argv",
+            "max_frame_bytes",
+        ]);
         assert!(keys.len() > 40, "introspection found {} keys", keys.len());
         for k in keys {
             let documented = DEFAULT_TEMPLATE.lines().any(|l| {

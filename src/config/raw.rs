@@ -49,6 +49,62 @@ pub struct RawCamera {
     pub filename_template: String,
     #[serde(default)]
     pub metadata: toml::Table,
+    #[serde(default)]
+    pub active_hours: Vec<String>,
+    #[serde(default)]
+    pub transform: RawTransform,
+    #[serde(default)]
+    pub change_detection: RawChangeDetection,
+}
+
+/// `[camera.transform]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransform {
+    pub max_width: Option<u32>,
+    pub max_height: Option<u32>,
+    #[serde(default)]
+    pub rotate_degrees: u32,
+    #[serde(default)]
+    pub flip: crate::encode::Flip,
+    pub jpeg_quality: Option<u8>,
+}
+
+/// `[camera.change_detection]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChangeDetection {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "defaults::threshold_percent")]
+    pub threshold_percent: f64,
+    #[serde(default = "defaults::max_gap_secs")]
+    pub max_gap_secs: u64,
+}
+
+impl Default for RawChangeDetection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            threshold_percent: defaults::threshold_percent(),
+            max_gap_secs: defaults::max_gap_secs(),
+        }
+    }
+}
+
+/// Which pixel format a V4L2 camera is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PixelFormat {
+    /// MJPEG if the camera offers it at the size, else YUYV, else NV12.
+    #[default]
+    Auto,
+    /// Motion JPEG (passed through untouched).
+    Mjpeg,
+    /// YUYV 4:2:2 (encoded to JPEG by edgecap).
+    Yuyv,
+    /// NV12 4:2:0 (encoded to JPEG by edgecap).
+    Nv12,
 }
 
 /// `[camera.source]`, tagged by `type`.
@@ -63,6 +119,28 @@ pub enum RawSource {
         height: u32,
         #[serde(default = "defaults::jpeg_quality")]
         jpeg_quality: u8,
+    },
+    /// A V4L2 camera (USB webcam) through nokhwa.
+    V4l2 {
+        #[serde(default = "defaults::v4l2_device")]
+        device: String,
+        #[serde(default = "defaults::width")]
+        width: u32,
+        #[serde(default = "defaults::height")]
+        height: u32,
+        device_fps: Option<u32>,
+        #[serde(default)]
+        format: PixelFormat,
+        #[serde(default = "defaults::frame_timeout_secs")]
+        frame_timeout_secs: u64,
+    },
+    /// A program that writes MJPEG (concatenated JPEGs) to its stdout.
+    Command {
+        argv: Vec<String>,
+        #[serde(default = "defaults::max_frame_bytes")]
+        max_frame_bytes: u64,
+        #[serde(default = "defaults::frame_timeout_secs")]
+        frame_timeout_secs: u64,
     },
 }
 
@@ -171,6 +249,21 @@ pub mod defaults {
     }
     pub fn jpeg_quality() -> u8 {
         85
+    }
+    pub fn v4l2_device() -> String {
+        "0".to_string()
+    }
+    pub fn frame_timeout_secs() -> u64 {
+        10
+    }
+    pub fn max_frame_bytes() -> u64 {
+        16 * 1024 * 1024
+    }
+    pub fn threshold_percent() -> f64 {
+        2.0
+    }
+    pub fn max_gap_secs() -> u64 {
+        60
     }
     pub fn interval_ms() -> u64 {
         1000

@@ -10,7 +10,7 @@
 mod commit;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -231,16 +231,22 @@ pub async fn run(config: Config) -> Result<RunSummary, DaemonError> {
 fn log_summary(q: &Queue, cams: &[Arc<CameraStats>], up: &UploadStats) {
     let s = q.stats();
     let c = s.counters;
-    let dropped_buffer: u64 = cams
-        .iter()
-        .map(|c| c.dropped_buffer.load(Ordering::Relaxed))
-        .sum();
+    let sum = |f: fn(&CameraStats) -> &AtomicU64| -> u64 {
+        cams.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
+    };
+    let dropped_buffer = sum(|c| &c.dropped_buffer);
+    let skipped_unchanged = sum(|c| &c.skipped_unchanged);
+    let bad_frames = sum(|c| &c.bad_frames);
+    let camera_errors = sum(|c| &c.errors);
     info!(
         captured = c.committed,
         uploaded = c.uploaded,
         dropped_budget = c.dropped_budget,
         dropped_write = c.dropped_write,
         dropped_buffer,
+        skipped_unchanged,
+        bad_frames,
+        camera_errors,
         dead = s.dead.frames,
         quarantined = c.quarantined,
         backlog_frames = s.pending.frames + s.inflight.frames,
