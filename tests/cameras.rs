@@ -1,0 +1,294 @@
+//! Camera sources end to end with the real binary: the `command` source against a real
+//! ffmpeg child (rate, restart after the child is killed, no orphan after SIGTERM or after
+//! `kill -9` of edgecap), several cameras in one daemon, `edgecap cameras` and
+//! `edgecap snapshot`. ffmpeg comes from Debian's package, which `scripts/test` installs.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Daemon, bin};
+
+fn ffmpeg_argv(size: &str, rate: u32) -> String {
+    assert!(
+        Command::new("ffmpeg").arg("-version").output().is_ok(),
+        "ffmpeg is not installed; `scripts/test` installs it (apt-get install ffmpeg)"
+    );
+    format!(
+        r#"["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc=size={size}:rate={rate}", "-f", "mjpeg", "-q:v", "5", "-"]"#
+    )
+}
+
+fn config(dir: &Path, stop_after: u64, cameras: &str) -> PathBuf {
+    let text = format!(
+        "[device]\nid = \"camtest\"\n[daemon]\nstop_after_frames = {stop_after}\ndrain_on_stop_secs = 20\nsummary_interval_secs = 1\n\n{cameras}\n[queue]\ndir = {:?}\ncommit_window_ms = 50\n[upload]\nsink = \"directory\"\npath = {:?}\nbatch_max_age_secs = 1\n",
+        dir.join("queue").display().to_string(),
+        dir.join("out").display().to_string(),
+    );
+    let p = dir.join("edgecap.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn command_camera(name: &str, fps: f64, argv: &str, extra: &str) -> String {
+    format!(
+        "[[camera]]\nname = \"{name}\"\nfps = {fps:.1}\ngroups = [\"g-{name}\"]\n[camera.source]\ntype = \"command\"\nargv = {argv}\nframe_timeout_secs = 5\n[camera.metadata]\nsite = \"site-{name}\"\n{extra}\n"
+    )
+}
+
+/// Every delivered frame's metadata file, parsed.
+fn delivered(out: &Path) -> Vec<Value> {
+    let Ok(rd) = std::fs::read_dir(out) else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| {
+        let p = e.ok()?.path();
+        if p.extension()? != "json" {
+            return None;
+        }
+        serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+    })
+    .collect()
+}
+
+fn jpg_count(out: &Path) -> usize {
+    std::fs::read_dir(out)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "jpg"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// (pid, command name, state) of the live children of `parent`.
+fn children(parent: u32) -> Vec<(u32, String, char)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ..."; comm may contain spaces.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let mut rest = stat[close + 2..].split_whitespace();
+        let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid: u32 = rest.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if ppid == parent {
+            out.push((pid, comm, state));
+        }
+    }
+    out
+}
+
+/// Whether `pid` runs (a zombie or a missing process does not).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 2..].chars().next())
+        .unwrap_or('?');
+    state != 'Z' && state != 'X'
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ffmpeg_child(d: &Daemon) -> Option<u32> {
+    children(d.child.id())
+        .into_iter()
+        .find(|(_, comm, state)| comm == "ffmpeg" && *state != 'Z')
+        .map(|(pid, _, _)| pid)
+}
+
+#[tokio::test]
+async fn command_source_delivers_valid_jpegs_at_the_configured_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let argv = ffmpeg_argv("640x480", 10);
+    let cfg = config(dir.path(), 30, &command_camera("ff", 5.0, &argv, ""));
+    let mut d = Daemon::start(&cfg, &dir.path().join("log"));
+    let st = d.wait(Duration::from_secs(60)).await;
+    assert!(st.success(), "exit {st:?}; log:\n{}", d.log_text());
+    let metas = delivered(&dir.path().join("out"));
+    assert!(metas.len() >= 30, "{} frames delivered", metas.len());
+    for m in &metas {
+        let name = m["filename"].as_str().unwrap();
+        let bytes = std::fs::read(dir.path().join("out").join(name)).unwrap();
+        let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
+            .unwrap_or_else(|e| panic!("{name} is not a valid JPEG: {e}"));
+        assert_eq!((img.width(), img.height()), (640, 480));
+        assert_eq!(m["customMetadata"]["width"], 640);
+        assert_eq!(m["groups"], serde_json::json!(["g-ff"]));
+    }
+    let mut t: Vec<i64> = metas
+        .iter()
+        .map(|m| m["customMetadata"]["capture_time_ms"].as_i64().unwrap())
+        .collect();
+    t.sort_unstable();
+    let span_s = (t[t.len() - 1] - t[0]) as f64 / 1000.0;
+    let rate = (t.len() - 1) as f64 / span_s;
+    assert!(
+        (4.5..=5.5).contains(&rate),
+        "captured at {rate:.2} fps, configured 5 (stream at 10)"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_child_is_restarted_and_none_is_left_after_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let argv = ffmpeg_argv("320x240", 10);
+    let cfg = config(dir.path(), 0, &command_camera("ff", 5.0, &argv, ""));
+    let d = Daemon::start(&cfg, &dir.path().join("log"));
+    wait_for("5 frames", Duration::from_secs(30), || jpg_count(&out) >= 5).await;
+    let first = ffmpeg_child(&d).expect("an ffmpeg child of edgecap");
+    let st = Command::new("kill")
+        .args(["-9", &first.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let at_kill = jpg_count(&out);
+    let mut second = None;
+    wait_for("a new ffmpeg child", Duration::from_secs(15), || {
+        second = ffmpeg_child(&d).filter(|p| *p != first);
+        second.is_some()
+    })
+    .await;
+    wait_for("capture to resume", Duration::from_secs(30), || {
+        jpg_count(&out) >= at_kill + 5
+    })
+    .await;
+    let log = d.log_text();
+    assert!(log.contains("camera source failed"), "{log}");
+    assert!(log.contains("signal 9"), "the exit is reported: {log}");
+    assert!(log.contains("camera source is back"), "{log}");
+    d.signal("TERM");
+    let mut d = d;
+    let st = d.wait(Duration::from_secs(30)).await;
+    assert!(st.success(), "{st:?}");
+    let second = second.unwrap_or(0);
+    assert!(!alive(first) && !alive(second), "an ffmpeg child outlived edgecap");
+}
+
+#[tokio::test]
+async fn kill_9_of_edgecap_takes_the_child_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let argv = ffmpeg_argv("320x240", 10);
+    let cfg = config(dir.path(), 0, &command_camera("ff", 5.0, &argv, ""));
+    let mut d = Daemon::start(&cfg, &dir.path().join("log"));
+    wait_for("2 frames", Duration::from_secs(30), || jpg_count(&out) >= 2).await;
+    let child = ffmpeg_child(&d).expect("an ffmpeg child of edgecap");
+    d.kill9();
+    wait_for("the orphaned ffmpeg to die", Duration::from_secs(5), || {
+        !alive(child)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_cameras_deliver_their_own_streams_metadata_and_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let argv = ffmpeg_argv("320x240", 10);
+    let pattern = "[[camera]]\nname = \"pat\"\nfps = 10.0\ngroups = [\"g-pat\", \"shared\"]\n[camera.source]\ntype = \"test_pattern\"\nwidth = 160\nheight = 96\n[camera.metadata]\nsite = \"site-pat\"\nrig = 7\n";
+    let cams = format!("{}\n{pattern}", command_camera("ff", 5.0, &argv, ""));
+    let cfg = config(dir.path(), 40, &cams);
+    let mut d = Daemon::start(&cfg, &dir.path().join("log"));
+    let st = d.wait(Duration::from_secs(60)).await;
+    assert!(st.success(), "exit {st:?}; log:\n{}", d.log_text());
+    let metas = delivered(&dir.path().join("out"));
+    let of = |cam: &str| -> Vec<&Value> { metas.iter().filter(|m| m["camera"] == cam).collect() };
+    let (ff, pat) = (of("ff"), of("pat"));
+    assert!(ff.len() >= 5 && pat.len() >= 5, "ff {} pat {}", ff.len(), pat.len());
+    assert_eq!(ff.len() + pat.len(), metas.len());
+    for m in ff {
+        assert_eq!(m["groups"], serde_json::json!(["g-ff"]));
+        assert_eq!(m["customMetadata"]["site"], "site-ff");
+        assert_eq!(m["customMetadata"]["width"], 320);
+        assert!(m["customMetadata"].get("rig").is_none());
+    }
+    for m in pat {
+        assert_eq!(m["groups"], serde_json::json!(["g-pat", "shared"]));
+        assert_eq!(m["customMetadata"]["site"], "site-pat");
+        assert_eq!(m["customMetadata"]["rig"], 7);
+        assert_eq!(m["customMetadata"]["width"], 160);
+    }
+}
+
+#[test]
+fn cameras_lists_devices_or_says_clearly_there_are_none() {
+    let out = Command::new(bin()).arg("cameras").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let has_video = std::fs::read_dir("/dev")
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("video"));
+    if has_video {
+        assert!(text.contains("/dev/video"), "{text}");
+    } else {
+        assert!(text.contains("no V4L2 cameras found"), "{text}");
+        assert!(text.contains("rpicam-vid"), "{text}");
+    }
+}
+
+#[test]
+fn snapshot_runs_the_configured_pipeline_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let argv = ffmpeg_argv("640x480", 10);
+    let cams = format!(
+        "{}\n[[camera]]\nname = \"pat\"\n[camera.source]\ntype = \"test_pattern\"\nwidth = 320\nheight = 240\n[camera.transform]\nrotate_degrees = 90\nmax_height = 160\n",
+        command_camera("ff", 1.0, &argv, "")
+    );
+    let cfg = config(dir.path(), 0, &cams);
+    let snap = |cam: &str| {
+        let file = dir.path().join(format!("{cam}.jpg"));
+        let out = Command::new(bin())
+            .args(["snapshot", "--camera", cam, "-o"])
+            .arg(&file)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        image::load_from_memory(&std::fs::read(&file).unwrap()).unwrap()
+    };
+    let ff = snap("ff");
+    assert_eq!((ff.width(), ff.height()), (640, 480));
+    // Rotated to 240x320, then fitted to a height of 160.
+    let pat = snap("pat");
+    assert_eq!((pat.width(), pat.height()), (120, 160));
+    // An unknown camera is a usage error naming the cameras there are.
+    let out = Command::new(bin())
+        .args(["snapshot", "--camera", "nope", "-o", "/tmp/x.jpg", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cameras: ff, pat"));
+    // No ffmpeg left behind by the snapshots.
+    assert!(
+        children(std::process::id())
+            .iter()
+            .all(|(_, comm, state)| comm != "ffmpeg" || *state == 'Z')
+    );
+}
