@@ -3,6 +3,8 @@
 //! `kill -9` of edgecap), several cameras in one daemon, `edgecap cameras` and
 //! `edgecap snapshot`. ffmpeg comes from Debian's package, which `scripts/test` installs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -182,7 +184,10 @@ async fn a_killed_child_is_restarted_and_none_is_left_after_sigterm() {
     let st = d.wait(Duration::from_secs(30)).await;
     assert!(st.success(), "{st:?}");
     let second = second.unwrap_or(0);
-    assert!(!alive(first) && !alive(second), "an ffmpeg child outlived edgecap");
+    assert!(
+        !alive(first) && !alive(second),
+        "an ffmpeg child outlived edgecap"
+    );
 }
 
 #[tokio::test]
@@ -214,7 +219,12 @@ async fn two_cameras_deliver_their_own_streams_metadata_and_groups() {
     let metas = delivered(&dir.path().join("out"));
     let of = |cam: &str| -> Vec<&Value> { metas.iter().filter(|m| m["camera"] == cam).collect() };
     let (ff, pat) = (of("ff"), of("pat"));
-    assert!(ff.len() >= 5 && pat.len() >= 5, "ff {} pat {}", ff.len(), pat.len());
+    assert!(
+        ff.len() >= 5 && pat.len() >= 5,
+        "ff {} pat {}",
+        ff.len(),
+        pat.len()
+    );
     assert_eq!(ff.len() + pat.len(), metas.len());
     for m in ff {
         assert_eq!(m["groups"], serde_json::json!(["g-ff"]));
@@ -279,7 +289,14 @@ fn snapshot_runs_the_configured_pipeline_once() {
     assert_eq!((pat.width(), pat.height()), (120, 160));
     // An unknown camera is a usage error naming the cameras there are.
     let out = Command::new(bin())
-        .args(["snapshot", "--camera", "nope", "-o", "/tmp/x.jpg", "--config"])
+        .args([
+            "snapshot",
+            "--camera",
+            "nope",
+            "-o",
+            "/tmp/x.jpg",
+            "--config",
+        ])
         .arg(&cfg)
         .output()
         .unwrap();

@@ -315,7 +315,10 @@ mod tests {
             mask_credentials("[rtsp @ 0x55] method DESCRIBE failed: 401 rtsp://u:p@h/x"),
             "[rtsp @ 0x55] method DESCRIBE failed: 401 rtsp://u:***@h/x"
         );
-        assert_eq!(mask_credentials("http://h/x?a=1 plain"), "http://h/x?a=1 plain");
+        assert_eq!(
+            mask_credentials("http://h/x?a=1 plain"),
+            "http://h/x?a=1 plain"
+        );
         assert_eq!(mask_credentials("rtsp://user@h"), "rtsp://user@h");
         assert_eq!(mask_credentials("no url here"), "no url here");
         assert_eq!(
@@ -330,7 +333,11 @@ mod tests {
         let e = CommandSource::spawn("c", &argv, 1 << 20, Duration::from_secs(1))
             .err()
             .unwrap();
-        assert!(e.to_string().contains("cannot start `/nonexistent/edgecap-no-such-program`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("cannot start `/nonexistent/edgecap-no-such-program`"),
+            "{e}"
+        );
     }
 
     #[test]

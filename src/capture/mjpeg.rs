@@ -232,14 +232,12 @@ impl JpegSplitter {
                     // may (EXIF thumbnails). Seeing it in the former means this frame was
                     // cut and a new one starts here.
                     let may_embed = matches!(marker, 0xE0..=0xEF | 0xFE);
-                    if !may_embed {
-                        if let Some(i) = soi_in(ff, head) {
-                            // `i` is the index of the D8 within `head`.
-                            self.stats.truncated += 1;
-                            self.start_frame();
-                            data = &data[i + 1..];
-                            continue;
-                        }
+                    if !may_embed && let Some(i) = soi_in(ff, head) {
+                        // `i` is the index of the D8 within `head`.
+                        self.stats.truncated += 1;
+                        self.start_frame();
+                        data = &data[i + 1..];
+                        continue;
                     }
                     self.keep(head);
                     data = rest;
@@ -299,9 +297,7 @@ fn soi_in(prev_ff: bool, b: &[u8]) -> Option<usize> {
     if prev_ff && b.first() == Some(&0xD8) {
         return Some(0);
     }
-    b.windows(2)
-        .position(|w| w == [0xFF, 0xD8])
-        .map(|i| i + 1)
+    b.windows(2).position(|w| w == [0xFF, 0xD8]).map(|i| i + 1)
 }
 
 #[cfg(test)]

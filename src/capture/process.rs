@@ -194,24 +194,28 @@ impl Processor {
                 data,
             } => (raw_to_rgb(format, width, height, &data)?, None),
         };
-        if let Some(cd) = &mut self.change {
-            if !cd.keep(&img, now) {
-                return Ok(Outcome::Unchanged);
-            }
+        if let Some(cd) = &mut self.change
+            && !cd.keep(&img, now)
+        {
+            return Ok(Outcome::Unchanged);
         }
-        if passthrough {
-            if let Some((jpeg, width, height)) = original {
-                return Ok(Outcome::Keep(Ready {
-                    jpeg,
-                    width,
-                    height,
-                }));
-            }
+        if passthrough && let Some((jpeg, width, height)) = original {
+            return Ok(Outcome::Keep(Ready {
+                jpeg,
+                width,
+                height,
+            }));
         }
         let img = self.transform.apply(img);
         let (width, height) = img.dimensions();
         let mut jpeg = Vec::with_capacity(img.len() / 8);
-        encode::rgb_to_jpeg(img.as_raw(), width, height, self.transform.quality(), &mut jpeg)?;
+        encode::rgb_to_jpeg(
+            img.as_raw(),
+            width,
+            height,
+            self.transform.quality(),
+            &mut jpeg,
+        )?;
         Ok(Outcome::Keep(Ready {
             jpeg,
             width,
@@ -305,7 +309,10 @@ mod tests {
     fn without_transforms_camera_jpeg_goes_through_byte_identical() {
         let jpeg = jpeg_of(&scene(40));
         let mut p = Processor::new(&cam(Transform::default(), None));
-        match p.process(Pixels::Jpeg(jpeg.clone()), Instant::now()).unwrap() {
+        match p
+            .process(Pixels::Jpeg(jpeg.clone()), Instant::now())
+            .unwrap()
+        {
             Outcome::Keep(r) => {
                 assert_eq!(r.jpeg, jpeg);
                 assert_eq!((r.width, r.height), (320, 240));
@@ -319,8 +326,13 @@ mod tests {
         };
         let mut p = Processor::new(&cam(Transform::default(), Some(cd)));
         let t = Instant::now();
-        assert!(matches!(p.process(Pixels::Jpeg(jpeg.clone()), t).unwrap(), Outcome::Keep(r) if r.jpeg == jpeg));
-        assert!(matches!(p.process(Pixels::Jpeg(jpeg.clone()), t).unwrap(), Outcome::Unchanged));
+        assert!(
+            matches!(p.process(Pixels::Jpeg(jpeg.clone()), t).unwrap(), Outcome::Keep(r) if r.jpeg == jpeg)
+        );
+        assert!(matches!(
+            p.process(Pixels::Jpeg(jpeg.clone()), t).unwrap(),
+            Outcome::Unchanged
+        ));
     }
 
     #[test]
@@ -332,7 +344,10 @@ mod tests {
             ..Transform::default()
         };
         let mut p = Processor::new(&cam(t, None));
-        let Outcome::Keep(r) = p.process(Pixels::Jpeg(jpeg_of(&scene(40))), Instant::now()).unwrap() else {
+        let Outcome::Keep(r) = p
+            .process(Pixels::Jpeg(jpeg_of(&scene(40))), Instant::now())
+            .unwrap()
+        else {
             panic!("kept")
         };
         assert_eq!((r.width, r.height), (120, 160));
@@ -346,14 +361,26 @@ mod tests {
         let (w, h) = (32u32, 16u32);
         let data = vec![128u8; (w * h * 2) as usize];
         let mut p = Processor::new(&cam(Transform::default(), None));
-        let px = Pixels::Raw { format: RawFormat::Yuyv, width: w, height: h, data };
-        let Outcome::Keep(r) = p.process(px, Instant::now()).unwrap() else { panic!("kept") };
+        let px = Pixels::Raw {
+            format: RawFormat::Yuyv,
+            width: w,
+            height: h,
+            data,
+        };
+        let Outcome::Keep(r) = p.process(px, Instant::now()).unwrap() else {
+            panic!("kept")
+        };
         let img = image::load_from_memory(&r.jpeg).unwrap().into_rgb8();
         assert_eq!(img.dimensions(), (w, h));
         let p0 = img.get_pixel(5, 5).0;
         assert!(p0.iter().all(|c| c.abs_diff(128) < 12), "{p0:?}");
         // A short buffer is a clear error, not a panic.
-        let px = Pixels::Raw { format: RawFormat::Yuyv, width: w, height: h, data: vec![0; 10] };
+        let px = Pixels::Raw {
+            format: RawFormat::Yuyv,
+            width: w,
+            height: h,
+            data: vec![0; 10],
+        };
         assert!(p.process(px, Instant::now()).is_err());
     }
 

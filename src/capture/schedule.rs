@@ -58,7 +58,10 @@ impl Window {
     pub fn parse(s: &str) -> Result<Self, String> {
         let bad = || format!("`{s}` is not a window like \"06:00-20:00\" (24-hour HH:MM-HH:MM)");
         let (a, b) = s.split_once('-').ok_or_else(bad)?;
-        let (start, end) = (parse_hhmm(a).ok_or_else(bad)?, parse_hhmm(b).ok_or_else(bad)?);
+        let (start, end) = (
+            parse_hhmm(a).ok_or_else(bad)?,
+            parse_hhmm(b).ok_or_else(bad)?,
+        );
         if start == 24 * 60 {
             return Err(format!("`{s}`: a window cannot start at 24:00"));
         }
@@ -96,8 +99,8 @@ impl ActiveHours {
             return true;
         }
         let t = now.time();
-        let minute = u16::try_from(t.hour()).unwrap_or(0) * 60
-            + u16::try_from(t.minute()).unwrap_or(0);
+        let minute =
+            u16::try_from(t.hour()).unwrap_or(0) * 60 + u16::try_from(t.minute()).unwrap_or(0);
         self.windows.iter().any(|w| w.contains(minute))
     }
 
@@ -164,7 +167,15 @@ mod tests {
         assert!(Window::parse("06:00-20:00").is_ok());
         assert!(Window::parse("22:30-06:15").is_ok());
         assert!(Window::parse("00:00-24:00").is_ok());
-        for bad in ["6:00-20:00", "06:00", "06:00-06:00", "25:00-26:00", "06:60-07:00", "24:00-01:00", "x"] {
+        for bad in [
+            "6:00-20:00",
+            "06:00",
+            "06:00-06:00",
+            "25:00-26:00",
+            "06:60-07:00",
+            "24:00-01:00",
+            "x",
+        ] {
             assert!(Window::parse(bad).is_err(), "{bad}");
         }
     }

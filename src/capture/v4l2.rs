@@ -275,10 +275,10 @@ pub fn negotiate(
     let mut pick: Option<([u8; 4], (u32, u32))> = None;
     let dist = |(a, b): (u32, u32)| u64::from(a.abs_diff(width)) + u64::from(b.abs_diff(height));
     for f in order.iter().filter(|f| offered.contains(f)) {
-        if let Some(size) = nearest_size(dev, FourCC::new(f), width, height) {
-            if pick.is_none_or(|(_, s)| dist(size) < dist(s)) {
-                pick = Some((*f, size));
-            }
+        if let Some(size) = nearest_size(dev, FourCC::new(f), width, height)
+            && pick.is_none_or(|(_, s)| dist(size) < dist(s))
+        {
+            pick = Some((*f, size));
         }
     }
     let Some((fourcc, (w, h))) = pick else {
@@ -426,7 +426,21 @@ impl V4l2Source {
         let force_direct = std::env::var_os("EDGECAP_V4L2_DIRECT").is_some_and(|v| v == "1");
         let reader = std::thread::Builder::new()
             .name(format!("v4l2-{}", cam.name))
-            .spawn(move || read_device(index, &p2, want, w, h, fps, force_direct, &name, &l2, &h2, tx))
+            .spawn(move || {
+                read_device(
+                    index,
+                    &p2,
+                    want,
+                    w,
+                    h,
+                    fps,
+                    force_direct,
+                    &name,
+                    &l2,
+                    &h2,
+                    tx,
+                )
+            })
             .map_err(|e| CaptureError::Device(format!("cannot start a thread: {e}")))?;
         let opened = match rx.recv() {
             Ok(Ok(o)) => o,
@@ -550,7 +564,7 @@ fn read_device(
         match stream.next() {
             Ok((buf, meta)) => {
                 let used = (meta.bytesused as usize).min(buf.len());
-                let data = if used > 0 { &buf[..used] } else { &buf[..] };
+                let data = if used > 0 { &buf[..used] } else { buf };
                 if let Some(f) = to_frame(&n, data, &mut splitter) {
                     latest.put(f);
                 }

@@ -1122,7 +1122,12 @@ impl Validator<'_> {
                     );
                     ok = false;
                 }
-                let m = self.range(&s("max_frame_bytes"), max_frame_bytes, 1024, 256 * 1024 * 1024);
+                let m = self.range(
+                    &s("max_frame_bytes"),
+                    max_frame_bytes,
+                    1024,
+                    256 * 1024 * 1024,
+                );
                 let t = self.range(&s("frame_timeout_secs"), frame_timeout_secs, 1, 3600);
                 SourceConfig::Command {
                     argv,
