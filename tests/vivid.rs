@@ -9,7 +9,12 @@
 //! and downloads. `EDGECAP_SKIP_VM=1` skips it explicitly (for machines without them);
 //! CI never sets it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr, reason = "test code")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    reason = "test code"
+)]
 
 mod support;
 

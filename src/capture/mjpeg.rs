@@ -9,7 +9,9 @@
 //! - bytes outside a frame (a program's banner, partial output after a restart) are
 //!   skipped and counted in `garbage_bytes`;
 //! - a frame cut short by the next `SOI`, by a byte that cannot be there, or by the end of
-//!   the stream is discarded and counted in `truncated`;
+//!   the stream is discarded and counted in `truncated`; the bytes it had swallowed are
+//!   searched again for the next frame. (One case stays ambiguous: a frame cut inside its
+//!   EXIF block, which may hold a thumbnail's `SOI`, can cost the frame after it too.)
 //! - a frame growing past `max_frame_bytes` stops being buffered at once (memory stays
 //!   bounded), is parsed to its end without being kept, and is counted in `oversize`.
 //!
@@ -82,10 +84,11 @@ impl JpegSplitter {
         self.done.pop_front()
     }
 
-    /// Ends the stream: a frame in progress is counted as truncated.
+    /// Ends the stream: a frame in progress is counted as truncated, and the bytes it had
+    /// swallowed are searched for whole frames.
     pub fn finish(&mut self) {
-        if !matches!(self.state, State::Hunt { .. }) {
-            self.stats.truncated += 1;
+        while !matches!(self.state, State::Hunt { .. }) {
+            self.broken();
         }
         self.reset_hunt();
     }
@@ -213,6 +216,12 @@ impl JpegSplitter {
                 State::LenLo { marker, hi } => {
                     let lo = data[0];
                     data = &data[1..];
+                    if (hi, lo) == (0xFF, 0xD8) {
+                        // Cut right after a marker code; a new frame starts here.
+                        self.stats.truncated += 1;
+                        self.start_frame();
+                        continue;
+                    }
                     let len = usize::from(u16::from_be_bytes([hi, lo]));
                     if len < 2 {
                         self.broken();
@@ -222,16 +231,17 @@ impl JpegSplitter {
                     self.state = State::Payload {
                         left: len - 2,
                         marker,
-                        ff: false,
+                        // A length byte of FF may be the start of a cut-in SOI.
+                        ff: lo == 0xFF,
                     };
                 }
                 State::Payload { left, marker, ff } => {
                     let n = left.min(data.len());
                     let (head, rest) = data.split_at(n);
-                    // Tables and frame/scan headers never hold `FF D8`; APPn and COM
-                    // may (EXIF thumbnails). Seeing it in the former means this frame was
-                    // cut and a new one starts here.
-                    let may_embed = matches!(marker, 0xE0..=0xEF | 0xFE);
+                    // Only APP1 (EXIF) and APP2 (MPF) carry whole JPEGs (thumbnails,
+                    // previews). Anywhere else `FF D8` means this frame was cut and a new
+                    // one starts here.
+                    let may_embed = matches!(marker, 0xE1 | 0xE2);
                     if !may_embed && let Some(i) = soi_in(ff, head) {
                         // `i` is the index of the D8 within `head`.
                         self.stats.truncated += 1;
@@ -248,7 +258,11 @@ impl JpegSplitter {
                             ff: head.last() == Some(&0xFF),
                         }
                     } else if marker == 0xDA {
-                        State::Scan { ff: false }
+                        // A scan header never ends in FF; if this one does, it is the
+                        // first byte of a cut-in SOI.
+                        State::Scan {
+                            ff: head.last() == Some(&0xFF),
+                        }
                     } else {
                         State::MarkerFf
                     };
@@ -447,5 +461,28 @@ pub(crate) mod tests {
         let (out, st) = split(&stream, 64, 1 << 20);
         assert_eq!(out, vec![f]);
         assert_eq!(st.truncated, 1);
+    }
+}
+#[cfg(test)]
+mod every_cut {
+    /// Deterministic companion of the property test: a frame cut at *every* byte offset,
+    /// then a whole frame, yields exactly the whole frame.
+    #[test]
+    fn a_frame_cut_at_any_offset_never_costs_the_next_one() {
+        for (s, w, h) in [(1u8, 9u32, 29u32), (7, 20, 20), (3, 40, 30)] {
+            let f = super::tests::jpeg(s, w, h);
+            for cut in 1..f.len() - 1 {
+                let mut stream = f[..cut].to_vec();
+                stream.extend_from_slice(&f);
+                let mut sp = super::JpegSplitter::new(1 << 20);
+                sp.push(&stream);
+                sp.finish();
+                let mut out = vec![];
+                while let Some(x) = sp.pop() {
+                    out.push(x);
+                }
+                assert_eq!(out, vec![f.clone()], "{w}x{h} cut at {cut}");
+            }
+        }
     }
 }
