@@ -41,11 +41,29 @@ edgecap run --config /payload/nokhwa.toml
 echo "=== run nokhwa exit $?"
 EDGECAP_V4L2_DIRECT=1 edgecap run --config /payload/direct.toml
 echo "=== run direct exit $?"
-for f in /tmp/out-*/*.jpg; do
+# A camera that disappears: vivid's Disconnect control acts like an unplugged USB cable
+# until every handle is closed. A test-pattern camera runs beside it.
+edgecap run --config /payload/disconnect.toml > /tmp/dc.log 2>&1 &
+pid=$!
+sleep 5
+/payload/vivid_disconnect /dev/video0
+echo "=== disconnect exit $?"
+sleep 8
+kill -TERM $pid
+wait $pid
+echo "=== run disconnect exit $?"
+sed 's/^/=== dclog /' /tmp/dc.log
+for f in /tmp/out-dc/*.json; do echo "=== dcjson $(tr -d '\n' < "$f")"; done
+for f in /tmp/out-nokhwa/*.jpg /tmp/out-direct/*.jpg; do
   echo "=== file $f"; base64 "$f"; echo "=== end"
   echo "=== json $(tr -d '\n' < "$f.json")"
 done
 "#;
+
+const DISCONNECT_CONFIG: &str = "[device]\nid = \"vm\"\n[daemon]\nsummary_interval_secs = 0\n\
+[[camera]]\nname = \"vivid-dc\"\nfps = 5.0\n[camera.source]\ntype = \"v4l2\"\ndevice = \"vivid\"\nwidth = 320\nheight = 180\nframe_timeout_secs = 3\n\
+[[camera]]\nname = \"pat\"\nfps = 5.0\n[camera.source]\ntype = \"test_pattern\"\nwidth = 64\nheight = 48\n\
+[queue]\ndir = \"/tmp/q-dc\"\ncommit_window_ms = 50\n[upload]\nsink = \"directory\"\npath = \"/tmp/out-dc\"\nbatch_max_age_secs = 1\n";
 
 #[test]
 fn captures_from_a_real_v4l2_device_in_a_vm() {
@@ -69,6 +87,18 @@ fn captures_from_a_real_v4l2_device_in_a_vm() {
         )
         .unwrap();
     }
+    std::fs::write(payload.path().join("disconnect.toml"), DISCONNECT_CONFIG).unwrap();
+    // The helper example is built by `cargo test` next to the binary under test.
+    let helper = support::bin()
+        .parent()
+        .unwrap()
+        .join("examples/vivid_disconnect");
+    assert!(
+        helper.exists(),
+        "{} is missing (cargo test builds examples)",
+        helper.display()
+    );
+    std::fs::copy(&helper, payload.path().join("vivid_disconnect")).unwrap();
     let out = Command::new(&script)
         .arg("run")
         .arg(support::bin())
@@ -158,4 +188,71 @@ fn captures_from_a_real_v4l2_device_in_a_vm() {
             assert_eq!(m["customMetadata"]["height"], 360);
         }
     }
+
+    check_disconnect(&console, &shown());
+}
+
+/// The unplugged camera was re-opened with backoff, logged once per state change, and
+/// the other camera kept capturing meanwhile.
+fn check_disconnect(console: &str, shown: &str) {
+    assert!(console.contains("=== disconnect exit 0"), "{shown}");
+    assert!(console.contains("=== run disconnect exit 0"), "{shown}");
+    let log: Vec<&str> = console
+        .lines()
+        .filter_map(|l| l.strip_prefix("=== dclog "))
+        .collect();
+    let count = |what: &str| log.iter().filter(|l| l.contains(what)).count();
+    assert_eq!(count("camera source failed"), 1, "{}", log.join("\n"));
+    assert!(
+        count("cannot open camera source") <= 1,
+        "{}",
+        log.join("\n")
+    );
+    assert_eq!(count("camera source is back"), 1, "{}", log.join("\n"));
+    assert_eq!(
+        count("v4l2 camera opened"),
+        2,
+        "opened, then re-opened: {}",
+        log.join("\n")
+    );
+    // tracing's timestamp: 2026-11-23T07:15:17.658355Z; compare to the millisecond.
+    let back_at = log
+        .iter()
+        .find(|l| l.contains("camera source is back"))
+        .map(|l| l[..23].to_string())
+        .unwrap();
+    let metas: Vec<serde_json::Value> = console
+        .lines()
+        .filter_map(|l| l.strip_prefix("=== dcjson "))
+        .map(|j| serde_json::from_str(j).unwrap())
+        .collect();
+    let times = |cam: &str| -> Vec<String> {
+        let mut t: Vec<String> = metas
+            .iter()
+            .filter(|m| m["camera"] == cam)
+            .map(|m| m["customMetadata"]["capture_time"].as_str().unwrap()[..23].to_string())
+            .collect();
+        t.sort();
+        t
+    };
+    let vivid = times("vivid-dc");
+    let before = vivid.iter().filter(|t| **t < back_at).count();
+    let after = vivid.len() - before;
+    assert!(
+        before >= 5 && after >= 5,
+        "vivid frames before the reconnect {before}, after {after}"
+    );
+    // The test pattern never paused: no gap over 2 s between its frames.
+    let pat: Vec<i64> = {
+        let mut v: Vec<i64> = metas
+            .iter()
+            .filter(|m| m["camera"] == "pat")
+            .map(|m| m["customMetadata"]["capture_time_ms"].as_i64().unwrap())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert!(pat.len() >= 30, "{} test-pattern frames", pat.len());
+    let gap = pat.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(gap < 2000, "the other camera stalled for {gap} ms");
 }
