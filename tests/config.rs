@@ -335,6 +335,54 @@ fn each_malformed_config_exits_2_naming_the_key_and_its_line() {
             "groups",
             "at least one group",
         ),
+        (
+            edit(
+                "interval_ms = 500",
+                "interval_ms = 500\nactive_hours = [\"6-20\"]",
+            ),
+            "camera[0].active_hours",
+            "active_hours",
+            "is not a window",
+        ),
+        (
+            edit(
+                "type = \"test_pattern\"\n",
+                "type = \"test_pattern\"\n[camera.transform]\nrotate_degrees = 45\n",
+            ),
+            "camera[0].transform.rotate_degrees",
+            "rotate_degrees = 45",
+            "must be 0, 90, 180 or 270",
+        ),
+        (
+            edit(
+                "type = \"test_pattern\"\n",
+                "type = \"test_pattern\"\n[camera.change_detection]\nenabled = true\nthreshold_percent = 150.0\n",
+            ),
+            "camera[0].change_detection.threshold_percent",
+            "threshold_percent",
+            "between 0 and 100",
+        ),
+        (
+            edit("type = \"test_pattern\"", "type = \"command\"\nargv = []"),
+            "camera[0].source.argv",
+            "argv",
+            "must name a program",
+        ),
+        (
+            edit("type = \"test_pattern\"", "type = \"webcam\""),
+            "camera[0].source.type",
+            "type = \"webcam\"",
+            "v4l2",
+        ),
+        (
+            edit(
+                "type = \"test_pattern\"",
+                "type = \"command\"\nargv = [\"x\"]\nwidth = 640",
+            ),
+            "camera[0].source.width",
+            "width = 640",
+            "unknown field",
+        ),
     ];
     assert!(cases.len() >= 15);
     for (text, key, line_text, words) in &cases {

@@ -376,6 +376,56 @@ mod tests {
         assert_eq!(rx.try_iter().count(), 2);
     }
 
+    /// A clock stuck at one local time.
+    struct Fixed(jiff::Zoned);
+    impl Clock for Fixed {
+        fn now(&self) -> jiff::Zoned {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn outside_active_hours_the_loop_captures_nothing_and_inside_it_does() {
+        let mut cam = CameraConfig {
+            name: "cam0".into(),
+            source: SourceConfig::TestPattern {
+                width: 32,
+                height: 32,
+                jpeg_quality: 50,
+            },
+            interval: Duration::from_millis(10),
+            groups: vec!["main".into()],
+            filename_template: "{run}-{seq}".into(),
+            metadata: BTreeMap::new(),
+            active_hours: Default::default(),
+            transform: Default::default(),
+            change_detection: None,
+        };
+        cam.active_hours =
+            schedule::ActiveHours::new(vec![schedule::Window::parse("06:00-20:00").unwrap()]);
+        let run = |at: &str| {
+            let clock = Fixed(at.parse().unwrap());
+            let (tx, rx) = std::sync::mpsc::sync_channel(1000);
+            let stop = Stop::new();
+            let stats = Arc::new(CameraStats::default());
+            let (s2, st2, cam2) = (Arc::clone(&stop), Arc::clone(&stats), cam.clone());
+            let h = std::thread::spawn(move || run_camera_with_clock(0, cam2, tx, s2, st2, &clock));
+            std::thread::sleep(Duration::from_millis(300));
+            stop.set();
+            h.join().unwrap();
+            (
+                stats.produced.load(Ordering::Relaxed),
+                rx.try_iter().count(),
+            )
+        };
+        assert_eq!(run("2026-06-10T03:00:00[UTC]"), (0, 0), "night: nothing");
+        let (produced, sent) = run("2026-06-10T12:00:00[UTC]");
+        assert!(
+            produced >= 10 && sent as u64 == produced,
+            "day: {produced} frames"
+        );
+    }
+
     #[test]
     fn stop_wakes_a_sleeping_capture_thread_at_once() {
         let stop = Stop::new();

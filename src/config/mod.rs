@@ -492,6 +492,23 @@ impl Validator<'_> {
                     }
                     None => (fallback.to_vec(), self.loc.line_of_path(fallback)),
                 };
+                // Internally tagged tables (`[camera.source]`) are buffered by serde, so an
+                // unknown key's span is the whole table: point at the key itself.
+                let (path, line) = match e
+                    .message()
+                    .strip_prefix("unknown field `")
+                    .and_then(|m| m.split_once('`'))
+                {
+                    Some((field, _)) => {
+                        let mut deeper = path.clone();
+                        deeper.push(key(field));
+                        match self.loc.line_of_path(&deeper) {
+                            Some(l) if path.last() != Some(&key(field)) => (deeper, Some(l)),
+                            _ => (path, line),
+                        }
+                    }
+                    None => (path, line),
+                };
                 self.problems.push(Problem {
                     key: render_path(&path),
                     line,
