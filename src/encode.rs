@@ -145,30 +145,45 @@ const STANDARD_DHT: [u8; 416] = [
 /// the decoder's defaults (UVC allows it); libjpeg-turbo and ffmpeg supply them, the
 /// `image` decoder does not. `None` when the JPEG has tables or cannot be walked.
 pub fn with_standard_huffman_tables(jpeg: &[u8]) -> Option<Vec<u8>> {
-    if jpeg.len() < 4 || jpeg[0] != 0xFF || jpeg[1] != 0xD8 {
-        return None;
-    }
-    let mut i = 2;
-    while i + 4 <= jpeg.len() {
-        if jpeg[i] != 0xFF {
-            return None;
-        }
-        match jpeg[i + 1] {
-            0xFF => i += 1,
+    for (at, marker) in header_segments(jpeg) {
+        match marker {
             0xC4 => return None,
             0xDA => {
                 let mut out = Vec::with_capacity(jpeg.len() + STANDARD_DHT.len() + 4);
-                out.extend_from_slice(&jpeg[..i]);
+                out.extend_from_slice(&jpeg[..at]);
                 out.extend_from_slice(&[0xFF, 0xC4]);
                 out.extend_from_slice(&((STANDARD_DHT.len() + 2) as u16).to_be_bytes());
                 out.extend_from_slice(&STANDARD_DHT);
-                out.extend_from_slice(&jpeg[i..]);
+                out.extend_from_slice(&jpeg[at..]);
                 return Some(out);
             }
-            _ => i += 2 + usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]])),
+            _ => {}
         }
     }
     None
+}
+
+/// The header segments of a JPEG, up to and including its first SOS: the offset of each
+/// segment's `FF` and its marker code. Ends early where the structure breaks.
+fn header_segments(jpeg: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let valid = jpeg.len() >= 4 && jpeg[0] == 0xFF && jpeg[1] == 0xD8;
+    let mut i = if valid { 2 } else { jpeg.len() };
+    std::iter::from_fn(move || {
+        while i + 4 <= jpeg.len() && jpeg[i] == 0xFF {
+            let (at, marker) = (i, jpeg[i + 1]);
+            if marker == 0xFF {
+                i += 1; // fill byte
+                continue;
+            }
+            i = if marker == 0xDA {
+                jpeg.len() // nothing after the scan header is a header segment
+            } else {
+                i + 2 + usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]))
+            };
+            return Some((at, marker));
+        }
+        None
+    })
 }
 
 /// Decoding a JPEG failed.
@@ -221,29 +236,14 @@ pub fn rgb_to_jpeg(
 
 /// Reads the size of a JPEG from its SOFn marker without decoding it.
 pub fn jpeg_dimensions(jpeg: &[u8]) -> Option<(u32, u32)> {
-    if jpeg.len() < 4 || jpeg[0] != 0xFF || jpeg[1] != 0xD8 {
-        return None;
-    }
-    let mut i = 2;
-    while i + 4 <= jpeg.len() {
-        if jpeg[i] != 0xFF {
-            return None;
-        }
-        let marker = jpeg[i + 1];
-        if marker == 0xFF {
-            i += 1;
-            continue;
-        }
-        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+    header_segments(jpeg).find_map(|(i, marker)| {
         let is_sof = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
-        if is_sof && i + 9 <= jpeg.len() {
+        (is_sof && i + 9 <= jpeg.len()).then(|| {
             let h = u32::from(u16::from_be_bytes([jpeg[i + 5], jpeg[i + 6]]));
             let w = u32::from(u16::from_be_bytes([jpeg[i + 7], jpeg[i + 8]]));
-            return Some((w, h));
-        }
-        i += 2 + len;
-    }
-    None
+            (w, h)
+        })
+    })
 }
 
 #[cfg(test)]

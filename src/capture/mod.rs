@@ -339,23 +339,28 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    #[test]
-    fn a_full_channel_drops_new_frames_and_counts_them_without_stalling_capture() {
-        let cam = CameraConfig {
+    /// A small test-pattern camera capturing every `interval`.
+    fn pattern_camera(interval: Duration) -> CameraConfig {
+        CameraConfig {
             name: "cam0".into(),
             source: SourceConfig::TestPattern {
                 width: 32,
                 height: 32,
                 jpeg_quality: 50,
             },
-            interval: Duration::from_millis(5),
+            interval,
             groups: vec!["main".into()],
             filename_template: "{run}-{seq}".into(),
             metadata: BTreeMap::new(),
             active_hours: Default::default(),
             transform: Default::default(),
             change_detection: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_full_channel_drops_new_frames_and_counts_them_without_stalling_capture() {
+        let cam = pattern_camera(Duration::from_millis(5));
         // Nobody reads: the disk side is stalled.
         let (tx, rx) = std::sync::mpsc::sync_channel(2);
         let stop = Stop::new();
@@ -386,21 +391,7 @@ mod tests {
 
     #[test]
     fn outside_active_hours_the_loop_captures_nothing_and_inside_it_does() {
-        let mut cam = CameraConfig {
-            name: "cam0".into(),
-            source: SourceConfig::TestPattern {
-                width: 32,
-                height: 32,
-                jpeg_quality: 50,
-            },
-            interval: Duration::from_millis(10),
-            groups: vec!["main".into()],
-            filename_template: "{run}-{seq}".into(),
-            metadata: BTreeMap::new(),
-            active_hours: Default::default(),
-            transform: Default::default(),
-            change_detection: None,
-        };
+        let mut cam = pattern_camera(Duration::from_millis(10));
         cam.active_hours =
             schedule::ActiveHours::new(vec![schedule::Window::parse("06:00-20:00").unwrap()]);
         let run = |at: &str| {
