@@ -3,12 +3,14 @@
 //! See `ARCHITECTURE.md` for the bird's-eye view. Modules, one per concept:
 //! [`config`] (the TOML file), [`capture`] (camera sources), [`encode`] (JPEG),
 //! [`queue`] (durable on-disk queue), [`upload`] (sinks and the uploader), [`daemon`]
-//! (tasks, signals, shutdown), [`frame`] (a captured frame and its identity).
+//! (tasks, signals, shutdown), [`frame`] (a captured frame and its identity), [`ops`]
+//! (running as a service: watchdog, sd_notify, status file, journald).
 
 pub mod capture;
 pub mod config;
 pub mod daemon;
 pub mod encode;
 pub mod frame;
+pub mod ops;
 pub mod queue;
 pub mod upload;

@@ -31,6 +31,16 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Whether the daemon runs, and its counters, backlog and cameras (from its status
+    /// file). Exit 0 when it runs, 3 when it does not.
+    Status {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the V4L2 cameras with their formats, sizes and rates.
     Cameras,
     /// Capture one frame of a configured camera (source and transforms) into a file.
@@ -45,7 +55,7 @@ enum Command {
         #[arg(long, short)]
         output: PathBuf,
     },
-    /// Inspect the queue (the daemon must not be running).
+    /// Inspect the queue (live numbers come from the daemon's status file while it runs).
     Queue {
         #[command(subcommand)]
         command: QueueCommand,
@@ -79,6 +89,8 @@ enum QueueCommand {
 
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
+/// `edgecap status`: the daemon is not running (as LSB `status` actions say it).
+const EXIT_NOT_RUNNING: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -115,6 +127,17 @@ fn main() -> ExitCode {
             };
             match queue_stats(&cfg, json) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => runtime_failure(&e),
+            }
+        }
+        Command::Status { config: path, json } => {
+            let cfg = match config::load(&path) {
+                Ok(c) => c,
+                Err(e) => return config_failure(&e),
+            };
+            match status(&cfg, json) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(EXIT_NOT_RUNNING),
                 Err(e) => runtime_failure(&e),
             }
         }
@@ -228,15 +251,71 @@ fn runtime_failure(e: &anyhow::Error) -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_target(false)
-        .init();
+    edgecap::ops::journal::init();
+}
+
+/// Prints the daemon's status; `Ok(true)` when it runs.
+fn status(cfg: &config::Config, json: bool) -> anyhow::Result<bool> {
+    use edgecap::ops::status;
+    let running = Queue::held_elsewhere(&cfg.queue.dir)?;
+    let path = &cfg.daemon.status_file;
+    let file = status::read(path);
+    if json {
+        let st = file.as_ref().ok();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "running": running,
+                "status_file": path.display().to_string(),
+                "status": st,
+            }))?
+        );
+        return Ok(running);
+    }
+    match (running, file) {
+        (true, Ok(st)) => {
+            println!(
+                "edgecap is running: pid {}, run {}, device {}, since {}",
+                st.pid, st.run_id, st.device, st.started_at
+            );
+            print_status(&st);
+        }
+        (true, Err(e)) => println!(
+            "edgecap is running (it holds the queue {}), but its status file {} cannot be read: {e}",
+            cfg.queue.dir.display(),
+            path.display()
+        ),
+        (false, Ok(st)) => {
+            println!(
+                "edgecap is not running (nothing holds the queue {}). Last status, written {} ({}):",
+                cfg.queue.dir.display(),
+                st.updated_at,
+                st.state
+            );
+            print_status(&st);
+        }
+        (false, Err(_)) => println!(
+            "edgecap is not running (nothing holds the queue {}), and there is no status file at {}.",
+            cfg.queue.dir.display(),
+            path.display()
+        ),
+    }
+    Ok(running)
+}
+
+fn print_status(st: &edgecap::ops::status::Status) {
+    println!("  {}", st.line());
+    println!(
+        "  dropped: budget {}, write errors {}, capture buffer {}; quarantined {}",
+        st.dropped_budget, st.dropped_write, st.dropped_buffer, st.quarantined
+    );
+    for c in &st.cameras {
+        println!(
+            "  camera {}: {} frames, {} errors, {} unchanged (skipped), {} bad, {} dropped (buffer)",
+            c.name, c.produced, c.errors, c.skipped_unchanged, c.bad_frames, c.dropped_buffer
+        );
+    }
+    println!("  updated {} (state {})", st.updated_at, st.state);
 }
 
 fn run(cfg: config::Config) -> anyhow::Result<()> {
@@ -266,6 +345,45 @@ fn run(cfg: config::Config) -> anyhow::Result<()> {
 }
 
 fn queue_stats(cfg: &config::Config, json: bool) -> anyhow::Result<()> {
+    if Queue::held_elsewhere(&cfg.queue.dir)? {
+        // Never open a live queue: answer from the daemon's status file.
+        let path = &cfg.daemon.status_file;
+        let st = edgecap::ops::status::read(path).with_context(|| {
+            format!(
+                "the daemon holds the queue {} and its status file {} cannot be read",
+                cfg.queue.dir.display(),
+                path.display()
+            )
+        })?;
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "live": true,
+                    "backlog_frames": st.backlog_frames,
+                    "backlog_bytes": st.backlog_bytes,
+                    "dead_frames": st.dead,
+                    "oldest_pending_age_secs": st.oldest_pending_age_secs,
+                    "counters": {
+                        "committed": st.captured,
+                        "uploaded": st.uploaded,
+                        "dropped_budget": st.dropped_budget,
+                        "dropped_write": st.dropped_write,
+                        "quarantined": st.quarantined,
+                    },
+                    "updated_at": st.updated_at,
+                }))?
+            );
+        } else {
+            println!(
+                "queue {} (live, from the daemon's status file written {})",
+                cfg.queue.dir.display(),
+                st.updated_at
+            );
+            println!("  {}", st.line());
+        }
+        return Ok(());
+    }
     let (q, _) = Queue::open(&cfg.queue)?;
     let s = q.stats();
     if json {

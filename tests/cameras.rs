@@ -26,7 +26,8 @@ fn ffmpeg_argv(size: &str, rate: u32) -> String {
 
 fn config(dir: &Path, stop_after: u64, cameras: &str) -> PathBuf {
     let text = format!(
-        "[device]\nid = \"camtest\"\n[daemon]\nstop_after_frames = {stop_after}\ndrain_on_stop_secs = 20\nsummary_interval_secs = 1\n\n{cameras}\n[queue]\ndir = {:?}\ncommit_window_ms = 50\n[upload]\nsink = \"directory\"\npath = {:?}\nbatch_max_age_secs = 1\n",
+        "[device]\nid = \"camtest\"\n[daemon]\nstop_after_frames = {stop_after}\ndrain_on_stop_secs = 20\nsummary_interval_secs = 1\nstatus_file = {:?}\n\n{cameras}\n[queue]\ndir = {:?}\ncommit_window_ms = 50\n[upload]\nsink = \"directory\"\npath = {:?}\nbatch_max_age_secs = 1\n",
+        dir.join("status.json").display().to_string(),
         dir.join("queue").display().to_string(),
         dir.join("out").display().to_string(),
     );

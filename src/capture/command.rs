@@ -295,8 +295,20 @@ impl Drop for CommandSource {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The reader ends at EOF on the pipe. A process outside the group (a wrapper's
+        // `setsid` grandchild) may still hold it open: do not wait for it forever, the
+        // capture loop must not wedge.
         if let Some(r) = self.reader.take() {
-            let _ = r.join();
+            let deadline = Instant::now() + TERM_GRACE;
+            while !r.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if r.is_finished() {
+                let _ = r.join();
+            } else {
+                warn!(program = %self.what,
+                    "a process outside the command's process group still holds its stdout; leaving its reader behind");
+            }
         }
     }
 }

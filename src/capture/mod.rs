@@ -31,6 +31,7 @@ use tracing::{info, warn};
 
 use crate::config::{CameraConfig, SourceConfig};
 use crate::frame::CapturedFrame;
+use crate::ops::health::Beat;
 use process::{Outcome, Processor};
 use schedule::{Clock, SystemClock};
 pub use test_pattern::TestPattern;
@@ -191,15 +192,17 @@ impl Stop {
     }
 }
 
-/// Runs one camera until `stop` is set or the channel closes.
+/// Runs one camera until `stop` is set or the channel closes. `beat` is marked busy
+/// around every call that could hang (opening, reading, processing).
 pub fn run_camera(
     index: usize,
     cam: CameraConfig,
     tx: SyncSender<CapturedFrame>,
     stop: Arc<Stop>,
     stats: Arc<CameraStats>,
+    beat: Arc<Beat>,
 ) {
-    run_camera_with_clock(index, cam, tx, stop, stats, &SystemClock);
+    run_camera_with_clock(index, cam, tx, stop, stats, &beat, &SystemClock);
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -212,6 +215,7 @@ pub fn run_camera_with_clock(
     tx: SyncSender<CapturedFrame>,
     stop: Arc<Stop>,
     stats: Arc<CameraStats>,
+    beat: &Beat,
     clock: &dyn Clock,
 ) {
     let mut backoff = BACKOFF_START;
@@ -242,7 +246,11 @@ pub fn run_camera_with_clock(
             next = Instant::now();
         }
         if source.is_none() {
-            match open_source(&cam) {
+            let opened = {
+                let _busy = beat.busy("opening the source");
+                open_source(&cam)
+            };
+            match opened {
                 Ok(s) => source = Some(s),
                 Err(e) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -268,8 +276,21 @@ pub fn run_camera_with_clock(
         } else {
             next + cam.interval
         };
+        #[cfg(feature = "fault-injection")]
+        if std::env::var("EDGECAP_FAULT_STALL_CAMERA").is_ok_and(|v| v == cam.name)
+            && stats.produced.load(Ordering::Relaxed) >= 3
+        {
+            warn!(camera = %cam.name, "fault injection: this camera loop now hangs");
+            let _busy = beat.busy("an injected stall (fault-injection build)");
+            while !stop.wait_until(Instant::now() + Duration::from_millis(200)) {}
+            break;
+        }
         let Some(src) = source.as_mut() else { continue };
-        let frame = match src.next_frame(&stop) {
+        let next = {
+            let _busy = beat.busy("waiting for a frame");
+            src.next_frame(&stop)
+        };
+        let frame = match next {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
@@ -279,7 +300,10 @@ pub fn run_camera_with_clock(
                     failing = true;
                 }
                 // Close it (a child is stopped, a device released) before waiting.
-                source = None;
+                {
+                    let _busy = beat.busy("closing the source");
+                    source = None;
+                }
                 if stop.wait_until(Instant::now() + backoff) {
                     break;
                 }
@@ -293,7 +317,11 @@ pub fn run_camera_with_clock(
         }
         backoff = BACKOFF_START;
         stats.produced.fetch_add(1, Ordering::Relaxed);
-        let out = match processor.process(frame.pixels, Instant::now()) {
+        let processed = {
+            let _busy = beat.busy("processing a frame");
+            processor.process(frame.pixels, Instant::now())
+        };
+        let out = match processed {
             Ok(Outcome::Keep(out)) => {
                 bad_frame_logged = false;
                 out
@@ -366,7 +394,8 @@ mod tests {
         let stop = Stop::new();
         let stats = Arc::new(CameraStats::default());
         let (s2, st2) = (Arc::clone(&stop), Arc::clone(&stats));
-        let h = std::thread::spawn(move || run_camera(0, cam, tx, s2, st2));
+        let h =
+            std::thread::spawn(move || run_camera(0, cam, tx, s2, st2, Arc::new(Beat::new("c"))));
         std::thread::sleep(Duration::from_millis(400));
         stop.set();
         h.join().unwrap();
@@ -400,7 +429,9 @@ mod tests {
             let stop = Stop::new();
             let stats = Arc::new(CameraStats::default());
             let (s2, st2, cam2) = (Arc::clone(&stop), Arc::clone(&stats), cam.clone());
-            let h = std::thread::spawn(move || run_camera_with_clock(0, cam2, tx, s2, st2, &clock));
+            let h = std::thread::spawn(move || {
+                run_camera_with_clock(0, cam2, tx, s2, st2, &Beat::new("c"), &clock)
+            });
             std::thread::sleep(Duration::from_millis(300));
             stop.set();
             h.join().unwrap();

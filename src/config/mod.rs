@@ -72,6 +72,11 @@ pub struct DaemonConfig {
     pub drain_on_stop: Duration,
     /// How often a one-line summary is logged (None: never).
     pub summary_interval: Option<Duration>,
+    /// Where the daemon keeps its status file (read by `edgecap status`).
+    pub status_file: PathBuf,
+    /// A capture, commit or upload call running longer than this counts as hung: the
+    /// systemd watchdog pings stop, so systemd restarts the service.
+    pub watchdog_stall: Duration,
 }
 
 /// One `[[camera]]`.
@@ -733,11 +738,25 @@ impl Validator<'_> {
     }
 
     fn daemon(&mut self, d: RawDaemon) -> DaemonConfig {
+        let stall = self.range(
+            &[key("daemon"), key("watchdog_stall_secs")],
+            d.watchdog_stall_secs,
+            10,
+            86_400,
+        );
+        if d.status_file.trim().is_empty() {
+            self.problem(
+                &[key("daemon"), key("status_file")],
+                "must be a file path, e.g. \"/run/edgecap/status.json\"",
+            );
+        }
         DaemonConfig {
             stop_after_frames: (d.stop_after_frames > 0).then_some(d.stop_after_frames),
             drain_on_stop: Duration::from_secs(d.drain_on_stop_secs),
             summary_interval: (d.summary_interval_secs > 0)
                 .then(|| Duration::from_secs(d.summary_interval_secs)),
+            status_file: PathBuf::from(d.status_file),
+            watchdog_stall: Duration::from_secs(stall),
         }
     }
 

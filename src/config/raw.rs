@@ -23,6 +23,10 @@ pub struct RawDaemon {
     pub drain_on_stop_secs: u64,
     #[serde(default = "defaults::summary_interval_secs")]
     pub summary_interval_secs: u64,
+    #[serde(default = "defaults::status_file")]
+    pub status_file: String,
+    #[serde(default = "defaults::watchdog_stall_secs")]
+    pub watchdog_stall_secs: u64,
 }
 
 impl Default for RawDaemon {
@@ -31,6 +35,8 @@ impl Default for RawDaemon {
             stop_after_frames: 0,
             drain_on_stop_secs: defaults::drain_on_stop_secs(),
             summary_interval_secs: defaults::summary_interval_secs(),
+            status_file: defaults::status_file(),
+            watchdog_stall_secs: defaults::watchdog_stall_secs(),
         }
     }
 }
@@ -234,6 +240,12 @@ pub mod defaults {
     }
     pub fn summary_interval_secs() -> u64 {
         60
+    }
+    pub fn status_file() -> String {
+        "/run/edgecap/status.json".to_string()
+    }
+    pub fn watchdog_stall_secs() -> u64 {
+        120
     }
     pub fn groups() -> Vec<String> {
         vec!["main".to_string()]

@@ -15,6 +15,7 @@ use tracing::{debug, error, info};
 use crate::capture::Stop;
 use crate::config::FsyncMode;
 use crate::frame::{CapturedFrame, Namer};
+use crate::ops::health::Beat;
 use crate::queue::{AddError, Queue};
 
 /// Largest group, whatever the window (bounds the frames an fsync round holds back).
@@ -38,6 +39,7 @@ pub fn run(
     mut namer: Namer,
     settings: CommitSettings,
     capture_stop: Arc<Stop>,
+    beat: Arc<Beat>,
 ) -> u64 {
     let mut total = 0u64;
     let mut failing = false;
@@ -45,6 +47,9 @@ pub fn run(
     let limit = settings.stop_after.unwrap_or(u64::MAX);
     'outer: while total < limit {
         let Ok(first) = rx.recv() else { break };
+        // Busy from the first frame of a group to its fsync (the window is short; a disk
+        // that stops answering keeps it busy).
+        let _busy = beat.busy("writing and syncing a commit group");
         let mut group = queue.group();
         let mut in_group = 0u64;
         let mut add = |f: CapturedFrame, group: &mut crate::queue::Group<'_>| {

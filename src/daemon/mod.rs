@@ -14,11 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::capture::{self, CameraStats, Stop};
 use crate::config::Config;
 use crate::frame::{Namer, new_run_id};
+use crate::ops::health::Health;
+use crate::ops::notify;
+use crate::ops::status::{self, CameraStatus, Status};
 use crate::queue::{Queue, QueueError, Stats};
 use crate::upload::{self, Sink, UploadStats};
 
@@ -95,15 +98,17 @@ pub async fn run(config: Config) -> Result<RunSummary, DaemonError> {
     info!(run_id, device = %config.device_id, cameras = config.cameras.len(), "edgecap starting");
     let (tx, rx) = std::sync::mpsc::sync_channel(config.queue.buffer_frames);
     let capture_stop = Stop::new();
+    let health = Health::new(config.daemon.watchdog_stall);
     let mut cam_stats = Vec::new();
     let mut cam_threads = Vec::new();
     for (i, cam) in config.cameras.iter().enumerate() {
         let st = Arc::new(CameraStats::default());
         cam_stats.push(Arc::clone(&st));
         let (cam, tx, stop) = (cam.clone(), tx.clone(), Arc::clone(&capture_stop));
+        let beat = health.beat(&format!("camera {}", cam.name));
         let h = std::thread::Builder::new()
             .name(format!("capture-{}", cam.name))
-            .spawn(move || capture::run_camera(i, cam, tx, stop, st))
+            .spawn(move || capture::run_camera(i, cam, tx, stop, st, beat))
             .map_err(DaemonError::Thread)?;
         cam_threads.push(h);
     }
@@ -120,10 +125,11 @@ pub async fn run(config: Config) -> Result<RunSummary, DaemonError> {
     };
     let (commit_done_tx, mut commit_done) = watch::channel(false);
     let (q2, cs) = (Arc::clone(&queue), Arc::clone(&capture_stop));
+    let commit_beat = health.beat("commit");
     let committer = std::thread::Builder::new()
         .name("commit".into())
         .spawn(move || {
-            let n = commit::run(q2, rx, namer, settings, cs);
+            let n = commit::run(q2, rx, namer, settings, cs, commit_beat);
             let _ = commit_done_tx.send(true);
             n
         })
@@ -139,7 +145,34 @@ pub async fn run(config: Config) -> Result<RunSummary, DaemonError> {
         Arc::clone(&up_stats),
         stop_rx.clone(),
         drain_rx,
+        health.beat("upload"),
     ));
+    let status_ctx = StatusCtx {
+        queue: Arc::clone(&queue),
+        cams: cam_stats.clone(),
+        names: config.cameras.iter().map(|c| c.name.clone()).collect(),
+        up: Arc::clone(&up_stats),
+        health: Arc::clone(&health),
+        base: Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            run_id: run_id.clone(),
+            device: config.device_id.clone(),
+            state: "running".into(),
+            started_at: crate::frame::rfc3339_utc(std::time::SystemTime::now()),
+            queue_dir: config.queue.dir.display().to_string(),
+            ..Status::default()
+        },
+        path: config.daemon.status_file.clone(),
+    };
+    let first = status_ctx.write("running");
+    notify::ready(&first.line());
+    info!(status_file = %config.daemon.status_file.display(), "ready");
+    let status_task = {
+        let ctx = status_ctx.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move { ctx.run(stop).await })
+    };
     let summary = config.daemon.summary_interval.map(|every| {
         let (q, cs, us, stop) = (
             Arc::clone(&queue),
@@ -194,6 +227,8 @@ pub async fn run(config: Config) -> Result<RunSummary, DaemonError> {
         }
     }
 
+    notify::stopping();
+    status_ctx.write("stopping");
     capture_stop.set();
     let committed = tokio::task::spawn_blocking(move || {
         for h in cam_threads {
@@ -211,9 +246,11 @@ pub async fn run(config: Config) -> Result<RunSummary, DaemonError> {
     if let Some(s) = summary {
         s.abort();
     }
+    status_task.abort();
     let q = Arc::clone(&queue);
     let _ = tokio::task::spawn_blocking(move || q.flush()).await;
     log_summary(&queue, &cam_stats, &up_stats);
+    status_ctx.write("stopped");
     let dropped_buffer = cam_stats
         .iter()
         .map(|c| c.dropped_buffer.load(Ordering::Relaxed))
@@ -238,8 +275,11 @@ fn log_summary(q: &Queue, cams: &[Arc<CameraStats>], up: &UploadStats) {
     let skipped_unchanged = sum(|c| &c.skipped_unchanged);
     let bad_frames = sum(|c| &c.bad_frames);
     let camera_errors = sum(|c| &c.errors);
+    let oldest_pending_age_secs = q.oldest_waiting_age().map(|d| d.as_secs());
+    let captured = sum(|c| &c.produced);
     info!(
-        captured = c.committed,
+        captured,
+        committed = c.committed,
         uploaded = c.uploaded,
         dropped_budget = c.dropped_budget,
         dropped_write = c.dropped_write,
@@ -251,7 +291,126 @@ fn log_summary(q: &Queue, cams: &[Arc<CameraStats>], up: &UploadStats) {
         quarantined = c.quarantined,
         backlog_frames = s.pending.frames + s.inflight.frames,
         backlog_bytes = s.pending.bytes + s.inflight.bytes,
+        oldest_pending_age_secs,
         online = up.online.load(Ordering::Relaxed),
         "summary"
     );
+}
+
+/// What the status writer needs.
+#[derive(Clone)]
+struct StatusCtx {
+    queue: Arc<Queue>,
+    cams: Vec<Arc<CameraStats>>,
+    names: Vec<String>,
+    up: Arc<UploadStats>,
+    health: Arc<Health>,
+    base: Status,
+    path: std::path::PathBuf,
+}
+
+/// How often the status file and systemd's STATUS= are refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(2);
+
+impl StatusCtx {
+    fn snapshot(&self, state: &str) -> Status {
+        let s = self.queue.stats();
+        let c = s.counters;
+        let cameras: Vec<CameraStatus> = self
+            .names
+            .iter()
+            .zip(&self.cams)
+            .map(|(name, st)| CameraStatus {
+                name: name.clone(),
+                produced: st.produced.load(Ordering::Relaxed),
+                errors: st.errors.load(Ordering::Relaxed),
+                skipped_unchanged: st.skipped_unchanged.load(Ordering::Relaxed),
+                bad_frames: st.bad_frames.load(Ordering::Relaxed),
+                dropped_buffer: st.dropped_buffer.load(Ordering::Relaxed),
+            })
+            .collect();
+        Status {
+            state: state.to_string(),
+            updated_at: crate::frame::rfc3339_utc(std::time::SystemTime::now()),
+            captured: c.committed,
+            uploaded: c.uploaded,
+            dropped_budget: c.dropped_budget,
+            dropped_write: c.dropped_write,
+            dropped_buffer: cameras.iter().map(|c| c.dropped_buffer).sum(),
+            dead: s.dead.frames,
+            quarantined: c.quarantined,
+            backlog_frames: s.pending.frames + s.inflight.frames,
+            backlog_bytes: s.pending.bytes + s.inflight.bytes,
+            oldest_pending_age_secs: self.queue.oldest_waiting_age().map(|d| d.as_secs()),
+            online: self.up.online.load(Ordering::Relaxed),
+            stalled: self
+                .health
+                .stalled()
+                .map(|st| format!("{} stuck {} s in {}", st.name, st.for_secs, st.doing)),
+            cameras,
+            ..self.base.clone()
+        }
+    }
+
+    /// Writes the status file (a failure is logged once per state change by the caller's
+    /// loop; here it is only reported).
+    fn write(&self, state: &str) -> Status {
+        let st = self.snapshot(state);
+        if let Err(e) = status::write(&self.path, &st) {
+            debug!(path = %self.path.display(), error = %e, "cannot write the status file");
+        }
+        st
+    }
+
+    /// Refreshes the status file and STATUS=, and pings the watchdog while nothing is
+    /// stalled, until `stop`.
+    async fn run(self, stop: watch::Receiver<bool>) {
+        let ping_every = notify::watchdog_interval();
+        let mut tick =
+            tokio::time::interval(ping_every.map_or(STATUS_EVERY, |p| p.min(STATUS_EVERY)));
+        let mut write_failing = false;
+        let mut stalled_logged = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = upload::stopped(&stop) => break,
+            }
+            let ctx = self.clone();
+            let Ok(st) = tokio::task::spawn_blocking(move || ctx.snapshot("running")).await else {
+                continue;
+            };
+            match status::write(&self.path, &st) {
+                Ok(()) if write_failing => {
+                    info!(path = %self.path.display(), "the status file is written again");
+                    write_failing = false;
+                }
+                Ok(()) => {}
+                Err(e) if !write_failing => {
+                    warn!(path = %self.path.display(), error = %e,
+                        "cannot write the status file; `edgecap status` will not see this daemon");
+                    write_failing = true;
+                }
+                Err(_) => {}
+            }
+            notify::status(&st.line());
+            match self.health.stalled() {
+                None => {
+                    if stalled_logged {
+                        info!("no loop is stalled any more; watchdog pings resume");
+                        stalled_logged = false;
+                    }
+                    if ping_every.is_some() {
+                        notify::watchdog();
+                    }
+                }
+                Some(s) => {
+                    if !stalled_logged {
+                        error!(loop_name = %s.name, doing = s.doing, stuck_secs = s.for_secs,
+                            "a loop is stuck; watchdog pings stopped so that systemd restarts the service");
+                        stalled_logged = true;
+                    }
+                }
+            }
+        }
+    }
 }

@@ -95,6 +95,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tracing::{error, warn};
@@ -378,6 +379,22 @@ fn open_sled(path: &Path, cache: u64) -> Result<sled::Db, String> {
 }
 
 impl Queue {
+    /// Whether another process holds the queue in `dir` (a running daemon). Read-only:
+    /// creates nothing; a queue that does not exist yet is not held.
+    pub fn held_elsewhere(dir: &Path) -> Result<bool, QueueError> {
+        let lock_path = dir.join("lock");
+        let lock = match File::open(&lock_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err("cannot open lock file", &lock_path)(e)),
+        };
+        match lock.try_lock_shared() {
+            Ok(()) => Ok(false),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_err("cannot lock", &lock_path)(e)),
+        }
+    }
+
     /// Opens (creating if needed) and reconciles the queue in `cfg.dir`.
     pub fn open(cfg: &QueueConfig) -> Result<(Self, OpenReport), QueueError> {
         let dir = cfg.dir.clone();
@@ -634,6 +651,28 @@ impl Queue {
             dead: st.dead,
             counters: st.counters,
         }
+    }
+
+    /// How long ago the oldest frame still waiting for upload (pending or in flight) was
+    /// committed, from its spool file's modification time. `None` when nothing waits.
+    pub fn oldest_waiting_age(&self) -> Option<Duration> {
+        let first = |t: &sled::Tree| {
+            t.first()
+                .ok()
+                .flatten()
+                .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
+                .map(u64::from_be_bytes)
+        };
+        let seq = match (first(&self.trees.pending), first(&self.trees.inflight)) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        let modified = std::fs::metadata(self.path_of(seq)).ok()?.modified().ok()?;
+        Some(
+            SystemTime::now()
+                .duration_since(modified)
+                .unwrap_or_default(),
+        )
     }
 
     /// Woken whenever frames become pending.

@@ -34,6 +34,7 @@ pub use directory::DirectorySink;
 pub use nexus::NexusSink;
 
 use crate::config::{SinkConfig, UploadConfig};
+use crate::ops::health::Beat;
 use crate::queue::{Leased, Queue};
 
 /// What became of one frame of a batch.
@@ -163,7 +164,14 @@ pub async fn sleep_or_stop(d: Duration, stop: &watch::Receiver<bool>) -> bool {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+/// Runs a blocking queue call off the async threads, marking the uploader busy meanwhile
+/// (a queue call stuck on the disk stops the watchdog pings).
+async fn blocking<T: Send + 'static>(
+    beat: &Beat,
+    doing: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let _busy = beat.busy(doing);
     tokio::task::spawn_blocking(f).await.ok()
 }
 
@@ -204,6 +212,7 @@ struct Ctx<'a> {
     cfg: &'a UploadConfig,
     stats: &'a UploadStats,
     stop: &'a watch::Receiver<bool>,
+    beat: &'a Beat,
 }
 
 impl Ctx<'_> {
@@ -229,12 +238,14 @@ pub async fn run(
     stats: Arc<UploadStats>,
     stop: watch::Receiver<bool>,
     drain: watch::Receiver<bool>,
+    beat: Arc<Beat>,
 ) {
     let ctx = Ctx {
         queue: &queue,
         cfg: &cfg,
         stats: &stats,
         stop: &stop,
+        beat: &beat,
     };
     let mut ops = Operations::default();
     let mut backoff = Backoff::new(cfg.retry);
@@ -280,7 +291,8 @@ pub async fn run(
         }
         let q = Arc::clone(&queue);
         let max_bytes = cfg.batch.max_bytes;
-        let leased = match blocking(move || q.lease(cap, max_bytes)).await {
+        let leased = match blocking(ctx.beat, "queue lease", move || q.lease(cap, max_bytes)).await
+        {
             Some(Ok(l)) => l,
             Some(Err(e)) => {
                 error!(error = %e, "cannot lease frames from the queue");
@@ -395,7 +407,10 @@ pub async fn run(
     ops.set.abort_all();
     if !left.is_empty() {
         let q = Arc::clone(&queue);
-        blocking(move || q.release(&left, Some("stopped while the operation was followed"))).await;
+        blocking(ctx.beat, "queue release", move || {
+            q.release(&left, Some("stopped while the operation was followed"))
+        })
+        .await;
     }
 }
 
@@ -454,7 +469,7 @@ async fn apply(ctx: &Ctx<'_>, seqs: &[u64], outcomes: &[(u64, Outcome)]) {
         .fetch_add(retry.len() as u64, Ordering::Relaxed);
     let q = Arc::clone(ctx.queue);
     let max_attempts = ctx.cfg.max_attempts;
-    let dead = blocking(move || {
+    let dead = blocking(ctx.beat, "queue update", move || {
         q.ack(&accepted);
         // One index update per distinct reason, not one per frame.
         let mut by_reason: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();

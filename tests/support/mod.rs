@@ -60,10 +60,17 @@ impl TestConfig {
         }
     }
 
+    /// The status file, next to the queue.
+    pub fn status_file(&self) -> PathBuf {
+        self.queue_dir.with_file_name("status.json")
+    }
+
     pub fn render(&self) -> String {
         let mut s = format!(
-            "[device]\nid = \"testdev\"\n\n[daemon]\nstop_after_frames = {}\ndrain_on_stop_secs = {}\nsummary_interval_secs = 1\n\n",
-            self.stop_after_frames, self.drain_on_stop_secs
+            "[device]\nid = \"testdev\"\n\n[daemon]\nstop_after_frames = {}\ndrain_on_stop_secs = {}\nsummary_interval_secs = 1\nstatus_file = {:?}\n\n",
+            self.stop_after_frames,
+            self.drain_on_stop_secs,
+            self.status_file().display().to_string()
         );
         for (name, groups, meta) in &self.cameras {
             let groups: Vec<String> = groups.iter().map(|g| format!("{g:?}")).collect();

@@ -1,0 +1,8 @@
+//! Running as a service: liveness for the systemd watchdog ([`health`]), `sd_notify`
+//! messages ([`notify`]), the status file `edgecap status` reads ([`status`]), and the log
+//! output, journald or stderr ([`journal`]).
+
+pub mod health;
+pub mod journal;
+pub mod notify;
+pub mod status;
