@@ -1,0 +1,197 @@
+//! Running as a service, with the real binary: the sd_notify protocol on a socket the test
+//! binds itself (READY, STATUS, WATCHDOG, STOPPING), watchdog pings stopping when a camera
+//! loop hangs, and `edgecap status` / `queue stats` against a live and a stopped daemon.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
+mod support;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::bin;
+
+fn config(dir: &Path, extra_daemon: &str) -> std::path::PathBuf {
+    let text = format!(
+        "[device]\nid = \"svc\"\n[daemon]\nsummary_interval_secs = 1\nstatus_file = {:?}\n{extra_daemon}\n\
+         [[camera]]\nname = \"cam0\"\nfps = 5.0\n[camera.source]\ntype = \"test_pattern\"\nwidth = 64\nheight = 48\n\
+         [queue]\ndir = {:?}\ncommit_window_ms = 50\n\
+         [upload]\nsink = \"directory\"\npath = {:?}\nbatch_max_age_secs = 1\n",
+        dir.join("status.json").display().to_string(),
+        dir.join("queue").display().to_string(),
+        dir.join("out").display().to_string(),
+    );
+    let p = dir.join("edgecap.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The daemon under a fake service manager: NOTIFY_SOCKET and WATCHDOG_USEC set.
+fn start(config: &Path, sock: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(bin());
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .env("NOTIFY_SOCKET", sock)
+        .env("WATCHDOG_USEC", "1000000")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Datagrams received until `until`, each with its arrival time since `t0`.
+fn collect(sock: &UnixDatagram, t0: Instant, until: Duration) -> Vec<(Duration, String)> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    while t0.elapsed() < until {
+        if let Ok(n) = sock.recv(&mut buf) {
+            out.push((
+                t0.elapsed(),
+                String::from_utf8_lossy(&buf[..n]).into_owned(),
+            ));
+        }
+    }
+    out
+}
+
+fn edgecap(args: &[&str], config: &Path) -> (i32, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn notify_protocol_status_file_and_status_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+
+    // Not running yet, and no status file: exit 3 and a clear sentence.
+    let (code, out) = edgecap(&["status"], &cfg);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("edgecap is not running"), "{out}");
+
+    let t0 = Instant::now();
+    let mut child = start(&cfg, &sock_path, &dir.path().join("log"), &[]);
+    let msgs = collect(&sock, t0, Duration::from_secs(4));
+
+    // While it runs: `status` and `queue stats` answer without touching the queue.
+    let (code, out) = edgecap(&["status"], &cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("edgecap is running: pid"), "{out}");
+    assert!(out.contains("camera cam0:"), "{out}");
+    let (code, json) = edgecap(&["status", "--json"], &cfg);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["running"], true);
+    assert_eq!(v["status"]["state"], "running");
+    assert_eq!(v["status"]["pid"], child.id());
+    assert!(v["status"]["captured"].as_u64().unwrap() > 0, "{json}");
+    let (code, out) = edgecap(&["queue", "stats"], &cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("live, from the daemon's status file"), "{out}");
+
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let tail = collect(&sock, t0, Duration::from_secs(7));
+    assert!(child.wait().unwrap().success());
+
+    // READY first (with a STATUS line), then STATUS updates and watchdog pings.
+    let first = &msgs.first().expect("no sd_notify message").1;
+    assert!(first.contains("READY=1"), "{first}");
+    assert!(first.contains("STATUS=captured"), "{first}");
+    let pings = msgs
+        .iter()
+        .filter(|(_, m)| m.contains("WATCHDOG=1"))
+        .count();
+    assert!(
+        pings >= 4,
+        "{pings} watchdog pings in 4 s (every 0.5 s expected)"
+    );
+    assert!(
+        msgs.iter()
+            .any(|(_, m)| m.contains("STATUS=captured") && m.contains("backlog")),
+        "{msgs:?}"
+    );
+    assert!(
+        tail.iter().any(|(_, m)| m.contains("STOPPING=1")),
+        "{tail:?}"
+    );
+
+    // Stopped: exit 3, with the last status it wrote.
+    let (code, out) = edgecap(&["status"], &cfg);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("edgecap is not running"), "{out}");
+    assert!(out.contains("(stopped)"), "{out}");
+}
+
+#[test]
+fn a_hung_camera_loop_stops_the_watchdog_pings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "watchdog_stall_secs = 10");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let log = dir.path().join("log");
+    let t0 = Instant::now();
+    let mut child = start(
+        &cfg,
+        &sock_path,
+        &log,
+        &[("EDGECAP_FAULT_STALL_CAMERA", "cam0")],
+    );
+    let msgs = collect(&sock, t0, Duration::from_secs(17));
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("fault injection: this camera loop now hangs"),
+        "the test needs `--features fault-injection` (scripts/test sets it):\n{text}"
+    );
+    let pings: Vec<Duration> = msgs
+        .iter()
+        .filter(|(_, m)| m.contains("WATCHDOG=1"))
+        .map(|(t, _)| *t)
+        .collect();
+    // The loop hangs after ~0.6 s; the stall counts after 10 s of that.
+    assert!(
+        pings
+            .iter()
+            .filter(|t| **t < Duration::from_secs(8))
+            .count()
+            >= 8,
+        "pings while healthy: {pings:?}"
+    );
+    assert!(
+        pings.iter().all(|t| *t < Duration::from_secs(13)),
+        "pings went on after the stall: {pings:?}"
+    );
+    assert!(
+        text.contains("a loop is stuck; watchdog pings stopped"),
+        "{text}"
+    );
+    assert!(text.contains("camera cam0"), "{text}");
+    // STATUS= says so too.
+    assert!(
+        msgs.iter().any(|(_, m)| m.contains("STALLED: camera cam0")),
+        "{msgs:?}"
+    );
+}
