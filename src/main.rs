@@ -108,6 +108,9 @@ fn main() -> ExitCode {
             command: ConfigCommand::Validate { config: path },
         } => match config::load(&path) {
             Ok(c) => {
+                for w in &c.warnings {
+                    println!("warning: {w}");
+                }
                 println!(
                     "{}: ok ({} camera(s), device {})",
                     path.display(),
@@ -174,6 +177,9 @@ fn main() -> ExitCode {
                 Err(e) => return config_failure(&e),
             };
             init_logging();
+            for w in &cfg.warnings {
+                tracing::warn!("{w}");
+            }
             match run(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -195,3 +195,111 @@ fn a_hung_camera_loop_stops_the_watchdog_pings() {
         "{msgs:?}"
     );
 }
+
+/// A secret in the config file, a credential directory, and a series of upload errors
+/// whose bodies echo the key: the key's value appears in no output at all, and the
+/// world-readable config file holding it is warned about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_appears_in_no_output_and_a_readable_config_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    use support::fake_nexus::{FakeNexus, SECRET, Scripted};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    server.with(|s| {
+        let echo = format!(r#"{{"code":"InternalServerError","message":"bad key {SECRET}"}}"#);
+        for status in [500, 502, 500] {
+            s.faults
+                .session_create
+                .push_back(Scripted::status(status, &echo));
+        }
+    });
+    let mut cfg = support::TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.stop_after_frames = 10;
+    let text = cfg.render().replace(
+        "secret_key_env = \"EDGECAP_TEST_SECRET\"",
+        &format!("secret_key = \"{SECRET}\""),
+    );
+    assert!(text.contains(SECRET));
+    let path = tmp.path().join("edgecap.toml");
+    std::fs::write(&path, &text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let out = Command::new(bin())
+        .args(["config", "validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let validate = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success());
+    assert!(
+        validate.contains("warning:") && validate.contains("chmod o-r"),
+        "{validate}"
+    );
+
+    let out = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stderr.contains("bad key ***"),
+        "the server's text is logged, masked"
+    );
+    assert!(stderr.contains("chmod o-r"), "the warning reaches the log");
+    let status_file = std::fs::read_to_string(cfg.status_file()).unwrap();
+    let (_, status_json) = edgecap(&["status", "--json"], &path);
+    let (_, stats) = edgecap(&["queue", "stats", "--json"], &path);
+    for (what, text) in [
+        ("validate", validate.as_str()),
+        ("stdout", &String::from_utf8_lossy(&out.stdout)),
+        ("stderr", stderr.as_str()),
+        ("status file", status_file.as_str()),
+        ("status --json", status_json.as_str()),
+        ("queue stats", stats.as_str()),
+    ] {
+        assert!(!text.contains(SECRET), "the secret leaked into {what}");
+        assert!(
+            !text.contains(&SECRET[..16]),
+            "part of the secret leaked into {what}"
+        );
+    }
+    server.with(|s| assert_eq!(s.assets.len(), 10, "delivered after the errors"));
+
+    // The same key as a systemd credential.
+    let creds = tmp.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("secret_key"), format!("{SECRET}\n")).unwrap();
+    let text = text.replace(
+        &format!("secret_key = \"{SECRET}\""),
+        "secret_key_credential = \"secret_key\"",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let out = Command::new(bin())
+        .args(["config", "validate", "--config"])
+        .arg(&path)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("warning"));
+    let out = Command::new(bin())
+        .args(["config", "validate", "--config"])
+        .arg(&path)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CREDENTIALS_DIRECTORY is not set"));
+}

@@ -61,6 +61,27 @@ pub struct Config {
     pub queue: QueueConfig,
     /// `[upload]`.
     pub upload: UploadConfig,
+    /// Where the secret key came from, for the permission check of [`load`].
+    pub secret_source: SecretSource,
+    /// Things worth an operator's attention that do not stop the daemon (a config file
+    /// holding a secret that others can read, …). Filled by [`load`].
+    pub warnings: Vec<String>,
+}
+
+/// Where the Nexus secret key was read from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SecretSource {
+    /// No secret (directory sink).
+    #[default]
+    None,
+    /// `secret_key` in the config file itself.
+    ConfigFile,
+    /// `secret_key_env`.
+    Env,
+    /// `secret_key_file`.
+    File(PathBuf),
+    /// `secret_key_credential` (systemd `LoadCredential=`).
+    Credential,
 }
 
 /// `[daemon]`: process-level behaviour.
@@ -373,16 +394,53 @@ fn render_problems(problems: &[Problem]) -> String {
         .join("\n")
 }
 
+/// Reads a systemd credential (`LoadCredential=NAME:FILE` puts it in
+/// `$CREDENTIALS_DIRECTORY/NAME`).
+fn read_credential(name: &str) -> Result<String, String> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(format!(
+            "`{name}` is not a credential name (a plain file name such as \"secret_key\")"
+        ));
+    }
+    let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+        return Err(format!(
+            "CREDENTIALS_DIRECTORY is not set: secret_key_credential works under systemd with LoadCredential={name}:/path/to/file"
+        ));
+    };
+    let path = Path::new(&dir).join(name);
+    std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read credential `{name}` ({}): {e}", path.display()))
+}
+
+/// Whether others (not owner, not group) may read `path`.
+fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&text).map_err(|problems| ConfigError::Invalid {
+    let mut cfg = parse(&text).map_err(|problems| ConfigError::Invalid {
         path: path.to_path_buf(),
         problems,
-    })
+    })?;
+    let holder = match &cfg.secret_source {
+        SecretSource::ConfigFile => Some(path.to_path_buf()),
+        SecretSource::File(f) => Some(f.clone()),
+        _ => None,
+    };
+    if let Some(h) = holder.filter(|h| readable_by_others(h)) {
+        cfg.warnings.push(format!(
+            "{} holds the Nexus secret key and every user of this machine can read it: chmod o-r {} (the .deb installs it as root:edgecap 0640)",
+            h.display(),
+            h.display()
+        ));
+    }
+    Ok(cfg)
 }
 
 /// Validates config text; every problem found is returned, not only the first.
@@ -410,6 +468,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     let mut v = Validator {
         loc: &loc,
         problems: Vec::new(),
+        secret_source: SecretSource::None,
     };
     let cfg = v.config(doc.get_ref());
     match cfg {
@@ -464,6 +523,7 @@ fn key(k: &str) -> Seg {
 struct Validator<'a> {
     loc: &'a Locator<'a>,
     problems: Vec<Problem>,
+    secret_source: SecretSource,
 }
 
 impl Validator<'_> {
@@ -601,6 +661,8 @@ impl Validator<'_> {
             cameras: checked_cameras,
             queue: queue??,
             upload: upload?,
+            secret_source: self.secret_source.clone(),
+            warnings: Vec::new(),
         };
         self.problems.is_empty().then_some(config)
     }
@@ -821,6 +883,7 @@ impl Validator<'_> {
             ("secret_key", u.secret_key.is_some()),
             ("secret_key_env", u.secret_key_env.is_some()),
             ("secret_key_file", u.secret_key_file.is_some()),
+            ("secret_key_credential", u.secret_key_credential.is_some()),
             ("put_concurrency", u.put_concurrency.is_some()),
             ("session_rate_limit", u.session_rate_limit.is_some()),
             (
@@ -996,6 +1059,7 @@ impl Validator<'_> {
             u.secret_key.is_some(),
             u.secret_key_env.is_some(),
             u.secret_key_file.is_some(),
+            u.secret_key_credential.is_some(),
         ]
         .iter()
         .filter(|x| **x)
@@ -1004,27 +1068,33 @@ impl Validator<'_> {
             self.problem(
                 &p("secret_key"),
                 if given == 0 {
-                    "the Nexus secret key is required: set one of secret_key, secret_key_env or secret_key_file"
+                    "the Nexus secret key is required: set one of secret_key, secret_key_env, secret_key_file or secret_key_credential"
                 } else {
-                    "set only one of secret_key, secret_key_env and secret_key_file"
+                    "set only one of secret_key, secret_key_env, secret_key_file and secret_key_credential"
                 },
             );
             return None;
         }
         let (path, value) = if let Some(v) = &u.secret_key {
+            self.secret_source = SecretSource::ConfigFile;
             (p("secret_key"), Ok(v.clone()))
         } else if let Some(var) = &u.secret_key_env {
+            self.secret_source = SecretSource::Env;
             (
                 p("secret_key_env"),
                 std::env::var(var)
                     .map_err(|_| format!("environment variable `{var}` is not set or not UTF-8")),
             )
         } else if let Some(file) = &u.secret_key_file {
+            self.secret_source = SecretSource::File(PathBuf::from(file));
             (
                 p("secret_key_file"),
                 std::fs::read_to_string(file)
                     .map_err(|e| format!("cannot read secret file `{file}`: {e}")),
             )
+        } else if let Some(name) = &u.secret_key_credential {
+            self.secret_source = SecretSource::Credential;
+            (p("secret_key_credential"), read_credential(name))
         } else {
             return None;
         };
@@ -1439,6 +1509,7 @@ mod tests {
                 "fps",
                 "secret_key",
                 "secret_key_file",
+                "secret_key_credential",
                 "path",
                 "site",
                 "label",

@@ -221,6 +221,7 @@ pub struct RawUpload {
     pub secret_key: Option<String>,
     pub secret_key_env: Option<String>,
     pub secret_key_file: Option<String>,
+    pub secret_key_credential: Option<String>,
     pub put_concurrency: Option<u64>,
     pub session_rate_limit: Option<u64>,
     pub session_rate_window_secs: Option<u64>,
