@@ -85,6 +85,43 @@ enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The queued frames, oldest first, with their state and last error.
+    List {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only the dead frames.
+        #[arg(long)]
+        dead: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Copy every queued frame (image + metadata JSON) into a folder; checksums are
+    /// verified. Read-only: safe while the daemon runs.
+    Export {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Target folder (created if needed).
+        dir: PathBuf,
+    },
+    /// Put the dead frames back in the upload queue (after fixing what the platform
+    /// refused). The daemon must be stopped.
+    RetryDead {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Delete the dead frames for good. The daemon must be stopped.
+    Purge {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 const EXIT_RUNTIME: u8 = 1;
@@ -121,14 +158,28 @@ fn main() -> ExitCode {
             }
             Err(e) => config_failure(&e),
         },
-        Command::Queue {
-            command: QueueCommand::Stats { config: path, json },
-        } => {
+        Command::Queue { command } => {
+            let path = match &command {
+                QueueCommand::Stats { config, .. }
+                | QueueCommand::List { config, .. }
+                | QueueCommand::Export { config, .. }
+                | QueueCommand::RetryDead { config }
+                | QueueCommand::Purge { config } => config.clone(),
+            };
             let cfg = match config::load(&path) {
                 Ok(c) => c,
                 Err(e) => return config_failure(&e),
             };
-            match queue_stats(&cfg, json) {
+            let res = match command {
+                QueueCommand::Stats { json, .. } => queue_stats(&cfg, json),
+                QueueCommand::List {
+                    json, dead, limit, ..
+                } => queue_list(&cfg, json, dead, limit),
+                QueueCommand::Export { dir, .. } => queue_export(&cfg, &dir),
+                QueueCommand::RetryDead { .. } => queue_repair(&cfg, false),
+                QueueCommand::Purge { .. } => queue_repair(&cfg, true),
+            };
+            match res {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => runtime_failure(&e),
             }
@@ -419,6 +470,165 @@ fn queue_stats(cfg: &config::Config, json: bool) -> anyhow::Result<()> {
             c.dead,
             c.interrupted
         );
+    }
+    Ok(())
+}
+
+/// Refuses when the daemon holds the queue.
+fn ensure_stopped(cfg: &config::Config, what: &str) -> anyhow::Result<()> {
+    if Queue::held_elsewhere(&cfg.queue.dir)? {
+        anyhow::bail!(
+            "the daemon is running (it holds the queue {}): stop it first (systemctl stop edgecap), then {what}",
+            cfg.queue.dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn queue_list(
+    cfg: &config::Config,
+    json: bool,
+    only_dead: bool,
+    limit: usize,
+) -> anyhow::Result<()> {
+    if Queue::held_elsewhere(&cfg.queue.dir)? {
+        // Live: the index belongs to the daemon; read the spool files' headers.
+        if only_dead {
+            anyhow::bail!(
+                "the daemon is running: dead frames can be listed only while it is stopped (the states are in its index)"
+            );
+        }
+        let (frames, bad) = edgecap::queue::scan_spool(&cfg.queue.dir)?;
+        if json {
+            let v: Vec<_> = frames
+                .iter()
+                .take(limit)
+                .map(|f| serde_json::json!({"seq": f.seq, "filename": f.meta.filename, "camera": f.meta.camera, "bytes": f.bytes, "state": "queued"}))
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"live": true, "frames": v, "damaged": bad.len()})
+                )?
+            );
+        } else {
+            println!(
+                "queue {} (live: {} frame file(s); pending, in flight and dead are told apart only while the daemon is stopped)",
+                cfg.queue.dir.display(),
+                frames.len()
+            );
+            for f in frames.iter().take(limit) {
+                println!(
+                    "  {:>8}  {:>9} B  {}  {}",
+                    f.seq, f.bytes, f.meta.camera, f.meta.filename
+                );
+            }
+            for (p, e) in &bad {
+                println!("  damaged: {} ({e})", p.display());
+            }
+        }
+        return Ok(());
+    }
+    let (q, _) = Queue::open(&cfg.queue)?;
+    let list: Vec<_> = q
+        .list()
+        .into_iter()
+        .filter(|l| !only_dead || l.state == "dead")
+        .take(limit)
+        .collect();
+    if json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|l| serde_json::json!({"seq": l.seq, "state": l.state, "filename": l.entry.filename, "bytes": l.entry.bytes, "groups": l.entry.groups, "attempts": l.entry.attempts, "last_error": l.entry.last_error}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"live": false, "frames": v}))?
+        );
+    } else {
+        println!(
+            "queue {}: {} frame(s) shown",
+            cfg.queue.dir.display(),
+            list.len()
+        );
+        for l in &list {
+            println!(
+                "  {:>8}  {:<9}  {:>9} B  {}{}",
+                l.seq,
+                l.state,
+                l.entry.bytes,
+                l.entry.filename,
+                l.entry
+                    .last_error
+                    .as_ref()
+                    .map(|e| format!("  (attempts {}, last error: {e})", l.entry.attempts))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn queue_export(cfg: &config::Config, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (frames, bad) = edgecap::queue::scan_spool(&cfg.queue.dir)
+        .with_context(|| format!("cannot read the queue {}", cfg.queue.dir.display()))?;
+    let (mut n, mut bytes, mut gone) = (0u64, 0u64, 0u64);
+    let mut damaged: Vec<String> = bad
+        .iter()
+        .map(|(p, e)| format!("{}: {e}", p.display()))
+        .collect();
+    for f in &frames {
+        match edgecap::queue::spool::read_frame(&f.path) {
+            Ok((_, meta, image)) => {
+                edgecap::upload::directory::write_frame(dir, &meta, &image)
+                    .with_context(|| format!("cannot write into {}", dir.display()))?;
+                n += 1;
+                bytes += image.len() as u64;
+            }
+            // Uploaded (and deleted) by the running daemon meanwhile.
+            Err(edgecap::queue::spool::SpoolError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                gone += 1;
+            }
+            Err(e) => damaged.push(e.to_string()),
+        }
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot fsync {}", dir.display()))?;
+    println!(
+        "exported {n} frame(s), {bytes} bytes of images, to {}{}",
+        dir.display(),
+        if gone > 0 {
+            format!("; {gone} were uploaded during the export")
+        } else {
+            String::new()
+        }
+    );
+    for d in &damaged {
+        println!("  skipped a damaged file: {d}");
+    }
+    Ok(())
+}
+
+fn queue_repair(cfg: &config::Config, purge: bool) -> anyhow::Result<()> {
+    ensure_stopped(
+        cfg,
+        if purge {
+            "purge"
+        } else {
+            "retry the dead frames"
+        },
+    )?;
+    let (q, _) = Queue::open(&cfg.queue)?;
+    if purge {
+        let t = q.purge_dead();
+        println!("purged {} dead frame(s), {} bytes", t.frames, t.bytes);
+    } else {
+        let n = q.retry_dead();
+        println!("{n} dead frame(s) are queued for upload again");
     }
     Ok(())
 }

@@ -67,6 +67,7 @@ fn edgecap(args: &[&str], config: &Path) -> (i32, String) {
         .args(args)
         .arg("--config")
         .arg(config)
+        .env("EDGECAP_TEST_SECRET", support::fake_nexus::SECRET)
         .output()
         .unwrap();
     (
@@ -302,4 +303,115 @@ async fn the_secret_appears_in_no_output_and_a_readable_config_is_warned_about()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("CREDENTIALS_DIRECTORY is not set"));
+}
+
+/// `queue list|export|retry-dead|purge` against a live daemon (read-only ones answer from
+/// the spool files; mutating ones refuse) and a stopped one (they repair).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_commands_against_a_live_and_a_stopped_daemon() {
+    use support::fake_nexus::{FakeNexus, PutFault};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    server.with(|s| {
+        s.faults.put.push(PutFault {
+            suffix: "-2.jpg".into(),
+            status: 400,
+            times: None,
+        })
+    });
+    // Live: the platform is unreachable, frames pile up.
+    let mut cfg = support::TestConfig::nexus(tmp.path(), "http://127.0.0.1:1");
+    cfg.fps = 10.0;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let mut d = support::Daemon::start(&config, &tmp.path().join("log"));
+    let t0 = Instant::now();
+    while support::queue_stats_live(&cfg).is_none_or(|n| n < 5) {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no backlog");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, out) = edgecap(&["queue", "list"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(live:"), "{out}");
+    let export = tmp.path().join("export");
+    let out = Command::new(bin())
+        .args(["queue", "export", "--config"])
+        .arg(&config)
+        .arg(&export)
+        .env("EDGECAP_TEST_SECRET", support::fake_nexus::SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jpgs: Vec<_> = std::fs::read_dir(&export)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jpg"))
+        .collect();
+    assert!(jpgs.len() >= 5, "{} exported", jpgs.len());
+    for j in &jpgs {
+        image::load_from_memory(&std::fs::read(j.path()).unwrap()).unwrap();
+        let meta = std::fs::read_to_string(j.path().with_extension("jpg.json")).unwrap();
+        assert!(meta.contains("\"customMetadata\""), "{meta}");
+    }
+    for cmd in ["retry-dead", "purge"] {
+        let out = Command::new(bin())
+            .args(["queue", cmd, "--config"])
+            .arg(&config)
+            .env("EDGECAP_TEST_SECRET", support::fake_nexus::SECRET)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{cmd} must refuse a live queue");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("stop it first"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(30)).await.success());
+
+    // Stopped, against the fake platform that refuses frame -2 for good.
+    let mut cfg2 = cfg.clone();
+    cfg2.endpoint = Some(server.endpoint());
+    cfg2.stop_after_frames = 5;
+    cfg2.drain_on_stop_secs = 15;
+    let config = cfg2.write(&tmp.path().join("edgecap.toml"));
+    let mut d = support::Daemon::start(&config, &tmp.path().join("log2"));
+    assert!(d.wait(Duration::from_secs(60)).await.success());
+    let (code, out) = edgecap(&["queue", "list", "--dead"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("dead") && out.contains("-2.jpg") && out.contains("last error"),
+        "{out}"
+    );
+    let dead_before = support::queue_stats(&config)["dead"]["frames"]
+        .as_u64()
+        .unwrap();
+    assert!(dead_before >= 1);
+    let (code, out) = edgecap(&["queue", "retry-dead"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("{dead_before} dead frame(s) are queued")),
+        "{out}"
+    );
+    let stats = support::queue_stats(&config);
+    assert_eq!(stats["dead"]["frames"], 0, "{stats}");
+    // Run again: the refused frames die again; then purge them.
+    let mut d = support::Daemon::start(&config, &tmp.path().join("log3"));
+    assert!(d.wait(Duration::from_secs(60)).await.success());
+    let dead = support::queue_stats(&config)["dead"]["frames"]
+        .as_u64()
+        .unwrap();
+    assert!(dead >= 1);
+    let (code, out) = edgecap(&["queue", "purge"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("purged {dead} dead frame(s)")),
+        "{out}"
+    );
+    let stats = support::queue_stats(&config);
+    assert_eq!(stats["dead"]["frames"], 0, "{stats}");
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{Health, Outcome, Report};
+use crate::frame::FrameMeta;
 use crate::queue::{Leased, Queue, ReadError};
 
 /// Writes frames into a folder.
@@ -77,17 +78,7 @@ fn deliver(dir: &Path, queue: &Queue, batch: Vec<Leased>) -> Report {
                 continue;
             }
         };
-        let meta = json!({
-            "filename": l.meta.filename,
-            "mime": l.meta.mime,
-            "camera": l.meta.camera,
-            "groups": l.meta.groups,
-            "customMetadata": l.meta.custom,
-        });
-        let meta = serde_json::to_vec_pretty(&meta).unwrap_or_default();
-        let res = write_atomic(dir, &l.meta.filename, &image)
-            .and_then(|_| write_atomic(dir, &format!("{}.json", l.meta.filename), &meta));
-        match res {
+        match write_frame(dir, &l.meta, &image) {
             Ok(()) => outcomes.push((l.seq, Outcome::Accepted)),
             Err(e) => {
                 let msg = format!("cannot write into {}: {e}", dir.display());
@@ -117,4 +108,19 @@ fn deliver(dir: &Path, queue: &Queue, batch: Vec<Leased>) -> Report {
         health,
         pending: None,
     }
+}
+
+/// Writes one frame as `<filename>` plus `<filename>.json` (its metadata) into `dir`,
+/// each atomically (the caller fsyncs the directory). Also used by `queue export`.
+pub fn write_frame(dir: &Path, meta: &FrameMeta, image: &[u8]) -> std::io::Result<()> {
+    let json = json!({
+        "filename": meta.filename,
+        "mime": meta.mime,
+        "camera": meta.camera,
+        "groups": meta.groups,
+        "customMetadata": meta.custom,
+    });
+    let json = serde_json::to_vec_pretty(&json).unwrap_or_default();
+    write_atomic(dir, &meta.filename, image)
+        .and_then(|_| write_atomic(dir, &format!("{}.json", meta.filename), &json))
 }

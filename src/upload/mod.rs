@@ -19,7 +19,7 @@
 //! `max_attempts`; permanent refusals mark the frame dead at once.
 
 mod backoff;
-mod directory;
+pub mod directory;
 mod nexus;
 
 use std::sync::Arc;

@@ -210,6 +210,13 @@ pub async fn run_to_end(cfg: &TestConfig, dir: &Path) -> (PathBuf, Daemon) {
     (config, d)
 }
 
+/// The backlog a running daemon reports in its status file, if it wrote one yet.
+pub fn queue_stats_live(cfg: &TestConfig) -> Option<u64> {
+    let text = std::fs::read_to_string(cfg.status_file()).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v["backlog_frames"].as_u64()
+}
+
 /// `edgecap queue stats --json`.
 pub fn queue_stats(config: &Path) -> Value {
     let out = Command::new(bin())
