@@ -264,6 +264,9 @@ pub struct Listed {
     pub entry: Entry,
 }
 
+/// A spool file [`scan_spool`] could not read, and why.
+pub type Damaged = (PathBuf, String);
+
 /// A frame found by [`scan_spool`].
 #[derive(Debug, Clone)]
 pub struct Spooled {
@@ -280,7 +283,7 @@ pub struct Spooled {
 /// The frames on disk, read from the spool files' headers alone: no index, no lock, no
 /// write, so it is safe beside a running daemon (files uploaded during the scan are
 /// skipped, damaged ones reported in the second list). Oldest first.
-pub fn scan_spool(dir: &Path) -> std::io::Result<(Vec<Spooled>, Vec<(PathBuf, String)>)> {
+pub fn scan_spool(dir: &Path) -> std::io::Result<(Vec<Spooled>, Vec<Damaged>)> {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
     for e in std::fs::read_dir(dir.join("spool"))? {
