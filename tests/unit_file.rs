@@ -24,9 +24,16 @@ fn the_unit_has_what_the_daemon_relies_on() {
         "DevicePolicy=closed",
         "DeviceAllow=char-video4linux rw",
         "User=edgecap",
+        "\nLoadCredential=secret_key:/etc/edgecap/secret_key",
     ] {
         assert!(text.contains(line), "the unit lacks `{line}`");
     }
+    // Devices: /dev/video* only.
+    let allowed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("DeviceAllow="))
+        .collect();
+    assert_eq!(allowed, ["DeviceAllow=char-video4linux rw"]);
     // The status file lives where RuntimeDirectory= puts it.
     assert!(edgecap_default_status_file().starts_with("/run/edgecap/"));
 }
