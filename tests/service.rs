@@ -387,31 +387,25 @@ async fn queue_commands_against_a_live_and_a_stopped_daemon() {
         out.contains("dead") && out.contains("-2.jpg") && out.contains("last error"),
         "{out}"
     );
-    let dead_before = support::queue_stats(&config)["dead"]["frames"]
-        .as_u64()
-        .unwrap();
-    assert!(dead_before >= 1);
-    let (code, out) = edgecap(&["queue", "retry-dead"], &config);
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains(&format!("{dead_before} dead frame(s) are queued")),
-        "{out}"
-    );
-    let stats = support::queue_stats(&config);
-    assert_eq!(stats["dead"]["frames"], 0, "{stats}");
+    let dead_frames = || {
+        support::queue_stats(&config)["dead"]["frames"]
+            .as_u64()
+            .unwrap()
+    };
+    // A repair command says what it did and leaves no dead frame.
+    let repair = |cmd: &str, said: String| {
+        let (code, out) = edgecap(&["queue", cmd], &config);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&said), "{out}");
+        assert_eq!(dead_frames(), 0, "after {cmd}");
+    };
+    let dead = dead_frames();
+    assert!(dead >= 1);
+    repair("retry-dead", format!("{dead} dead frame(s) are queued"));
     // Run again: the refused frames die again; then purge them.
     let mut d = support::Daemon::start(&config, &tmp.path().join("log3"));
     assert!(d.wait(Duration::from_secs(60)).await.success());
-    let dead = support::queue_stats(&config)["dead"]["frames"]
-        .as_u64()
-        .unwrap();
+    let dead = dead_frames();
     assert!(dead >= 1);
-    let (code, out) = edgecap(&["queue", "purge"], &config);
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains(&format!("purged {dead} dead frame(s)")),
-        "{out}"
-    );
-    let stats = support::queue_stats(&config);
-    assert_eq!(stats["dead"]["frames"], 0, "{stats}");
+    repair("purge", format!("purged {dead} dead frame(s)"));
 }
