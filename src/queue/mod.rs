@@ -10,7 +10,19 @@
 //! <dir>/spool/<seq:020>.frame.tmp a frame being written (never counted, removed at open)
 //! <dir>/index/                   sled database (the index)
 //! <dir>/quarantine/              corrupt or unexpected files, moved aside, never deleted
+//! <dir>/reserve                  4 MiB of zeros, given back when the disk fills up
 //! ```
+//!
+//! # A full disk
+//!
+//! A frame that cannot be written is lost and counted (`dropped_write`); capture goes on.
+//! A frame is not even tried when it would leave less than `INDEX_MARGIN_BYTES` free, so
+//! sled itself never hits ENOSPC (it stays unusable after an I/O error). If another
+//! program fills the disk anyway, the first ENOSPC deletes `reserve`, so that sled can
+//! still record the uploads that free space. If the disk is full at start-up and sled cannot open, the reserve is given
+//! back and the open retried: a full disk never keeps the daemon from starting and
+//! draining (it is not mistaken for a broken index either). The reserve is set aside again
+//! at the next start with room to spare.
 //!
 //! # Spool file format, version 1 (all integers little-endian)
 //!
@@ -327,6 +339,8 @@ pub struct OpenReport {
     pub interrupted: u64,
     /// The index could not be opened and was rebuilt.
     pub index_rebuilt: bool,
+    /// The disk was full and the reserve was given back to open the index.
+    pub reserve_released: bool,
 }
 
 /// A frame leased for upload.
@@ -423,6 +437,48 @@ fn encode_entry(e: &Entry) -> Vec<u8> {
     serde_json::to_vec(e).unwrap_or_default()
 }
 
+/// Space set aside in `<dir>/reserve` while there is room. When the disk fills up, it is
+/// given back so that the index can still be written (and the queue opened at the next
+/// start): a full disk must never keep the daemon from starting and draining.
+pub const RESERVE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Free space a frame write must leave on the queue's file system, for the index's own
+/// writes (acks that free space need them).
+pub const INDEX_MARGIN_BYTES: u64 = 1024 * 1024;
+
+/// Bytes available to this user on the file system holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+fn is_no_space(msg: &str) -> bool {
+    msg.contains("os error 28") || msg.contains("No space left on device")
+}
+
+/// Creates the reserve file if it is missing (best effort: a full disk gets a warning).
+fn ensure_reserve(path: &Path) {
+    if path.exists() {
+        return;
+    }
+    let res = (|| -> std::io::Result<()> {
+        let mut f = File::create(path)?;
+        let chunk = vec![0u8; 64 * 1024];
+        let mut left = RESERVE_BYTES;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            std::io::Write::write_all(&mut f, &chunk[..n])?;
+            left -= n as u64;
+        }
+        f.sync_data()
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(path);
+        warn!(file = %path.display(), error = %e,
+            "cannot set aside the disk-full reserve; a full disk may keep the queue from opening");
+    }
+}
+
 fn open_sled(path: &Path, cache: u64) -> Result<sled::Db, String> {
     let cfg = sled::Config::new()
         .path(path)
@@ -480,8 +536,27 @@ impl Queue {
             }
         }
         let mut report = OpenReport::default();
+        let reserve = dir.join("reserve");
         let db = match open_sled(&index, cfg.index_cache_bytes) {
             Ok(db) => db,
+            // A full disk is not a broken index: give back the reserve and try again.
+            Err(msg) if is_no_space(&msg) => {
+                if std::fs::remove_file(&reserve).is_err() {
+                    return Err(QueueError::Index {
+                        path: index.clone(),
+                        message: format!(
+                            "{msg}; the disk is full and edgecap's reserve is already used: free some space"
+                        ),
+                    });
+                }
+                report.reserve_released = true;
+                error!(dir = %dir.display(), reserve_bytes = RESERVE_BYTES,
+                    "the disk is full: released edgecap's reserve so that the queue can open; free space, or let the uploader drain the queue");
+                open_sled(&index, cfg.index_cache_bytes).map_err(|message| QueueError::Index {
+                    path: index.clone(),
+                    message,
+                })?
+            }
             Err(msg) => {
                 let aside = quarantine.join(format!(
                     "index-{}",
@@ -537,6 +612,11 @@ impl Queue {
             _lock: lock,
         };
         q.reconcile(&mut report)?;
+        // Set the reserve aside again once there is room (not right after giving it back:
+        // the frames that filled the disk must drain first).
+        if !report.reserve_released {
+            ensure_reserve(&reserve);
+        }
         Ok((q, report))
     }
 
@@ -1050,6 +1130,16 @@ impl Queue {
         n_dead
     }
 
+    /// Gives back the disk-full reserve (once), so the index can still record uploads
+    /// that free space.
+    fn release_reserve(&self) {
+        let path = self.dir.join("reserve");
+        if std::fs::remove_file(&path).is_ok() {
+            error!(dir = %self.dir.display(), reserve_bytes = RESERVE_BYTES,
+                "the disk is full: released edgecap's reserve so that the queue index keeps working");
+        }
+    }
+
     /// Every frame in the index with its state, oldest first.
     pub fn list(&self) -> Vec<Listed> {
         let mut out = Vec::new();
@@ -1194,6 +1284,21 @@ impl Group<'_> {
         })?;
         let bytes = (spool::HEADER_LEN + meta_json.len() + image.len()) as u64;
         let seq = self.q.reserve(bytes)?;
+        // A frame that would leave the index no room is refused before it touches the
+        // disk (counted like any failed write): sled must never hit ENOSPC itself.
+        if free_bytes(&self.q.spool).is_some_and(|free| free < bytes + INDEX_MARGIN_BYTES) {
+            self.q.unreserve(bytes, true);
+            return Err(AddError::Write(SpoolError::Io {
+                path: self.q.spool.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!(
+                        "the disk is nearly full (less than {} MiB would be left for the index)",
+                        INDEX_MARGIN_BYTES / (1024 * 1024)
+                    ),
+                ),
+            }));
+        }
         let tmp = self.q.spool.join(format!("{}.tmp", frame_name(seq)));
         match spool::write_unsynced(&tmp, &meta_json, image) {
             Ok((file, _)) => {
@@ -1213,6 +1318,9 @@ impl Group<'_> {
             }
             Err(e) => {
                 self.q.unreserve(bytes, true);
+                if is_no_space(&e.to_string()) {
+                    self.q.release_reserve();
+                }
                 Err(AddError::Write(e))
             }
         }
