@@ -335,3 +335,113 @@ async fn puts_that_never_get_an_answer_time_out_and_the_frames_still_arrive() {
     assert_eq!(stats["pending"]["frames"], 0);
     assert_eq!(stats["dead"]["frames"], 0);
 }
+
+/// More answers a session create can get, each on its own server: 503, a 200 whose body
+/// is not JSON, and a 200 that lists fewer assets than were asked for (here none). None
+/// may lose, kill or duplicate a frame, and each is followed by a backoff, not a tight
+/// loop.
+#[tokio::test]
+async fn odd_session_answers_are_retried_without_loss() {
+    let cases: [(&str, Scripted); 3] = [
+        (
+            "503",
+            Scripted::status(
+                503,
+                r#"{"code":"ServiceUnavailable","message":"maintenance"}"#,
+            ),
+        ),
+        (
+            "200 with garbage",
+            Scripted::status(200, "<html>gateway says hi</html>"),
+        ),
+        (
+            "200 with fewer assets",
+            Scripted::status(200, r#"{"id":"sess_fake","opId":"op_fake","assets":[]}"#),
+        ),
+    ];
+    for (name, answer) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let server = FakeNexus::start().await;
+        server.with(|s| {
+            for _ in 0..2 {
+                s.faults.session_create.push_back(answer.clone());
+            }
+        });
+        let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+        cfg.stop_after_frames = 20;
+        cfg.batch_max_frames = 100;
+        let (config, d) = support::run_to_end(&cfg, tmp.path()).await;
+        server.with(|s| {
+            assert_eq!(
+                s.assets.len(),
+                20,
+                "{name}: everything delivered\n{}",
+                d.log_text()
+            );
+            assert!(
+                s.record.duplicates.is_empty(),
+                "{name}: {:?}",
+                s.record.duplicates
+            );
+            assert!(
+                s.record.violations.is_empty(),
+                "{name}: {:?}",
+                s.record.violations
+            );
+            let t = &s.record.session_attempts;
+            assert!(t.len() >= 3, "{name}: {} attempts", t.len());
+            // Backoff (initial 200 ms, ±20 %) between the faulty answers.
+            assert!(
+                t[1] - t[0] >= Duration::from_millis(150),
+                "{name}: retried after {:?}",
+                t[1] - t[0]
+            );
+        });
+        let stats = queue_stats(&config);
+        assert_eq!(stats["dead"]["frames"], 0, "{name}: {stats}");
+        assert_eq!(stats["pending"]["frames"], 0, "{name}: {stats}");
+    }
+}
+
+/// A 429 without `Retry-After`: like the SDK (protocol doc 7.2), edgecap waits a full
+/// minute before the next session attempt, and keeps the frames meanwhile.
+#[tokio::test]
+async fn a_429_without_retry_after_waits_a_minute_and_keeps_the_frames() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    server.with(|s| {
+        s.faults.session_create.push_back(Scripted::status(
+            429,
+            r#"{"code":"TooManyRequestsError","message":"slow down"}"#,
+        ))
+    });
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.stop_after_frames = 0;
+    cfg.batch_max_frames = 20;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    let t0 = std::time::Instant::now();
+    while server.with(|s| s.record.session_attempts.len()) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no session attempt");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        server.with(|s| s.record.session_attempts.len()),
+        1,
+        "retried within 6 s of a 429"
+    );
+    assert!(
+        d.log_text().contains("retry_in_ms=60000"),
+        "{}",
+        d.log_text()
+    );
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(30)).await.success());
+    let stats = queue_stats(&config);
+    assert!(
+        stats["pending"]["frames"].as_u64().unwrap() >= 20,
+        "{stats}"
+    );
+    assert_eq!(stats["dead"]["frames"], 0, "{stats}");
+}

@@ -359,10 +359,10 @@ impl NexusSink {
         let sem = Arc::new(Semaphore::new(self.cfg.put_concurrency));
         let mut tasks = tokio::task::JoinSet::new();
         let mut outcomes: Vec<(u64, Outcome)> = Vec::new();
+        let mut missing = 0usize;
         for l in &batch {
             let Some(spec) = specs.remove(&l.meta.filename) else {
-                warn!(session = %session_id, filename = %l.meta.filename,
-                    "the session response has no upload URL for this frame; it goes into a later session");
+                missing += 1;
                 outcomes.push((
                     l.seq,
                     Outcome::Retry("missing from session response".into()),
@@ -385,6 +385,16 @@ impl NexusSink {
         let mut uploaded: Vec<(u64, String)> = Vec::new();
         let mut network_failures = 0usize;
         let mut transient: Option<String> = None;
+        if missing > 0 {
+            // A server that lists fewer assets than asked for is not healthy: back off
+            // instead of sending the rest again at once.
+            let why = format!(
+                "the session response has no upload URL for {missing} of {} frame(s); they go into a later session",
+                batch.len()
+            );
+            warn!(session = %session_id, missing, "{why}");
+            transient = Some(why);
+        }
         while let Some(res) = tasks.join_next().await {
             let Ok((seq, name, put)) = res else { continue };
             match put {
