@@ -99,7 +99,10 @@
 //! At least once. [`Queue::lease`] moves pending frames to `inflight`; [`Queue::ack`]
 //! deletes them after the platform accepted them; [`Queue::release`] puts them back after a
 //! transient failure; [`Queue::fail`] counts a failure of the frame itself and marks it dead
-//! after `max_attempts`.
+//! after `max_attempts`. `lease` flushes the index before the frames are sent, and `ack`
+//! flushes it before their files are deleted (one flush per batch each), so after a crash
+//! `interrupted` counts exactly the frames that may reach the platform twice, and an entry
+//! without its file means a file lost outside edgecap.
 
 pub mod spool;
 
@@ -110,6 +113,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use sled::Transactional;
 use tracing::{error, info, warn};
 
 use crate::config::{OnFull, QueueConfig};
@@ -331,7 +335,7 @@ pub struct OpenReport {
     pub tmp_removed: u64,
     /// Files moved to quarantine.
     pub quarantined: u64,
-    /// Index entries without a file, dropped.
+    /// Index entries whose file is missing (not quarantined), dropped.
     pub index_dropped: u64,
     /// Files without an entry, re-indexed.
     pub reindexed: u64,
@@ -478,6 +482,9 @@ fn ensure_reserve(path: &Path) {
             "cannot set aside the disk-full reserve; a full disk may keep the queue from opening");
     }
 }
+
+/// Missing spool files logged one by one at open; past this, one line gives the total.
+const MISSING_LOGGED: u64 = 10;
 
 fn open_sled(path: &Path, cache: u64) -> Result<sled::Db, String> {
     let cfg = sled::Config::new()
@@ -660,6 +667,8 @@ impl Queue {
 
     fn reconcile(&self, report: &mut OpenReport) -> Result<(), QueueError> {
         let mut files: BTreeMap<u64, (spool::Header, FrameMeta)> = BTreeMap::new();
+        // Seqs whose file was just quarantined (already counted and logged as such).
+        let mut bad: std::collections::BTreeSet<u64> = Default::default();
         let rd = std::fs::read_dir(&self.spool).map_err(io_err("cannot list", &self.spool))?;
         for ent in rd {
             let ent = ent.map_err(io_err("cannot list", &self.spool))?;
@@ -686,6 +695,7 @@ impl Queue {
                 Err(e) => {
                     self.quarantine_file(&path, &e.to_string());
                     report.quarantined += 1;
+                    bad.insert(seq);
                 }
             }
         }
@@ -693,6 +703,9 @@ impl Queue {
         let mut max_seq = 0u64;
         let mut indexed: BTreeMap<u64, ()> = BTreeMap::new();
         let mut st = self.state();
+        // Index changes that must land atomically with the counters (see below).
+        let mut interrupted: Vec<(u64, Entry)> = Vec::new();
+        let mut reindexed: Vec<(u64, Entry)> = Vec::new();
         for (tree, is_inflight, is_dead) in [
             (&self.trees.pending, false, false),
             (&self.trees.inflight, true, false),
@@ -721,10 +734,15 @@ impl Queue {
                             st.pending.add(h.file_len());
                         }
                     }
-                    _ => {
+                    (found, entry) => {
                         to_drop.push(k.to_vec());
-                        if !files.contains_key(&seq) {
+                        if found.is_none() && !bad.contains(&seq) {
                             report.index_dropped += 1;
+                            if report.index_dropped <= MISSING_LOGGED {
+                                let filename = entry.map(|e| e.filename).unwrap_or_default();
+                                error!(seq, filename, spool = %self.spool.display(),
+                                    "a queued frame's spool file is missing (deleted outside edgecap, or dropped by the disk budget just before a crash); the frame is lost and dropped from the index");
+                            }
                         }
                     }
                 }
@@ -733,13 +751,9 @@ impl Queue {
                 tree.remove(k).map_err(&ie)?;
             }
             for (seq, e) in to_pending {
-                self.trees.inflight.remove(key(seq)).map_err(&ie)?;
-                self.trees
-                    .pending
-                    .insert(key(seq), encode_entry(&e))
-                    .map_err(&ie)?;
                 st.pending.add(e.bytes);
                 report.interrupted += 1;
+                interrupted.push((seq, e));
             }
         }
         for (seq, (h, m)) in &files {
@@ -754,12 +768,13 @@ impl Queue {
                 attempts: 0,
                 last_error: None,
             };
-            self.trees
-                .pending
-                .insert(key(*seq), encode_entry(&e))
-                .map_err(&ie)?;
             st.pending.add(e.bytes);
             report.reindexed += 1;
+            reindexed.push((*seq, e));
+        }
+        if report.index_dropped > MISSING_LOGGED {
+            error!(missing = report.index_dropped, spool = %self.spool.display(),
+                "queued frames whose spool files are missing were dropped from the index (the first {MISSING_LOGGED} are logged one by one)");
         }
         st.next_seq = max_seq.max(st.counters.next_seq.saturating_sub(1)) + 1;
         st.counters.quarantined += report.quarantined;
@@ -767,8 +782,32 @@ impl Queue {
         st.counters.reindexed += report.reindexed;
         st.counters.interrupted += report.interrupted;
         st.counters.next_seq = st.next_seq;
-        self.persist(&st);
+        // The moves and the counters that report them land together: a crash (or sled's
+        // background flush) can never leave frames moved out of `inflight` without their
+        // `interrupted` count, so the lifetime counter bounds the duplicates exactly.
+        let counters = serde_json::to_vec(&st.counters).unwrap_or_default();
         drop(st);
+        let trees = (&self.trees.pending, &self.trees.inflight, &self.trees.meta);
+        trees
+            .transaction(|(pending, inflight, meta)| {
+                for (seq, e) in &interrupted {
+                    inflight.remove(&key(*seq)[..])?;
+                    pending.insert(&key(*seq)[..], encode_entry(e))?;
+                }
+                for (seq, e) in &reindexed {
+                    pending.insert(&key(*seq)[..], encode_entry(e))?;
+                }
+                if !counters.is_empty() {
+                    meta.insert("counters", counters.as_slice())?;
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => ie(e),
+                sled::transaction::TransactionError::Abort(()) => {
+                    ie(sled::Error::Unsupported("reconcile aborted".into()))
+                }
+            })?;
         self.db.flush().map_err(&ie)?;
         Ok(())
     }
@@ -953,6 +992,13 @@ impl Queue {
                 st.inflight.add(e.bytes);
             }
         }
+        // Durable before anything is sent: after a crash, the frames that may have reached
+        // the platform are exactly the ones found in flight (counted as `interrupted`).
+        if !chosen.is_empty()
+            && let Err(e) = self.db.flush()
+        {
+            warn!(error = %e, "cannot flush the queue index");
+        }
         let mut out = Vec::with_capacity(chosen.len());
         for (seq, _) in chosen {
             match spool::read_meta(&self.path_of(seq)) {
@@ -1028,18 +1074,14 @@ impl Queue {
             return;
         }
         let mut st = self.state();
+        let mut delivered = Vec::with_capacity(seqs.len());
         for &seq in seqs {
             match self.trees.inflight.remove(key(seq)) {
                 Ok(Some(v)) => {
                     let bytes = decode_entry(&v).map_or(0, |e| e.bytes);
                     st.inflight.sub(bytes);
                     st.counters.uploaded += 1;
-                    let path = self.path_of(seq);
-                    if let Err(e) = std::fs::remove_file(&path)
-                        && e.kind() != std::io::ErrorKind::NotFound
-                    {
-                        warn!(file = %path.display(), error = %e, "cannot delete an uploaded frame's file");
-                    }
+                    delivered.push(seq);
                 }
                 Ok(None) => {}
                 Err(e) => error!(seq, error = %e, "cannot remove an uploaded frame from the index"),
@@ -1049,6 +1091,20 @@ impl Queue {
             st.full = false;
         }
         self.persist(&st);
+        drop(st);
+        // The index forgets the frames before their files go: after a crash, an entry
+        // without a file then always means a file lost outside edgecap, never an upload.
+        if let Err(e) = self.db.flush() {
+            warn!(error = %e, "cannot flush the queue index");
+        }
+        for seq in delivered {
+            let path = self.path_of(seq);
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                warn!(file = %path.display(), error = %e, "cannot delete an uploaded frame's file");
+            }
+        }
     }
 
     /// Moves in-flight frames back to pending (a transient failure, or shutdown).
