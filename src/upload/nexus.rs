@@ -7,7 +7,8 @@
 //! 2. `PUT` (or whatever `upload.method` says) each file to its signed URL with exactly the
 //!    returned headers and no credentials, `put_concurrency` at a time. A 5xx or network
 //!    error is retried twice within the session; a 403 (expired URL) puts the frame back for a
-//!    new session; any other 4xx rejects that frame alone.
+//!    new session; a 400 `BadDigest` (damaged in transit) counts as a failed attempt and the
+//!    frame is sent again from its verified spool file; any other 4xx rejects that frame alone.
 //! 3. Poll `GET /projects/{pid}/operations/{opId}` (first poll at once, then every
 //!    `operation_poll_ms`). `Finished` → the uploaded frames are accepted. `Errored`,
 //!    `Cancelled` or no end within `operation_timeout_secs` → each uploaded asset is looked up
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use super::backoff::{RateLimiter, parse_retry_after};
@@ -355,11 +356,12 @@ impl NexusSink {
             .map(|a| (a.metadata.filename, a.upload))
             .collect();
 
-        // PUT every file that has an upload spec.
-        let sem = Arc::new(Semaphore::new(self.cfg.put_concurrency));
-        let mut tasks = tokio::task::JoinSet::new();
+        // PUT every file that has an upload spec, `put_concurrency` at a time. Only that
+        // many tasks exist at once: a task per frame of a 5000-frame batch would hold
+        // megabytes of idle futures.
         let mut outcomes: Vec<(u64, Outcome)> = Vec::new();
         let mut missing = 0usize;
+        let mut jobs = Vec::with_capacity(batch.len());
         for l in &batch {
             let Some(spec) = specs.remove(&l.meta.filename) else {
                 missing += 1;
@@ -369,18 +371,28 @@ impl NexusSink {
                 ));
                 continue;
             };
+            let deadline = put_deadline(self.cfg.stall_timeout, l.image_len);
+            jobs.push((l.seq, l.meta.filename.clone(), spec, deadline));
+        }
+        drop(specs);
+        let mut jobs = jobs.into_iter();
+        let mut tasks = tokio::task::JoinSet::new();
+        let spawn_next = |tasks: &mut tokio::task::JoinSet<_>, jobs: &mut std::vec::IntoIter<_>| {
+            let Some((seq, name, spec, deadline)): Option<(u64, String, UploadSpec, Duration)> =
+                jobs.next()
+            else {
+                return;
+            };
             let client = self.client.clone();
             let queue = Arc::clone(&self.queue);
-            let sem = Arc::clone(&sem);
             let stop = stop.clone();
-            let seq = l.seq;
-            let deadline = put_deadline(self.cfg.stall_timeout, l.image_len);
-            let name = l.meta.filename.clone();
             tasks.spawn(async move {
-                let _permit = sem.acquire_owned().await;
                 let r = put_file(&client, &queue, seq, &spec, deadline, &stop).await;
                 (seq, name, r)
             });
+        };
+        for _ in 0..self.cfg.put_concurrency.max(1) {
+            spawn_next(&mut tasks, &mut jobs);
         }
         let mut uploaded: Vec<(u64, String)> = Vec::new();
         let mut network_failures = 0usize;
@@ -396,6 +408,7 @@ impl NexusSink {
             transient = Some(why);
         }
         while let Some(res) = tasks.join_next().await {
+            spawn_next(&mut tasks, &mut jobs);
             let Ok((seq, name, put)) = res else { continue };
             match put {
                 Put::Uploaded => uploaded.push((seq, name)),
@@ -403,6 +416,11 @@ impl NexusSink {
                     let m = self.clean(&m);
                     error!(seq, reason = %m, "storage refused the frame's upload");
                     outcomes.push((seq, Outcome::Rejected(m)));
+                }
+                Put::Done(Outcome::Failed(m)) => {
+                    let m = self.clean(&m);
+                    warn!(seq, reason = %m, "a frame's upload failed; it counts as an attempt");
+                    outcomes.push((seq, Outcome::Failed(m)));
                 }
                 Put::Done(o) => outcomes.push((seq, o)),
                 Put::Transient { reason, network } => {
@@ -713,6 +731,12 @@ async fn put_file(
                     || status == StatusCode::REQUEST_TIMEOUT
                 {
                     (true, reason, false)
+                } else if status == StatusCode::BAD_REQUEST && is_digest_mismatch(&text) {
+                    // The bytes were damaged on the way (the spool file's own checksum
+                    // held when it was read): a failed attempt, sent again from the spool.
+                    return Put::Done(Outcome::Failed(format!(
+                        "{reason} (the body did not match its checksum on arrival; it will be sent again)"
+                    )));
                 } else {
                     return Put::Done(Outcome::Rejected(reason));
                 }
@@ -731,6 +755,14 @@ async fn put_file(
         }
         attempt += 1;
     }
+}
+
+/// Whether a storage error body reports a checksum mismatch (GCS `BadDigest`, S3-style
+/// `InvalidDigest`/`XAmzContentSHA256Mismatch`): damage in transit, not a refusal of the frame.
+fn is_digest_mismatch(body: &str) -> bool {
+    ["BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"]
+        .iter()
+        .any(|code| body.contains(code))
 }
 
 #[cfg(test)]
