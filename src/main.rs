@@ -1,7 +1,7 @@
 //! The `edgecap` command line. Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -54,6 +54,20 @@ enum Command {
         /// Where to write the JPEG.
         #[arg(long, short)]
         output: PathBuf,
+    },
+    /// Add existing JPEG files (or every *.jpg/*.jpeg of a folder) to the queue as frames
+    /// of a configured camera, with its metadata and groups; the daemon uploads them. Stop
+    /// the daemon first: it holds the queue. Exit 1 if any file was skipped.
+    Enqueue {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The camera whose name, metadata and groups the frames take (default: the first).
+        #[arg(long)]
+        camera: Option<String>,
+        /// JPEG files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
     /// Inspect the queue (live numbers come from the daemon's status file while it runs).
     Queue {
@@ -208,21 +222,38 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return config_failure(&e),
             };
-            let Some(cam) = cfg.cameras.iter().find(|c| c.name == camera) else {
-                let names: Vec<&str> = cfg.cameras.iter().map(|c| c.name.as_str()).collect();
-                return usage_failure(&format!(
-                    "{}: no camera named \"{camera}\" (cameras: {})",
-                    path.display(),
-                    names.join(", ")
-                ));
+            let index = match camera_index(&cfg, &path, &camera) {
+                Ok(i) => i,
+                Err(code) => return code,
             };
             init_logging();
-            match snapshot(cam, &output) {
+            match snapshot(&cfg.cameras[index], &output) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => runtime_failure(&e),
             }
         }
+        Command::Enqueue {
+            config: path,
+            camera,
+            paths,
+        } => {
+            let cfg = match config::load(&path) {
+                Ok(c) => c,
+                Err(e) => return config_failure(&e),
+            };
+            let index = match camera
+                .as_deref()
+                .map(|name| camera_index(&cfg, &path, name))
+            {
+                None => 0,
+                Some(Ok(i)) => i,
+                Some(Err(code)) => return code,
+            };
+            init_logging();
+            enqueue(&cfg, index, &paths)
+        }
         Command::Run { config: path } => {
+            edgecap::ops::memory::limit_malloc_arenas();
             let cfg = match config::load(&path) {
                 Ok(c) => c,
                 Err(e) => return config_failure(&e),
@@ -239,6 +270,55 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// The index of the camera called `name`, or the usage failure that lists the names.
+fn camera_index(cfg: &config::Config, path: &Path, name: &str) -> Result<usize, ExitCode> {
+    cfg.cameras
+        .iter()
+        .position(|c| c.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = cfg.cameras.iter().map(|c| c.name.as_str()).collect();
+            usage_failure(&format!(
+                "{}: no camera named \"{name}\" (cameras: {})",
+                path.display(),
+                names.join(", ")
+            ))
+        })
+}
+
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the command's own report"
+)]
+fn enqueue(cfg: &config::Config, camera: usize, paths: &[PathBuf]) -> ExitCode {
+    use edgecap::daemon::enqueue;
+    let files = match enqueue::collect(paths) {
+        Ok(f) => f,
+        Err(e) => return usage_failure(&e.to_string()),
+    };
+    match enqueue::enqueue(cfg, camera, &files) {
+        Ok(done) => {
+            for (path, why) in &done.skipped {
+                eprintln!("edgecap: skipped {}: {why}", path.display());
+            }
+            println!(
+                "enqueued {} frame(s), {} bytes, as camera {} (run {}) into {}",
+                done.frames,
+                done.bytes,
+                cfg.cameras.get(camera).map_or("?", |c| c.name.as_str()),
+                done.run_id,
+                cfg.queue.dir.display()
+            );
+            if done.skipped.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+        Err(e) => runtime_failure(&anyhow::Error::new(e)),
     }
 }
 

@@ -8,6 +8,7 @@
 //! to `drain_on_stop_secs` before the same shutdown.
 
 mod commit;
+pub mod enqueue;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

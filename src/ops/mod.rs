@@ -1,8 +1,10 @@
 //! Running as a service: liveness for the systemd watchdog ([`health`]), `sd_notify`
 //! messages ([`notify`]), the status file `edgecap status` reads ([`status`]), and the log
-//! output, journald or stderr ([`journal`]).
+//! output, journald or stderr ([`journal`]), and process-wide memory settings
+//! ([`memory`]).
 
 pub mod health;
 pub mod journal;
+pub mod memory;
 pub mod notify;
 pub mod status;

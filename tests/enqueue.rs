@@ -1,0 +1,114 @@
+//! `edgecap enqueue`: existing JPEG files into the queue, then uploaded by the daemon.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::fake_nexus::{FakeNexus, SECRET};
+use support::{Daemon, TestConfig, bin};
+
+fn jpeg(seed: u8) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([seed, (x * 4) as u8, (y * 5) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+fn enqueue(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(["enqueue", "--config"])
+        .arg(config)
+        .args(args)
+        .env("EDGECAP_TEST_SECRET", SECRET)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueued_files_are_uploaded_byte_identical_with_the_cameras_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("images");
+    std::fs::create_dir(&folder).unwrap();
+    let mut originals = Vec::new();
+    for i in 0..6u8 {
+        let b = jpeg(i * 40);
+        std::fs::write(folder.join(format!("img{i}.jpg")), &b).unwrap();
+        originals.push(b);
+    }
+    std::fs::write(folder.join("broken.jpg"), b"not a jpeg").unwrap();
+    std::fs::write(folder.join("readme.txt"), b"ignored: not *.jpg").unwrap();
+
+    let server = FakeNexus::start().await;
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.stop_after_frames = 1;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+
+    let out = enqueue(&config, &["--camera", "cam0", folder.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a skipped file: exit 1\n{stderr}"
+    );
+    assert!(stdout.contains("enqueued 6 frame(s)"), "{stdout}");
+    assert!(
+        stderr.contains("broken.jpg") && stderr.contains("not a JPEG"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("readme.txt"), "{stderr}");
+
+    // A camera that does not exist is a usage error.
+    let out = enqueue(&config, &["--camera", "nope", folder.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    assert!(
+        d.wait(Duration::from_secs(60)).await.success(),
+        "{}",
+        d.log_text()
+    );
+    server.with(|s| {
+        assert!(s.record.violations.is_empty(), "{:?}", s.record.violations);
+        let mut found = 0;
+        for a in s.assets.values() {
+            if originals.contains(&a.bytes) {
+                found += 1;
+                assert_eq!(a.groups, vec!["main".to_string(), "field".to_string()]);
+                assert_eq!(a.custom_metadata["site"], "north");
+                assert_eq!(a.custom_metadata["width"], 64);
+                assert!(a.filename.starts_with("testdev_cam0_"), "{}", a.filename);
+            }
+        }
+        assert_eq!(found, 6, "every enqueued file arrived byte-identical");
+        assert_eq!(s.assets.len(), 7, "6 enqueued + 1 captured");
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_refuses_a_queue_a_running_daemon_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a.jpg");
+    std::fs::write(&file, jpeg(1)).unwrap();
+    let cfg = TestConfig::nexus(tmp.path(), "http://127.0.0.1:1");
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let _d = Daemon::start(&config, &tmp.path().join("log"));
+    for _ in 0..100 {
+        if support::queue_stats_live(&cfg).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = enqueue(&config, &[file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("queue") && stderr.contains(&cfg.queue_dir.display().to_string()),
+        "{stderr}"
+    );
+}
