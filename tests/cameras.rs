@@ -310,3 +310,117 @@ fn snapshot_runs_the_configured_pipeline_once() {
             .all(|(_, comm, state)| comm != "ffmpeg" || *state == 'Z')
     );
 }
+
+fn capture_times(metas: &[Value], cam: &str) -> Vec<i64> {
+    let mut t: Vec<i64> = metas
+        .iter()
+        .filter(|m| m["camera"] == cam)
+        .map(|m| m["customMetadata"]["capture_time_ms"].as_i64().unwrap())
+        .collect();
+    t.sort_unstable();
+    t
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn a_child_killed_again_and_again_is_back_each_time_within_the_backoff_and_the_other_camera_never_gaps()
+ {
+    // 5 kills in the normal run, 20 with `EDGECAP_LONG=1` (scripts/reliability).
+    let kills = if support::long() { 20 } else { 5 };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let argv = ffmpeg_argv("320x240", 10);
+    let pattern = "[[camera]]\nname = \"pat\"\nfps = 10.0\ngroups = [\"g-pat\"]\n[camera.source]\ntype = \"test_pattern\"\nwidth = 160\nheight = 96\n";
+    let cams = format!("{}\n{pattern}", command_camera("ff", 5.0, &argv, ""));
+    let cfg = config(dir.path(), 0, &cams);
+    let mut d = Daemon::start(&cfg, &dir.path().join("log"));
+    let mut recoveries = Vec::new();
+    let mut killed = Vec::new();
+    for k in 0..kills {
+        // Running again: a live child and fresh frames from it.
+        let since = now_ms();
+        wait_for("the camera to run", Duration::from_secs(30), || {
+            capture_times(&delivered(&out), "ff")
+                .iter()
+                .filter(|t| **t > since)
+                .count()
+                >= 3
+        })
+        .await;
+        let child = ffmpeg_child(&d).expect("an ffmpeg child of edgecap");
+        assert!(!killed.contains(&child), "kill {k}: a new child each time");
+        let kill_ms = now_ms();
+        let st = Command::new("kill")
+            .args(["-9", &child.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        killed.push(child);
+        let mut first_after = 0;
+        wait_for("the camera to be back", Duration::from_secs(30), || {
+            first_after = capture_times(&delivered(&out), "ff")
+                .into_iter()
+                .find(|t| *t > kill_ms + 50)
+                .unwrap_or(0);
+            first_after > 0
+        })
+        .await;
+        recoveries.push(first_after - kill_ms);
+    }
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(30)).await.success());
+    let log = d.log_text();
+    // Each death is reported and each return too (not only the first).
+    assert_eq!(log.matches("camera source is back").count(), kills, "{log}");
+    assert!(log.matches("signal 9").count() >= kills, "{log}");
+    // The restart delay starts again at 0.5 s after every good frame: a camera that is
+    // killed often is not pushed towards the 30 s maximum.
+    let worst = *recoveries.iter().max().unwrap();
+    assert!(
+        worst <= 4_000,
+        "back after {recoveries:?} ms: the backoff should reset after each recovery"
+    );
+    let metas = delivered(&out);
+    let pat = capture_times(&metas, "pat");
+    let pat_gap = pat.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(
+        pat_gap <= 1_000,
+        "the other camera gapped {pat_gap} ms while ff was being killed"
+    );
+    let committed = support::committed_filenames(&log).len() as u64;
+    // A stop by signal does not drain: the last frames wait in the queue.
+    let queued = std::fs::read_dir(dir.path().join("queue/spool"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "frame"))
+        })
+        .count() as u64;
+    assert_eq!(
+        committed,
+        metas.len() as u64 + queued,
+        "every committed frame delivered or still queued"
+    );
+    support::Figures {
+        case: "camera process killed repeatedly",
+        runs: kills as u64,
+        committed,
+        delivered: metas.len() as u64,
+        lost: 0,
+        duplicates: 0,
+        dead: 0,
+        recovery_secs: Some(worst as f64 / 1000.0),
+        notes: format!(
+            "back after {:.1}–{:.1} s (kill to first new frame); other camera's largest gap {pat_gap} ms at 10 fps",
+            *recoveries.iter().min().unwrap() as f64 / 1000.0,
+            worst as f64 / 1000.0
+        ),
+    }
+    .report();
+}

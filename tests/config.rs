@@ -406,6 +406,16 @@ fn each_malformed_config_exits_2_naming_the_key_and_its_line() {
             "expected line {line} for {key}:\n{out}"
         );
     }
+    support::Figures {
+        case: "malformed configs",
+        runs: cases.len() as u64,
+        notes: format!(
+            "{} configs, each exits 2 naming key and line; `run` with a broken config creates nothing",
+            cases.len()
+        ),
+        ..Default::default()
+    }
+    .report();
 }
 
 #[test]

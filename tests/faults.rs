@@ -8,15 +8,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use support::fake_nexus::{FakeNexus, PutFault, Scripted, Shared};
-use support::{Daemon, TestConfig, queue_stats};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::proxy::{Mode, Proxy};
+use support::{Daemon, TestConfig, free_port, queue_stats};
 
 /// Every committed spool file, read through the queue's own format: filename → (image, meta).
 fn snapshot_spool(dir: &std::path::Path) -> BTreeMap<String, (Vec<u8>, edgecap::frame::FrameMeta)> {
@@ -134,13 +127,7 @@ async fn session_create_500s_and_a_429_with_retry_after_are_retried_as_specified
 async fn a_400_on_one_put_marks_only_that_frame_dead_and_delivers_all_others() {
     let tmp = tempfile::tempdir().unwrap();
     let server = FakeNexus::start().await;
-    server.with(|s| {
-        s.faults.put.push(PutFault {
-            suffix: "-7.jpg".into(),
-            status: 400,
-            times: None,
-        })
-    });
+    server.with(|s| s.faults.put.push(PutFault::new("-7.jpg", 400, None)));
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 40;
     cfg.drain_on_stop_secs = 10;
@@ -163,16 +150,53 @@ async fn a_400_on_one_put_marks_only_that_frame_dead_and_delivers_all_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_403_on_a_put_sends_the_frame_again_in_a_new_session_instead_of_killing_it() {
+async fn a_400_bad_digest_on_a_put_sends_the_frame_again_and_only_repeated_damage_kills_it() {
     let tmp = tempfile::tempdir().unwrap();
     let server = FakeNexus::start().await;
     server.with(|s| {
-        s.faults.put.push(PutFault {
-            suffix: "-3.jpg".into(),
-            status: 403,
-            times: Some(1),
-        })
+        // Damaged once in transit: sent again from the spool, delivered.
+        let mut once = PutFault::new("-4.jpg", 400, Some(1));
+        once.code = "BadDigest";
+        s.faults.put.push(once);
+        // Damaged every time: dead after `max_attempts`, not retried for ever.
+        let mut always = PutFault::new("-9.jpg", 400, None);
+        always.code = "BadDigest";
+        s.faults.put.push(always);
     });
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.stop_after_frames = 20;
+    cfg.drain_on_stop_secs = 30;
+    cfg.extra_upload = "max_attempts = 3\n".into();
+    let (config, d) = support::run_to_end(&cfg, tmp.path()).await;
+    server.with(|s| {
+        let tries = |suffix: &str| -> Vec<u16> {
+            s.record
+                .puts
+                .iter()
+                .filter(|(f, _)| f.ends_with(suffix))
+                .map(|x| x.1)
+                .collect()
+        };
+        assert_eq!(tries("-4.jpg"), vec![400, 200]);
+        assert_eq!(tries("-9.jpg"), vec![400, 400, 400], "max_attempts = 3");
+        assert_eq!(s.assets.len(), 19);
+        assert!(!s.assets.keys().any(|k| k.ends_with("-9.jpg")));
+    });
+    let stats = queue_stats(&config);
+    assert_eq!(stats["dead"]["frames"], 1, "{stats}");
+    assert_eq!(stats["pending"]["frames"], 0, "{stats}");
+    let log = d.log_text();
+    assert!(
+        log.contains("did not match its checksum on arrival"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_on_a_put_sends_the_frame_again_in_a_new_session_instead_of_killing_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    server.with(|s| s.faults.put.push(PutFault::new("-3.jpg", 403, Some(1))));
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 20;
     let (config, _) = support::run_to_end(&cfg, tmp.path()).await;
@@ -443,5 +467,167 @@ async fn a_429_without_retry_after_waits_a_minute_and_keeps_the_frames() {
         stats["pending"]["frames"].as_u64().unwrap() >= 20,
         "{stats}"
     );
+    assert_eq!(stats["dead"]["frames"], 0, "{stats}");
+}
+
+/// A fake server behind the fault proxy: the API and the signed URLs both go through it.
+async fn server_behind_proxy() -> (FakeNexus, Proxy) {
+    let server = FakeNexus::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    server.with(|s| s.storage_port = Some(proxy.addr.port()));
+    (server, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_reset_in_the_middle_of_their_body_are_sent_again_and_arrive_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, proxy) = server_behind_proxy().await;
+    proxy.reset_next_puts(4);
+    let mut cfg = TestConfig::nexus(tmp.path(), &proxy.endpoint());
+    cfg.stop_after_frames = 30;
+    cfg.batch_max_frames = 10;
+    let (config, d) = support::run_to_end(&cfg, tmp.path()).await;
+    let counts = proxy.counts();
+    assert_eq!(counts.resets, 4, "{counts:?}");
+    let committed = support::committed_filenames(&d.log_text());
+    server.with(|s| {
+        // A truncated body never becomes an asset, and every re-sent body is checked.
+        assert!(s.record.violations.is_empty(), "{:?}", s.record.violations);
+        assert_eq!(s.assets.len(), 30);
+        for f in &committed {
+            assert!(s.assets.contains_key(f), "{f} delivered");
+        }
+        support::Figures {
+            case: "PUT reset mid-body (4 resets)",
+            runs: 1,
+            committed: committed.len() as u64,
+            delivered: s.assets.len() as u64,
+            lost: committed
+                .iter()
+                .filter(|f| !s.assets.contains_key(*f))
+                .count() as u64,
+            duplicates: s.record.duplicates.len() as u64,
+            dead: 0,
+            recovery_secs: None,
+            notes: format!("{} PUTs answered 200", s.record.puts.len()),
+        }
+        .report();
+    });
+    let stats = queue_stats(&config);
+    assert_eq!(stats["dead"]["frames"], 0, "{stats}");
+    assert_eq!(stats["pending"]["frames"], 0, "{stats}");
+}
+
+/// Waits until `f` holds, polling; returns how long it took, or panics after `limit`.
+async fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_refused_then_hanging_connections_drains_afterwards_without_a_restart_or_a_tight_retry_loop()
+ {
+    // Short: 10 s refused + 10 s hanging; long (`EDGECAP_LONG=1`): 60 s + 60 s.
+    let phase = Duration::from_secs(if support::long() { 60 } else { 10 });
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, proxy) = server_behind_proxy().await;
+    let mut cfg = TestConfig::nexus(tmp.path(), &proxy.endpoint());
+    cfg.fps = 10.0;
+    cfg.retry_max_secs = 10;
+    // The default batch size: the backlog of a long outage must not need more sessions
+    // than the platform's 15 per 5 minutes.
+    cfg.batch_max_frames = 500;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let mut d = Daemon::start_logging(
+        &config,
+        &tmp.path().join("log"),
+        "info,edgecap::daemon::commit=debug,edgecap::upload=debug",
+    );
+    until(Duration::from_secs(20), "first uploads", || {
+        server.with(|s| s.assets.len() >= 10)
+    })
+    .await;
+
+    proxy.set(Mode::Refuse);
+    let down_at = std::time::Instant::now();
+    tokio::time::sleep(phase).await;
+    proxy.set(Mode::Hang);
+    tokio::time::sleep(phase).await;
+    let delivered_while_down = server.with(|s| s.assets.len());
+    let hung = proxy.counts().hung;
+    let backlog_at_return = support::queue_stats_live(&cfg).unwrap_or(0);
+    proxy.set(Mode::Pass);
+    let outage = down_at.elapsed();
+    assert!(d.child.try_wait().unwrap().is_none(), "running throughout");
+
+    // Everything captured during the outage drains on its own.
+    let recovery = until(Duration::from_secs(60), "backlog drained", || {
+        support::queue_stats_live(&cfg).is_some_and(|b| b <= 20)
+            && server.with(|s| s.assets.len()) > delivered_while_down + 100
+    })
+    .await;
+    d.signal("TERM");
+    assert!(
+        d.wait(Duration::from_secs(70)).await.success(),
+        "{}",
+        d.log_text()
+    );
+    let log = d.log_text();
+    assert_eq!(
+        log.matches("queue open and reconciled").count(),
+        1,
+        "no restart"
+    );
+    assert_eq!(log.matches("uplink is down").count(), 1, "{log}");
+    assert_eq!(log.matches("uplink is back").count(), 1, "{log}");
+    // Attempts while down: every failed probe (refused or timed out) plus the batch that
+    // found the link down. With the delay doubling up to 10 s, that is a handful.
+    let probes = log.matches("probe failed").count() as u64;
+    let attempts = probes + 1;
+    let bound = 4 + outage.as_secs() / 3;
+    assert!(
+        attempts <= bound,
+        "{attempts} attempts in {outage:?} (bound {bound}): a tight retry loop"
+    );
+    assert!(hung >= 1, "the hanging phase was tried: {hung}");
+    assert!(
+        probes >= 4,
+        "still probing throughout the outage: {probes} failed probes"
+    );
+    let committed = support::committed_filenames(&log);
+    let stats = queue_stats(&config);
+    // A stop by signal does not drain: the last frames wait in the queue for the next start.
+    let queued = snapshot_spool(&tmp.path().join("queue"));
+    assert!(queued.len() <= 30, "{} frames left queued", queued.len());
+    server.with(|s| {
+        assert!(s.record.violations.is_empty(), "{:?}", s.record.violations);
+        let lost: Vec<_> = committed
+            .iter()
+            .filter(|f| !s.assets.contains_key(*f) && !queued.contains_key(*f))
+            .collect();
+        assert!(lost.is_empty(), "committed frames lost: {lost:?}");
+        support::Figures {
+            case: "outage: refused, then hanging",
+            runs: 1,
+            committed: committed.len() as u64,
+            delivered: s.assets.len() as u64,
+            lost: lost.len() as u64,
+            duplicates: s.record.duplicates.len() as u64,
+            dead: stats["dead"]["frames"].as_u64().unwrap(),
+            recovery_secs: Some(recovery.as_secs_f64()),
+            notes: format!(
+                "{:.0} s down ({} s refused + {} s hanging); {attempts} attempts while down ({hung} hung); backlog {backlog_at_return} frames at return",
+                outage.as_secs_f64(),
+                phase.as_secs(),
+                phase.as_secs()
+            ),
+        }
+        .report();
+    });
+    assert_eq!(stats["pending"]["frames"], queued.len(), "{stats}");
     assert_eq!(stats["dead"]["frames"], 0, "{stats}");
 }

@@ -134,11 +134,7 @@ async fn two_cameras_deliver_their_own_metadata_and_groups_with_per_frame_fsync(
 async fn sigterm_stops_within_ten_seconds_and_keeps_unsent_frames_queued() {
     let tmp = tempfile::tempdir().unwrap();
     // No server: nothing can be delivered, so everything committed must stay queued.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let cfg = TestConfig::nexus(tmp.path(), &format!("http://127.0.0.1:{port}"));
     let config = cfg.write(&tmp.path().join("edgecap.toml"));
     let mut d = Daemon::start(&config, &tmp.path().join("log"));

@@ -312,13 +312,7 @@ async fn queue_commands_against_a_live_and_a_stopped_daemon() {
     use support::fake_nexus::{FakeNexus, PutFault};
     let tmp = tempfile::tempdir().unwrap();
     let server = FakeNexus::start().await;
-    server.with(|s| {
-        s.faults.put.push(PutFault {
-            suffix: "-2.jpg".into(),
-            status: 400,
-            times: None,
-        })
-    });
+    server.with(|s| s.faults.put.push(PutFault::new("-2.jpg", 400, None)));
     // Live: the platform is unreachable, frames pile up.
     let mut cfg = support::TestConfig::nexus(tmp.path(), "http://127.0.0.1:1");
     cfg.fps = 10.0;

@@ -47,6 +47,20 @@ pub struct PutFault {
     pub status: u16,
     /// How many times (None: always).
     pub times: Option<usize>,
+    /// The `<Code>` of the XML error body.
+    pub code: &'static str,
+}
+
+impl PutFault {
+    /// `status` for filenames ending with `suffix`, `times` times (None: always).
+    pub fn new(suffix: &str, status: u16, times: Option<usize>) -> Self {
+        Self {
+            suffix: suffix.to_string(),
+            status,
+            times,
+            code: "Injected",
+        }
+    }
 }
 
 #[derive(Default)]
@@ -128,6 +142,8 @@ pub struct State {
     sessions: BTreeMap<String, Session>,
     counter: u64,
     port: u16,
+    /// When set, signed URLs point at this port (a proxy in front of the server).
+    pub storage_port: Option<u16>,
 }
 
 pub type Shared = Arc<Mutex<State>>;
@@ -432,7 +448,7 @@ fn create_session(s: &mut State, body: &[u8]) -> Response {
     s.counter += 1;
     let sid = format!("up_{:08x}-0000-4000-8000-{:012x}", s.counter, s.counter);
     let op = format!("op_{:08x}-0000-4000-8000-{:012x}", s.counter, s.counter);
-    let port = s.port;
+    let port = s.storage_port.unwrap_or(s.port);
     let mut out = Vec::new();
     let mut tokens = Vec::new();
     let opaque =
@@ -545,7 +561,7 @@ fn storage_put(
             None => {}
         }
         s.record.puts.push((filename, f.status));
-        return xml(f.status, "Injected");
+        return xml(f.status, f.code);
     }
     let p = &s.pending[token];
     let ct = headers.get("content-type").and_then(|v| v.to_str().ok());

@@ -7,6 +7,7 @@
 )]
 
 pub mod fake_nexus;
+pub mod proxy;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,15 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// A port on 127.0.0.1 that nothing listens on (until a test binds it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_edgecap"))
@@ -35,6 +45,7 @@ pub struct TestConfig {
     pub batch_max_age_secs: u64,
     pub fsync: String,
     pub extra_upload: String,
+    pub retry_max_secs: u64,
 }
 
 impl TestConfig {
@@ -57,6 +68,7 @@ impl TestConfig {
             batch_max_age_secs: 1,
             fsync: "grouped".into(),
             extra_upload: String::new(),
+            retry_max_secs: 2,
         }
     }
 
@@ -88,8 +100,8 @@ impl TestConfig {
             self.fsync
         );
         s += &format!(
-            "[upload]\nbatch_max_frames = {}\nbatch_max_age_secs = {}\nretry_initial_ms = 200\nretry_max_secs = 2\n",
-            self.batch_max_frames, self.batch_max_age_secs
+            "[upload]\nbatch_max_frames = {}\nbatch_max_age_secs = {}\nretry_initial_ms = 200\nretry_max_secs = {}\n",
+            self.batch_max_frames, self.batch_max_age_secs, self.retry_max_secs
         );
         match (&self.endpoint, &self.out_dir) {
             (Some(ep), _) => {
@@ -125,12 +137,17 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path, log: &Path) -> Self {
+        Self::start_logging(config, log, "info,edgecap::daemon::commit=debug")
+    }
+
+    /// [`Daemon::start`] with its own `RUST_LOG` filter.
+    pub fn start_logging(config: &Path, log: &Path, filter: &str) -> Self {
         let stdout = log.with_extension("stdout");
         let child = Command::new(bin())
             .args(["run", "--config"])
             .arg(config)
             .env("EDGECAP_TEST_SECRET", fake_nexus::SECRET)
-            .env("RUST_LOG", "info,edgecap::daemon::commit=debug")
+            .env("RUST_LOG", filter)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(File::create(&stdout).unwrap())
@@ -261,4 +278,49 @@ pub fn committed_filenames(log: &str) -> Vec<String> {
                 .map(|s| s.trim_matches('"').to_string())
         })
         .collect()
+}
+
+/// Whether to run the long versions of the reliability cases (`EDGECAP_LONG=1`, set by
+/// `scripts/reliability`).
+pub fn long() -> bool {
+    std::env::var("EDGECAP_LONG").is_ok_and(|v| v == "1")
+}
+
+/// One row of `RELIABILITY.md`.
+#[derive(Default)]
+pub struct Figures {
+    pub case: &'static str,
+    pub runs: u64,
+    pub committed: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub dead: u64,
+    /// Seconds from the fault's end until the backlog was delivered (or capture was back).
+    pub recovery_secs: Option<f64>,
+    /// Case-specific figures, e.g. attempts while down, RSS.
+    pub notes: String,
+}
+
+impl Figures {
+    /// Prints the row, and appends it as a JSON line to `$EDGECAP_FIGURES` when set.
+    #[allow(clippy::print_stderr, reason = "the figures are the test's report")]
+    pub fn report(&self) {
+        let v = serde_json::json!({
+            "case": self.case, "long": long(), "runs": self.runs,
+            "committed": self.committed, "delivered": self.delivered, "lost": self.lost,
+            "duplicates": self.duplicates, "dead": self.dead,
+            "recovery_secs": self.recovery_secs, "notes": self.notes,
+        });
+        eprintln!("FIGURES {v}");
+        if let Ok(path) = std::env::var("EDGECAP_FIGURES") {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap();
+            writeln!(f, "{v}").unwrap();
+        }
+    }
 }
