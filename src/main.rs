@@ -25,6 +25,10 @@ enum Command {
         /// Config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Start no camera: upload what is queued (for up to `drain_on_stop_secs`), then
+        /// exit; 0 when the queue is empty, 1 when frames remain. Pairs with `enqueue`.
+        #[arg(long)]
+        drain: bool,
     },
     /// Check or print configuration.
     Config {
@@ -252,7 +256,10 @@ fn main() -> ExitCode {
             init_logging();
             enqueue(&cfg, index, &paths)
         }
-        Command::Run { config: path } => {
+        Command::Run {
+            config: path,
+            drain,
+        } => {
             edgecap::ops::memory::limit_malloc_arenas();
             let cfg = match config::load(&path) {
                 Ok(c) => c,
@@ -262,8 +269,21 @@ fn main() -> ExitCode {
             for w in &cfg.warnings {
                 tracing::warn!("{w}");
             }
-            match run(cfg) {
-                Ok(()) => ExitCode::SUCCESS,
+            let mode = if drain {
+                edgecap::daemon::Mode::DrainOnly
+            } else {
+                edgecap::daemon::Mode::Capture
+            };
+            match run(cfg, mode) {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(_) if mode == edgecap::daemon::Mode::Capture => ExitCode::SUCCESS,
+                Ok(left) => {
+                    tracing::warn!(
+                        backlog_frames = left,
+                        "frames are still queued after the drain; they go with the next run"
+                    );
+                    ExitCode::from(1)
+                }
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "edgecap stopped on an error");
                     runtime_failure(&e)
@@ -455,7 +475,8 @@ fn print_status(st: &edgecap::ops::status::Status) {
     println!("  updated {} (state {})", st.updated_at, st.state);
 }
 
-fn run(cfg: config::Config) -> anyhow::Result<()> {
+/// Runs the daemon; returns the frames still queued (pending or in flight) at the end.
+fn run(cfg: config::Config, mode: edgecap::daemon::Mode) -> anyhow::Result<u64> {
     let sink = match &cfg.upload.sink {
         config::SinkConfig::Directory { path } => format!("directory {}", path.display()),
         config::SinkConfig::Nexus(n) => format!("Nexus project {} at {}", n.project_id, n.endpoint),
@@ -466,7 +487,7 @@ fn run(cfg: config::Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let summary = rt.block_on(edgecap::daemon::run(cfg))?;
+    let summary = rt.block_on(edgecap::daemon::run(cfg, mode))?;
     let q = summary.queue;
     println!(
         "edgecap: run {} committed {} frame(s) and delivered {} to {}; queue {}: {} pending, {} dead",
@@ -478,7 +499,7 @@ fn run(cfg: config::Config) -> anyhow::Result<()> {
         q.pending.frames + q.inflight.frames,
         q.dead.frames
     );
-    Ok(())
+    Ok(q.pending.frames + q.inflight.frames)
 }
 
 fn queue_stats(cfg: &config::Config, json: bool) -> anyhow::Result<()> {

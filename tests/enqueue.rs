@@ -112,3 +112,60 @@ async fn enqueue_refuses_a_queue_a_running_daemon_holds() {
         "{stderr}"
     );
 }
+
+fn run_drain(config: &std::path::Path) -> std::process::Output {
+    Command::new(bin())
+        .args(["run", "--drain", "--config"])
+        .arg(config)
+        .env("EDGECAP_TEST_SECRET", SECRET)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_drain_uploads_what_is_queued_without_capturing_and_says_when_frames_remain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("images");
+    std::fs::create_dir(&folder).unwrap();
+    for i in 0..6u8 {
+        std::fs::write(folder.join(format!("img{i}.jpg")), jpeg(i * 40)).unwrap();
+    }
+    // Server down: the drain gives up after drain_on_stop_secs, exit 1, frames kept.
+    let mut cfg = TestConfig::nexus(
+        tmp.path(),
+        &format!("http://127.0.0.1:{}", support::free_port()),
+    );
+    cfg.drain_on_stop_secs = 2;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    assert!(
+        enqueue(&config, &[folder.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = run_drain(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("still queued"), "{stderr}");
+    let stats = support::queue_stats(&config);
+    assert_eq!(stats["pending"]["frames"], 6, "{stats}");
+
+    // Server up: everything goes, no camera captured anything, exit 0.
+    let server = FakeNexus::start().await;
+    cfg.endpoint = Some(server.endpoint());
+    cfg.drain_on_stop_secs = 60;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let out = tokio::task::spawn_blocking(move || run_drain(&config))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("committed 0 frame(s) and delivered 6"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    server.with(|s| {
+        assert!(s.record.violations.is_empty(), "{:?}", s.record.violations);
+        assert_eq!(s.assets.len(), 6);
+    });
+}

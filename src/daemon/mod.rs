@@ -5,7 +5,8 @@
 //! the channel, the uploader aborts its batch (cancelling the open session; the frames stay
 //! queued), the index is flushed. This takes well under 10 s. With `stop_after_frames`,
 //! capture stops after that many committed frames and the uploader drains the queue for up
-//! to `drain_on_stop_secs` before the same shutdown.
+//! to `drain_on_stop_secs` before the same shutdown. [`Mode::DrainOnly`] (`edgecap run
+//! --drain`) starts no camera and goes straight to that drain.
 
 mod commit;
 pub mod enqueue;
@@ -73,8 +74,18 @@ async fn signal() -> &'static str {
     }
 }
 
-/// Runs the daemon until a signal, or until `stop_after_frames` are captured and drained.
-pub async fn run(config: Config) -> Result<RunSummary, DaemonError> {
+/// What a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Capture, queue and upload until a signal (or `stop_after_frames`).
+    Capture,
+    /// Start no camera: upload what is queued (for up to `drain_on_stop_secs`) and stop.
+    DrainOnly,
+}
+
+/// Runs the daemon until a signal, or until `stop_after_frames` are captured and drained
+/// (in [`Mode::DrainOnly`], until the queue is drained).
+pub async fn run(config: Config, mode: Mode) -> Result<RunSummary, DaemonError> {
     let qcfg = config.queue.clone();
     let (queue, report) = tokio::task::spawn_blocking(move || Queue::open(&qcfg))
         .await
@@ -102,7 +113,11 @@ pub async fn run(config: Config) -> Result<RunSummary, DaemonError> {
     let health = Health::new(config.daemon.watchdog_stall);
     let mut cam_stats = Vec::new();
     let mut cam_threads = Vec::new();
-    for (i, cam) in config.cameras.iter().enumerate() {
+    let cameras = match mode {
+        Mode::Capture => config.cameras.as_slice(),
+        Mode::DrainOnly => &[],
+    };
+    for (i, cam) in cameras.iter().enumerate() {
         let st = Arc::new(CameraStats::default());
         cam_stats.push(Arc::clone(&st));
         let (cam, tx, stop) = (cam.clone(), tx.clone(), Arc::clone(&capture_stop));
@@ -151,7 +166,7 @@ pub async fn run(config: Config) -> Result<RunSummary, DaemonError> {
     let status_ctx = StatusCtx {
         queue: Arc::clone(&queue),
         cams: cam_stats.clone(),
-        names: config.cameras.iter().map(|c| c.name.clone()).collect(),
+        names: cameras.iter().map(|c| c.name.clone()).collect(),
         up: Arc::clone(&up_stats),
         health: Arc::clone(&health),
         base: Status {
