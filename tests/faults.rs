@@ -329,7 +329,9 @@ async fn session_creations_stay_within_the_client_side_rate_limit() {
     server.with(|s| {
         assert_eq!(s.assets.len(), 30);
         let t = &s.record.session_attempts;
-        assert!(t.len() >= 6, "{} sessions", t.len());
+        // Capture outruns 2 sessions per 3 s at 5 frames each, so the limiter is hit; the
+        // backlog then goes in grown batches rather than waiting for more windows.
+        assert!(t.len() >= 3, "{} sessions", t.len());
         for w in t.windows(3) {
             assert!(
                 w[2] - w[0] >= Duration::from_millis(2900),

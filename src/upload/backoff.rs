@@ -98,11 +98,84 @@ impl RateLimiter {
     pub fn record(&mut self, now: Instant) {
         self.events.push_back(now);
     }
+
+    /// Takes back the last event recorded (it never reached the server, e.g. a refused
+    /// connection, so it cannot count against the server's limit).
+    pub fn forget_last(&mut self) {
+        self.events.pop_back();
+    }
+
+    /// Events still allowed in the window at `now`.
+    pub fn available(&mut self, now: Instant) -> usize {
+        let _ = self.wait_time(now);
+        self.limit.saturating_sub(self.events.len())
+    }
 }
+
+/// Frames and bytes for the next batch. `frames` and `bytes` are the configured batch
+/// limits; with a session limit (`sessions_left` in the window) and a backlog
+/// (`backlog_frames`, `backlog_bytes`) that the sessions left could not carry at that size,
+/// batches grow so that the backlog fits into the sessions left (at most
+/// [`MAX_BATCH_FRAMES`] frames and [`MAX_BATCH_GROWTH`] × `bytes`): a long outage then
+/// drains at the link's speed instead of 15 sessions × `batch_max_frames` per 5 minutes.
+pub fn batch_size(
+    frames: usize,
+    bytes: u64,
+    backlog_frames: u64,
+    backlog_bytes: u64,
+    sessions_left: Option<usize>,
+) -> (usize, u64) {
+    let Some(left) = sessions_left else {
+        return (frames, bytes);
+    };
+    let left = left.max(1) as u64;
+    let per_frames = backlog_frames.div_ceil(left);
+    let per_bytes = backlog_bytes.div_ceil(left);
+    let grown_frames = per_frames.clamp(frames as u64, MAX_BATCH_FRAMES.max(frames) as u64);
+    let grown_bytes = per_bytes.clamp(bytes, bytes.saturating_mul(MAX_BATCH_GROWTH));
+    (grown_frames as usize, grown_bytes)
+}
+
+/// The platform's limit on assets per upload session.
+pub const MAX_BATCH_FRAMES: usize = 5000;
+/// How far [`batch_size`] may grow `batch_max_bytes`.
+pub const MAX_BATCH_GROWTH: u64 = 16;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_grow_only_when_the_sessions_left_cannot_carry_the_backlog() {
+        let mb: u64 = 64 << 20;
+        // No session limit (a directory), or a backlog that fits: the configured size.
+        assert_eq!(batch_size(500, mb, 100_000, 10 * mb, None), (500, mb));
+        assert_eq!(batch_size(500, mb, 7_500, 15 * mb, Some(15)), (500, mb));
+        assert_eq!(batch_size(500, mb, 10, 1000, Some(0)), (500, mb));
+        // 10,000 frames of 100 KB, 15 sessions: 667 frames (66.7 MB, under 64 MiB).
+        assert_eq!(
+            batch_size(500, mb, 10_000, 1_000_000_000, Some(15)),
+            (667, mb)
+        );
+        // Bytes bind (200 KB frames): bytes grow though the frame count fits.
+        assert_eq!(
+            batch_size(500, mb, 5_000, 1_000_000_000, Some(10)),
+            (500, 100_000_000)
+        );
+        // One session left: as large as the platform allows, bytes capped at 16x.
+        assert_eq!(
+            batch_size(500, mb, 100_000, 100 * mb, Some(1)),
+            (5000, 16 * mb)
+        );
+        let mut r = RateLimiter::new(3, Duration::from_secs(300));
+        let t = Instant::now();
+        r.record(t);
+        r.record(t);
+        assert_eq!(r.available(t), 1);
+        r.forget_last();
+        assert_eq!(r.available(t), 2);
+        assert_eq!(r.available(t + Duration::from_secs(301)), 3);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_stops_at_the_cap() {

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-pub use backoff::{Backoff, RateLimiter, parse_retry_after};
+pub use backoff::{Backoff, RateLimiter, batch_size, parse_retry_after};
 pub use directory::DirectorySink;
 pub use nexus::NexusSink;
 
@@ -139,6 +139,14 @@ impl Sink {
         match self {
             Sink::Nexus(s) => s.send(batch, stop).await,
             Sink::Directory(s) => s.send(batch).await,
+        }
+    }
+
+    /// Sessions the sink may still open in its rate window (None: no limit).
+    fn sessions_left(&self) -> Option<usize> {
+        match self {
+            Sink::Nexus(s) => Some(s.sessions_left()),
+            Sink::Directory(_) => None,
         }
     }
 
@@ -290,19 +298,38 @@ pub async fn run(
             continue;
         }
         let q = Arc::clone(&queue);
-        let max_bytes = cfg.batch.max_bytes;
-        let leased = match blocking(ctx.beat, "queue lease", move || q.lease(cap, max_bytes)).await
-        {
-            Some(Ok(l)) => l,
-            Some(Err(e)) => {
-                error!(error = %e, "cannot lease frames from the queue");
-                if ctx.pause(backoff.next_delay(), &mut ops).await {
-                    break;
-                }
-                continue;
-            }
-            None => break,
+        // While bisecting a refused batch (cap below the configured size) no growth.
+        let (frames, max_bytes) = if cap == cfg.batch.max_frames {
+            batch_size(
+                cap,
+                cfg.batch.max_bytes,
+                s.pending.frames,
+                s.pending.bytes,
+                sink.sessions_left(),
+            )
+        } else {
+            (cap, cfg.batch.max_bytes)
         };
+        if frames > cap || max_bytes > cfg.batch.max_bytes {
+            debug!(
+                frames,
+                max_bytes,
+                backlog = s.pending.frames,
+                "batch grown to fit the backlog into the sessions left"
+            );
+        }
+        let leased =
+            match blocking(ctx.beat, "queue lease", move || q.lease(frames, max_bytes)).await {
+                Some(Ok(l)) => l,
+                Some(Err(e)) => {
+                    error!(error = %e, "cannot lease frames from the queue");
+                    if ctx.pause(backoff.next_delay(), &mut ops).await {
+                        break;
+                    }
+                    continue;
+                }
+                None => break,
+            };
         if leased.is_empty() {
             continue;
         }

@@ -239,6 +239,14 @@ impl NexusSink {
         }
     }
 
+    /// Sessions the client-side limiter still allows in its window now.
+    pub fn sessions_left(&self) -> usize {
+        self.limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .available(Instant::now())
+    }
+
     async fn wait_for_rate_limit(&self, stop: &watch::Receiver<bool>) -> bool {
         loop {
             let wait = {
@@ -316,6 +324,14 @@ impl NexusSink {
         let resp = match resp {
             Ok(r) => r,
             Err(e) => {
+                if e.is_connect() {
+                    // Nothing reached the server: the attempt does not count against its
+                    // session limit (an outage must not use up the window).
+                    self.limiter
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .forget_last();
+                }
                 let h = self.network_error("creating an upload session", e);
                 return retry_all(&batch, "session not created", h);
             }
