@@ -8,7 +8,7 @@
 //! to `drain_on_stop_secs` before the same shutdown. [`Mode::DrainOnly`] (`edgecap run
 //! --drain`) starts no camera and goes straight to that drain.
 
-mod commit;
+pub mod commit;
 pub mod enqueue;
 
 use std::sync::Arc;
@@ -91,6 +91,7 @@ pub async fn run(config: Config, mode: Mode) -> Result<RunSummary, DaemonError> 
         .await
         .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))??;
     let queue = Arc::new(queue);
+    crate::ops::memory::release_free_memory();
     let s = queue.stats();
     info!(dir = %config.queue.dir.display(), pending = s.pending.frames, dead = s.dead.frames,
         tmp_removed = report.tmp_removed, quarantined = report.quarantined,

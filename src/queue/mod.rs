@@ -483,6 +483,13 @@ fn ensure_reserve(path: &Path) {
     }
 }
 
+/// What the reconcile keeps of a valid spool file.
+struct OnDisk {
+    file_len: u64,
+    filename: String,
+    groups: Vec<String>,
+}
+
 /// Missing spool files logged one by one at open; past this, one line gives the total.
 const MISSING_LOGGED: u64 = 10;
 
@@ -666,7 +673,9 @@ impl Queue {
     }
 
     fn reconcile(&self, report: &mut OpenReport) -> Result<(), QueueError> {
-        let mut files: BTreeMap<u64, (spool::Header, FrameMeta)> = BTreeMap::new();
+        // Per spool file only what the index needs (its custom metadata is dropped at once:
+        // with a 10,000-frame backlog holding whole metadata here cost ~30 MiB of heap).
+        let mut files: BTreeMap<u64, OnDisk> = BTreeMap::new();
         // Seqs whose file was just quarantined (already counted and logged as such).
         let mut bad: std::collections::BTreeSet<u64> = Default::default();
         let rd = std::fs::read_dir(&self.spool).map_err(io_err("cannot list", &self.spool))?;
@@ -689,8 +698,15 @@ impl Queue {
                 continue;
             };
             match spool::read_meta(&path) {
-                Ok(hm) => {
-                    files.insert(seq, hm);
+                Ok((h, m)) => {
+                    files.insert(
+                        seq,
+                        OnDisk {
+                            file_len: h.file_len(),
+                            filename: m.filename,
+                            groups: m.groups,
+                        },
+                    );
                 }
                 Err(e) => {
                     self.quarantine_file(&path, &e.to_string());
@@ -722,16 +738,16 @@ impl Queue {
                 max_seq = max_seq.max(seq);
                 let entry = decode_entry(&v);
                 match (files.get(&seq), entry) {
-                    (Some((h, m)), Some(mut e)) if !indexed.contains_key(&seq) => {
+                    (Some(f), Some(mut e)) if !indexed.contains_key(&seq) => {
                         indexed.insert(seq, ());
-                        e.bytes = h.file_len();
-                        e.filename.clone_from(&m.filename);
+                        e.bytes = f.file_len;
+                        e.filename.clone_from(&f.filename);
                         if is_inflight {
                             to_pending.push((seq, e));
                         } else if is_dead {
-                            st.dead.add(h.file_len());
+                            st.dead.add(f.file_len);
                         } else {
-                            st.pending.add(h.file_len());
+                            st.pending.add(f.file_len);
                         }
                     }
                     (found, entry) => {
@@ -756,21 +772,21 @@ impl Queue {
                 interrupted.push((seq, e));
             }
         }
-        for (seq, (h, m)) in &files {
-            max_seq = max_seq.max(*seq);
-            if indexed.contains_key(seq) {
+        for (seq, f) in files {
+            max_seq = max_seq.max(seq);
+            if indexed.contains_key(&seq) {
                 continue;
             }
             let e = Entry {
-                bytes: h.file_len(),
-                filename: m.filename.clone(),
-                groups: m.groups.clone(),
+                bytes: f.file_len,
+                filename: f.filename,
+                groups: f.groups,
                 attempts: 0,
                 last_error: None,
             };
             st.pending.add(e.bytes);
             report.reindexed += 1;
-            reindexed.push((*seq, e));
+            reindexed.push((seq, e));
         }
         if report.index_dropped > MISSING_LOGGED {
             error!(missing = report.index_dropped, spool = %self.spool.display(),
