@@ -169,3 +169,48 @@ async fn run_drain_uploads_what_is_queued_without_capturing_and_says_when_frames
         assert_eq!(s.assets.len(), 6);
     });
 }
+
+/// A backlog larger than the sessions left can carry at `batch_max_frames` goes in bigger
+/// batches instead of waiting for the session limit's window (here 2 sessions per 10 min).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_grows_the_batches_instead_of_waiting_for_the_session_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("images");
+    std::fs::create_dir(&folder).unwrap();
+    for i in 0..40u8 {
+        std::fs::write(folder.join(format!("img{i}.jpg")), jpeg(i * 6)).unwrap();
+    }
+    let server = FakeNexus::start().await;
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.batch_max_frames = 5;
+    cfg.drain_on_stop_secs = 60;
+    cfg.extra_upload = "session_rate_limit = 2\nsession_rate_window_secs = 600\n".into();
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    assert!(
+        enqueue(&config, &[folder.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let t = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || run_drain(&config))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    assert!(!stderr.contains("session rate limit reached"), "{stderr}");
+    server.with(|s| {
+        assert!(s.record.violations.is_empty(), "{:?}", s.record.violations);
+        assert_eq!(s.assets.len(), 40);
+        assert!(
+            s.record.session_sizes.len() <= 2,
+            "{:?}",
+            s.record.session_sizes
+        );
+        assert!(
+            s.record.session_sizes.iter().all(|n| *n > 5),
+            "{:?}",
+            s.record.session_sizes
+        );
+    });
+}
