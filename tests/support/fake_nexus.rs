@@ -85,6 +85,8 @@ pub struct StoredAsset {
     pub id: String,
     pub filename: String,
     pub bytes: Vec<u8>,
+    /// Bytes received (also when `discard_bytes` drops them).
+    pub size: u64,
     pub mime: String,
     pub groups: Vec<String>,
     pub custom_metadata: Value,
@@ -142,6 +144,10 @@ pub struct State {
     sessions: BTreeMap<String, Session>,
     counter: u64,
     port: u16,
+    /// The address signed URLs name (the one the server listens on).
+    host: String,
+    /// Keep only the size of uploaded files, not their bytes (long benchmarks).
+    pub discard_bytes: bool,
     /// When set, signed URLs point at this port (a proxy in front of the server).
     pub storage_port: Option<u16>,
 }
@@ -167,13 +173,22 @@ impl FakeNexus {
         Self::start_on(0, Shared::default()).await
     }
 
-    /// Starts on `port` (0: any) with existing state.
+    /// Starts on `port` (0: any) of 127.0.0.1 with existing state.
     pub async fn start_on(port: u16, state: Shared) -> Self {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], port)), state).await
+    }
+
+    /// Starts on `addr` with existing state.
+    pub async fn start_at(addr: SocketAddr, state: Shared) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind fake server");
         let addr = listener.local_addr().expect("addr");
-        state.lock().unwrap().port = addr.port();
+        {
+            let mut g = state.lock().unwrap();
+            g.port = addr.port();
+            g.host = addr.ip().to_string();
+        }
         let st = Arc::clone(&state);
         let app = axum::Router::new().fallback(move |m: Method, u: Uri, h: HeaderMap, b: Bytes| {
             let st = Arc::clone(&st);
@@ -449,6 +464,7 @@ fn create_session(s: &mut State, body: &[u8]) -> Response {
     let sid = format!("up_{:08x}-0000-4000-8000-{:012x}", s.counter, s.counter);
     let op = format!("op_{:08x}-0000-4000-8000-{:012x}", s.counter, s.counter);
     let port = s.storage_port.unwrap_or(s.port);
+    let host = s.host.clone();
     let mut out = Vec::new();
     let mut tokens = Vec::new();
     let opaque =
@@ -465,7 +481,7 @@ fn create_session(s: &mut State, body: &[u8]) -> Response {
         out.push(json!({
             "metadata": {"filename": filename, "mime": mime, "size": size, "crc32c": crc},
             "upload": {"method": "PUT",
-                "url": format!("http://127.0.0.1:{port}/storage/{token}?X-Goog-Signature=abc"),
+                "url": format!("http://{host}:{port}/storage/{token}?X-Goog-Signature=abc"),
                 "headers": {"content-type": mime, "x-goog-hash": format!("crc32c={hash}"),
                     "x-goog-meta-datature-upload": opaque},
                 "expiryDate": now_ms() + 3_600_000}
@@ -610,7 +626,12 @@ fn storage_put(
         let asset = StoredAsset {
             id: format!("asset_{token}"),
             filename: p.filename.clone(),
-            bytes: body.to_vec(),
+            bytes: if s.discard_bytes {
+                Vec::new()
+            } else {
+                body.to_vec()
+            },
+            size: body.len() as u64,
             mime: p.mime.clone(),
             groups: p.groups.clone(),
             custom_metadata: p.custom_metadata.clone(),
