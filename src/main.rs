@@ -634,7 +634,7 @@ fn queue_list(
     let list: Vec<_> = q
         .list()
         .into_iter()
-        .filter(|l| !only_dead || l.state == "dead")
+        .filter(|l| !only_dead || l.state == edgecap::queue::FrameState::Dead)
         .take(limit)
         .collect();
     if json {

@@ -1,0 +1,98 @@
+//! The budget: `max_frames`/`max_bytes` over every frame on disk, what makes room when it
+//! is full (dead frames first, then `on_full`), and the accounting of frames being written.
+//! Every drop is counted and logged.
+
+use tracing::{error, warn};
+
+use super::index::{FrameState, decode_entry, seq_of};
+use super::{AddError, Queue, State};
+use crate::config::OnFull;
+
+impl Queue {
+    /// Deletes one frame to make room; returns false when nothing may be dropped.
+    pub(super) fn drop_one(&self, st: &mut State) -> bool {
+        let victim = match self.trees.dead.first() {
+            Ok(Some(kv)) => Some((FrameState::Dead, kv)),
+            _ => match self.on_full {
+                OnFull::DropOldest => match self.trees.pending.first() {
+                    Ok(Some(kv)) => Some((FrameState::Pending, kv)),
+                    _ => None,
+                },
+                OnFull::DropNewest => None,
+            },
+        };
+        let Some((state, (k, v))) = victim else {
+            return false;
+        };
+        let tree = self.trees.of(state);
+        let was_dead = state == FrameState::Dead;
+        let Some(seq) = seq_of(&k) else {
+            let _ = tree.remove(k);
+            return true;
+        };
+        let entry = decode_entry(&v);
+        let bytes = entry.as_ref().map_or(0, |e| e.bytes);
+        if let Err(e) = tree.remove(k) {
+            error!(seq, error = %e, "cannot drop a frame from the index; refusing the new frame");
+            return false;
+        }
+        let path = self.path_of(seq);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            error!(file = %path.display(), error = %e, "cannot delete a dropped frame's file");
+        }
+        st.tally(state).sub(bytes);
+        st.counters.dropped_budget += 1;
+        let filename = entry.map(|e| e.filename).unwrap_or_default();
+        if !st.full {
+            st.full = true;
+            error!(seq, filename, policy = ?self.on_full, was_dead,
+                max_frames = self.max_frames, max_bytes = self.max_bytes,
+                "queue budget full: frames are being dropped; raise max_bytes/max_frames or restore the uplink");
+        } else {
+            warn!(seq, filename, policy = ?self.on_full, was_dead, "dropped a frame to stay within the queue budget");
+        }
+        true
+    }
+
+    /// Reserves room and a sequence number for a frame of `bytes`.
+    pub(super) fn reserve(&self, bytes: u64) -> Result<u64, AddError> {
+        let mut st = self.state();
+        loop {
+            let frames =
+                st.pending.frames + st.inflight.frames + st.dead.frames + st.reserved.frames;
+            let used = st.pending.bytes + st.inflight.bytes + st.dead.bytes + st.reserved.bytes;
+            if frames < self.max_frames && used.saturating_add(bytes) <= self.max_bytes {
+                break;
+            }
+            if bytes > self.max_bytes || !self.drop_one(&mut st) {
+                st.counters.dropped_budget += 1;
+                if !st.full {
+                    st.full = true;
+                    error!(policy = ?self.on_full, max_frames = self.max_frames, max_bytes = self.max_bytes,
+                        "queue budget full: new frames are being refused; raise max_bytes/max_frames or restore the uplink");
+                } else {
+                    warn!(policy = ?self.on_full, bytes, "refused a new frame: queue budget full");
+                }
+                self.persist(&st);
+                return Err(AddError::Full {
+                    policy: self.on_full,
+                });
+            }
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        st.counters.next_seq = st.next_seq;
+        st.reserved.add(bytes);
+        Ok(seq)
+    }
+
+    pub(super) fn unreserve(&self, bytes: u64, lost: bool) {
+        let mut st = self.state();
+        st.reserved.sub(bytes);
+        if lost {
+            st.counters.dropped_write += 1;
+        }
+    }
+}

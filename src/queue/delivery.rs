@@ -1,0 +1,249 @@
+//! Delivery: [`Queue::lease`] hands pending frames to the uploader, [`Queue::read_image`]
+//! reads one with its checksum verified, and the settle calls ([`Queue::ack`],
+//! [`Queue::release`], [`Queue::fail`], [`Queue::kill`]) record what the platform did.
+//! The flush points that make `interrupted` exact are here (see the parent docs).
+
+use tracing::{error, warn};
+
+use super::index::{Entry, FrameState, decode_entry, encode_entry, index_err, key, seq_of};
+use super::spool::{self, SpoolError};
+use super::{Counters, Queue, QueueError, ReadError};
+use crate::frame::FrameMeta;
+
+/// A frame leased for upload.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    /// Queue sequence number.
+    pub seq: u64,
+    /// Its metadata.
+    pub meta: FrameMeta,
+    /// Image size.
+    pub image_len: u32,
+    /// CRC-32C of the image.
+    pub image_crc: u32,
+}
+
+impl Queue {
+    /// Leases up to `max_frames` pending frames (at least one, at most `max_bytes` unless a
+    /// single frame is larger) that share the oldest pending frame's groups.
+    pub fn lease(&self, max_frames: usize, max_bytes: u64) -> Result<Vec<Leased>, QueueError> {
+        let ie = index_err(&self.index);
+        let mut chosen: Vec<(u64, Entry)> = Vec::new();
+        {
+            let mut st = self.state();
+            let mut groups: Option<Vec<String>> = None;
+            let mut bytes = 0u64;
+            for kv in self.trees.pending.iter() {
+                if chosen.len() >= max_frames {
+                    break;
+                }
+                let (k, v) = kv.map_err(&ie)?;
+                let (Some(seq), Some(e)) = (seq_of(&k), decode_entry(&v)) else {
+                    continue;
+                };
+                let g = groups.get_or_insert_with(|| e.groups.clone());
+                if *g != e.groups {
+                    continue;
+                }
+                if !chosen.is_empty() && bytes + e.bytes > max_bytes {
+                    break;
+                }
+                bytes += e.bytes;
+                chosen.push((seq, e));
+            }
+            for (seq, e) in &chosen {
+                self.trees.pending.remove(key(*seq)).map_err(&ie)?;
+                self.trees
+                    .inflight
+                    .insert(key(*seq), encode_entry(e))
+                    .map_err(&ie)?;
+                st.pending.sub(e.bytes);
+                st.inflight.add(e.bytes);
+            }
+        }
+        // Durable before anything is sent: after a crash, the frames that may have reached
+        // the platform are exactly the ones found in flight (counted as `interrupted`).
+        if !chosen.is_empty()
+            && let Err(e) = self.db.flush()
+        {
+            warn!(error = %e, "cannot flush the queue index");
+        }
+        let mut out = Vec::with_capacity(chosen.len());
+        for (seq, _) in chosen {
+            match spool::read_meta(&self.path_of(seq)) {
+                Ok((h, meta)) => out.push(Leased {
+                    seq,
+                    meta,
+                    image_len: h.image_len,
+                    image_crc: h.image_crc,
+                }),
+                Err(e) => {
+                    let err = self.handle_read_error(seq, e);
+                    warn!(seq, error = %err, "a leased frame cannot be read; skipping it");
+                    if let ReadError::Io { .. } = err {
+                        self.release(&[seq], Some(&err.to_string()));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn handle_read_error(&self, seq: u64, e: SpoolError) -> ReadError {
+        match e {
+            SpoolError::Corrupt { reason, path } => {
+                self.quarantine_file(&path, &reason);
+                self.forget(seq, |c| c.quarantined += 1);
+                ReadError::Quarantined { seq, reason }
+            }
+            SpoolError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                error!(
+                    seq,
+                    "spool file of a queued frame is missing; dropping its index entry"
+                );
+                self.forget(seq, |c| c.index_dropped += 1);
+                ReadError::Missing { seq }
+            }
+            other => ReadError::Io { seq, source: other },
+        }
+    }
+
+    /// Removes an entry (any state) without touching files; counts via `count`.
+    fn forget(&self, seq: u64, count: impl FnOnce(&mut Counters)) {
+        let mut st = self.state();
+        for state in FrameState::ALL {
+            if let Ok(Some(v)) = self.trees.of(state).remove(key(seq)) {
+                let bytes = decode_entry(&v).map_or(0, |e| e.bytes);
+                st.tally(state).sub(bytes);
+            }
+        }
+        count(&mut st.counters);
+        self.persist(&st);
+    }
+
+    /// Reads a leased frame's image, verifying its checksum. A corrupt file is quarantined.
+    pub fn read_image(&self, seq: u64) -> Result<Vec<u8>, ReadError> {
+        match spool::read_frame(&self.path_of(seq)) {
+            Ok((_, _, image)) => Ok(image),
+            Err(e) => Err(self.handle_read_error(seq, e)),
+        }
+    }
+
+    /// The platform accepted these frames: delete them.
+    pub fn ack(&self, seqs: &[u64]) {
+        if seqs.is_empty() {
+            return;
+        }
+        let mut st = self.state();
+        let mut delivered = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            match self.trees.inflight.remove(key(seq)) {
+                Ok(Some(v)) => {
+                    let bytes = decode_entry(&v).map_or(0, |e| e.bytes);
+                    st.inflight.sub(bytes);
+                    st.counters.uploaded += 1;
+                    delivered.push(seq);
+                }
+                Ok(None) => {}
+                Err(e) => error!(seq, error = %e, "cannot remove an uploaded frame from the index"),
+            }
+        }
+        if st.pending.frames + st.inflight.frames + st.dead.frames < self.max_frames {
+            st.full = false;
+        }
+        self.persist(&st);
+        drop(st);
+        // The index forgets the frames before their files go: after a crash, an entry
+        // without a file then always means a file lost outside edgecap, never an upload.
+        if let Err(e) = self.db.flush() {
+            warn!(error = %e, "cannot flush the queue index");
+        }
+        for seq in delivered {
+            let path = self.path_of(seq);
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                warn!(file = %path.display(), error = %e, "cannot delete an uploaded frame's file");
+            }
+        }
+    }
+
+    /// Moves in-flight frames back to pending (a transient failure, or shutdown).
+    pub fn release(&self, seqs: &[u64], error: Option<&str>) {
+        self.settle(seqs, error, |_| false);
+    }
+
+    /// A failure of these frames themselves: count an attempt; after `max_attempts` they
+    /// are marked dead. Returns how many went dead.
+    pub fn fail(&self, seqs: &[u64], error: &str, max_attempts: u32) -> usize {
+        self.settle(seqs, Some(error), |e| {
+            e.attempts += 1;
+            e.attempts >= max_attempts
+        })
+    }
+
+    /// Marks frames dead at once (a permanent refusal).
+    pub fn kill(&self, seqs: &[u64], error: &str) -> usize {
+        self.settle(seqs, Some(error), |e| {
+            e.attempts += 1;
+            true
+        })
+    }
+
+    fn settle(
+        &self,
+        seqs: &[u64],
+        error: Option<&str>,
+        dead: impl Fn(&mut Entry) -> bool,
+    ) -> usize {
+        if seqs.is_empty() {
+            return 0;
+        }
+        let mut st = self.state();
+        let mut n_dead = 0;
+        let mut n_back = 0;
+        for &seq in seqs {
+            let Ok(Some(v)) = self.trees.inflight.remove(key(seq)) else {
+                continue;
+            };
+            let Some(mut e) = decode_entry(&v) else {
+                continue;
+            };
+            st.inflight.sub(e.bytes);
+            if let Some(msg) = error {
+                e.last_error = Some(msg.chars().take(500).collect());
+            }
+            let to_dead = dead(&mut e);
+            let tree = if to_dead {
+                &self.trees.dead
+            } else {
+                &self.trees.pending
+            };
+            if let Err(err) = tree.insert(key(seq), encode_entry(&e)) {
+                error!(seq, error = %err, "cannot update a frame's index entry; it will be re-indexed at the next start");
+                continue;
+            }
+            if to_dead {
+                st.dead.add(e.bytes);
+                st.counters.dead += 1;
+                n_dead += 1;
+                error!(seq, filename = %e.filename, attempts = e.attempts, error = error.unwrap_or(""),
+                    "frame marked dead: the platform refused it; it stays in the queue for inspection");
+            } else {
+                st.pending.add(e.bytes);
+                n_back += 1;
+            }
+        }
+        self.persist(&st);
+        drop(st);
+        if n_dead > 0
+            && let Err(e) = self.db.flush()
+        {
+            warn!(error = %e, "cannot flush the queue index");
+        }
+        if n_back > 0 {
+            self.notify.notify_one();
+        }
+        n_dead
+    }
+}

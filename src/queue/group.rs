@@ -1,0 +1,170 @@
+//! Group commit: [`Group`] stages frames as unsynced `.tmp` files and [`Group::commit`]
+//! makes them durable together (the protocol in the parent docs). A frame is counted as
+//! committed only here, after its group's fsyncs returned.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use tracing::error;
+
+use super::files::{INDEX_MARGIN_BYTES, frame_name, free_bytes, is_storage_full};
+use super::index::{Entry, encode_entry, key};
+use super::spool::{self, SpoolError};
+use super::{AddError, Queue};
+use crate::frame::FrameMeta;
+
+impl Queue {
+    /// Starts a commit group.
+    pub fn group(&self) -> Group<'_> {
+        Group {
+            q: self,
+            staged: Vec::new(),
+        }
+    }
+}
+
+struct Staged {
+    seq: u64,
+    file: File,
+    tmp: PathBuf,
+    entry: Entry,
+}
+
+/// An open commit group; see the module docs for the protocol. Dropping it without
+/// [`Group::commit`] discards its frames.
+pub struct Group<'q> {
+    q: &'q Queue,
+    staged: Vec<Staged>,
+}
+
+/// What a commit made durable.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// (seq, filename) of every frame now committed, in order.
+    pub frames: Vec<(u64, String)>,
+    /// Frames of the group that were lost (fsync or rename failed).
+    pub lost: usize,
+}
+
+impl Group<'_> {
+    /// Frames in the group.
+    pub fn len(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// Whether the group is empty.
+    pub fn is_empty(&self) -> bool {
+        self.staged.is_empty()
+    }
+
+    /// Writes a frame into the group (not yet durable). Applies the budget first.
+    pub fn add(&mut self, meta: &FrameMeta, image: &[u8]) -> Result<u64, AddError> {
+        let meta_json = serde_json::to_vec(meta).map_err(|e| {
+            AddError::Write(SpoolError::Corrupt {
+                path: self.q.spool.clone(),
+                reason: format!("cannot encode metadata: {e}"),
+            })
+        })?;
+        let bytes = (spool::HEADER_LEN + meta_json.len() + image.len()) as u64;
+        let seq = self.q.reserve(bytes)?;
+        // A frame that would leave the index no room is refused before it touches the
+        // disk (counted like any failed write): sled must never hit ENOSPC itself.
+        if free_bytes(&self.q.spool).is_some_and(|free| free < bytes + INDEX_MARGIN_BYTES) {
+            self.q.unreserve(bytes, true);
+            return Err(AddError::Write(SpoolError::Io {
+                path: self.q.spool.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!(
+                        "the disk is nearly full (less than {} MiB would be left for the index)",
+                        INDEX_MARGIN_BYTES / (1024 * 1024)
+                    ),
+                ),
+            }));
+        }
+        let tmp = self.q.spool.join(format!("{}.tmp", frame_name(seq)));
+        match spool::write_unsynced(&tmp, &meta_json, image) {
+            Ok((file, _)) => {
+                self.staged.push(Staged {
+                    seq,
+                    file,
+                    tmp,
+                    entry: Entry {
+                        bytes,
+                        filename: meta.filename.clone(),
+                        groups: meta.groups.clone(),
+                        attempts: 0,
+                        last_error: None,
+                    },
+                });
+                Ok(seq)
+            }
+            Err(e) => {
+                self.q.unreserve(bytes, true);
+                if let SpoolError::Io { source, .. } = &e
+                    && is_storage_full(source)
+                {
+                    self.q.release_reserve();
+                }
+                Err(AddError::Write(e))
+            }
+        }
+    }
+
+    /// Makes the group durable and visible to the uploader.
+    pub fn commit(mut self) -> Committed {
+        let q = self.q;
+        let staged = std::mem::take(&mut self.staged);
+        let mut out = Committed::default();
+        let mut durable = Vec::with_capacity(staged.len());
+        for s in staged {
+            let fin = q.path_of(s.seq);
+            let res = s
+                .file
+                .sync_data()
+                .and_then(|_| std::fs::rename(&s.tmp, &fin));
+            drop(s.file);
+            match res {
+                Ok(()) => durable.push((s.seq, s.entry)),
+                Err(e) => {
+                    error!(seq = s.seq, filename = %s.entry.filename, error = %e,
+                        "frame lost: cannot fsync or rename its spool file");
+                    let _ = std::fs::remove_file(&s.tmp);
+                    q.unreserve(s.entry.bytes, true);
+                    out.lost += 1;
+                }
+            }
+        }
+        if durable.is_empty() {
+            return out;
+        }
+        if let Err(e) = spool::sync_dir(&q.spool) {
+            error!(dir = %q.spool.display(), error = %e,
+                "cannot fsync the spool directory; the last frames may not survive a power cut");
+        }
+        let mut st = q.state();
+        for (seq, entry) in durable {
+            st.reserved.sub(entry.bytes);
+            if let Err(e) = q.trees.pending.insert(key(seq), encode_entry(&entry)) {
+                error!(seq, error = %e, "cannot index a committed frame; it will be re-indexed at the next start");
+                continue;
+            }
+            st.pending.add(entry.bytes);
+            st.counters.committed += 1;
+            out.frames.push((seq, entry.filename));
+        }
+        q.persist(&st);
+        drop(st);
+        q.notify.notify_one();
+        out
+    }
+}
+
+impl Drop for Group<'_> {
+    fn drop(&mut self) {
+        for s in self.staged.drain(..) {
+            let _ = std::fs::remove_file(&s.tmp);
+            self.q.unreserve(s.entry.bytes, false);
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The sled index: its trees, the key encoding, the entry codec and [`FrameState`].
+//!
+//! Keys are the big-endian `seq` (so sled's order is queue order); values are small JSON
+//! [`Entry`] records. One tree per [`FrameState`], plus `meta` for the counters. Nothing
+//! here touches the spool directory.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::QueueError;
+
+/// Where a queued frame stands. Each state is one sled tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum FrameState {
+    /// Waiting for upload.
+    #[serde(rename = "pending")]
+    Pending,
+    /// Leased to the uploader: it may be on its way to the platform.
+    #[serde(rename = "in flight")]
+    InFlight,
+    /// Refused by the platform; kept for inspection until retried or purged.
+    #[serde(rename = "dead")]
+    Dead,
+}
+
+impl FrameState {
+    /// Every state, in the order listings and the reconcile walk them.
+    pub const ALL: [FrameState; 3] = [Self::Pending, Self::InFlight, Self::Dead];
+
+    /// The word operators see (`queue list`, JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InFlight => "in flight",
+            Self::Dead => "dead",
+        }
+    }
+
+    /// The sled tree holding frames in this state (part of the on-disk format).
+    fn tree_name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InFlight => "inflight",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+impl std::fmt::Display for FrameState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// An index value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    /// File size in bytes.
+    #[serde(rename = "b")]
+    pub bytes: u64,
+    /// Platform filename.
+    #[serde(rename = "f")]
+    pub filename: String,
+    /// Asset groups (frames are batched by equal groups).
+    #[serde(rename = "g")]
+    pub groups: Vec<String>,
+    /// Failures of this frame itself.
+    #[serde(rename = "a", default)]
+    pub attempts: u32,
+    /// Last error, if any.
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The index's trees.
+pub(super) struct Trees {
+    pub(super) pending: sled::Tree,
+    pub(super) inflight: sled::Tree,
+    pub(super) dead: sled::Tree,
+    pub(super) meta: sled::Tree,
+}
+
+impl Trees {
+    /// Opens (creating) every tree of `db`.
+    pub(super) fn open(db: &sled::Db, path: &Path) -> Result<Self, QueueError> {
+        let ie = index_err(path);
+        let open = |s: FrameState| db.open_tree(s.tree_name()).map_err(&ie);
+        Ok(Trees {
+            pending: open(FrameState::Pending)?,
+            inflight: open(FrameState::InFlight)?,
+            dead: open(FrameState::Dead)?,
+            meta: db.open_tree("meta").map_err(&ie)?,
+        })
+    }
+
+    /// The tree of frames in `state`.
+    pub(super) fn of(&self, state: FrameState) -> &sled::Tree {
+        match state {
+            FrameState::Pending => &self.pending,
+            FrameState::InFlight => &self.inflight,
+            FrameState::Dead => &self.dead,
+        }
+    }
+}
+
+/// The index key of `seq`.
+pub(super) fn key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+/// The `seq` of an index key (None for a key of another shape).
+pub(super) fn seq_of(k: &[u8]) -> Option<u64> {
+    let b: [u8; 8] = k.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}
+
+/// Turns sled's errors into [`QueueError::Index`] naming the index directory.
+pub(super) fn index_err(path: &Path) -> impl Fn(sled::Error) -> QueueError + '_ {
+    move |e| QueueError::Index {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Decodes an index value (None for a damaged one).
+pub(super) fn decode_entry(v: &[u8]) -> Option<Entry> {
+    serde_json::from_slice(v).ok()
+}
+
+/// Encodes an index value.
+pub(super) fn encode_entry(e: &Entry) -> Vec<u8> {
+    serde_json::to_vec(e).unwrap_or_default()
+}
