@@ -98,8 +98,18 @@ pub struct Namer {
 
 impl Namer {
     /// A namer for one daemon run.
-    pub fn new(device: String, run_id: String, cameras: Vec<CameraConfig>) -> Self {
+    pub fn new(device: String, run_id: String, mut cameras: Vec<CameraConfig>) -> Self {
         let n = cameras.len();
+        // `{device}` and `{camera}` in string metadata, once per run.
+        for cam in &mut cameras {
+            for v in cam.metadata.values_mut() {
+                if let MetaValue::Str(s) = v {
+                    *s = s
+                        .replace("{device}", &device)
+                        .replace("{camera}", &cam.name);
+                }
+            }
+        }
         Self {
             device,
             run_id,

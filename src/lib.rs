@@ -4,7 +4,8 @@
 //! [`config`] (the TOML file), [`capture`] (camera sources), [`encode`] (JPEG),
 //! [`queue`] (durable on-disk queue), [`upload`] (sinks and the uploader), [`daemon`]
 //! (tasks, signals, shutdown), [`frame`] (a captured frame and its identity), [`ops`]
-//! (running as a service: watchdog, sd_notify, status file, journald).
+//! (running as a service: watchdog, sd_notify, status file, journald), [`schedule`]
+//! (daily time windows in local time).
 
 pub mod capture;
 pub mod config;
@@ -13,4 +14,5 @@ pub mod encode;
 pub mod frame;
 pub mod ops;
 pub mod queue;
+pub mod schedule;
 pub mod upload;

@@ -77,13 +77,12 @@ pub struct CommandSource {
     what: String,
 }
 
-fn signal_group(pid: i32, sig: libc::c_int) {
+fn signal_group(pid: i32, sig: rustix::process::Signal) {
     if pid > 0 {
-        // SAFETY: kill(2) with a negative pid signals that process group; no memory is
-        // involved. The group is the child's own (process_group(0) at spawn).
-        #[allow(unsafe_code, reason = "kill(2) has no safe wrapper in std")]
-        unsafe {
-            libc::kill(-pid, sig);
+        // The group is the child's own (process_group(0) at spawn). An error means it is
+        // gone already.
+        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process_group(pid, sig);
         }
     }
 }
@@ -95,17 +94,20 @@ fn spawn_child(argv: &[String]) -> std::io::Result<Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // async-signal-safe functions (prctl, getppid).
-    #[allow(unsafe_code, reason = "PR_SET_PDEATHSIG needs a pre_exec hook")]
+    let parent = rustix::process::getpid();
+    // SAFETY: the closure runs in the forked child before exec and only makes two system
+    // calls (prctl, getppid) through rustix: async-signal-safe, no allocation, no lock.
+    // `pre_exec` itself is unsafe in std; there is no safe way to run code in the child.
+    #[allow(
+        unsafe_code,
+        reason = "PR_SET_PDEATHSIG must be set in the child: pre_exec"
+    )]
     unsafe {
-        let parent = libc::getpid();
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            use rustix::process::{Signal, getppid, set_parent_process_death_signal};
+            set_parent_process_death_signal(Some(Signal::KILL))?;
             // The parent may have died between fork and prctl.
-            if libc::getppid() != parent {
+            if getppid() != Some(parent) {
                 return Err(std::io::Error::other("edgecap exited during the spawn"));
             }
             Ok(())
@@ -285,12 +287,18 @@ impl Source for CommandSource {
 impl Drop for CommandSource {
     fn drop(&mut self) {
         self.halt.store(true, Ordering::SeqCst);
-        signal_group(self.pid.load(Ordering::SeqCst), libc::SIGTERM);
+        signal_group(
+            self.pid.load(Ordering::SeqCst),
+            rustix::process::Signal::TERM,
+        );
         let deadline = Instant::now() + TERM_GRACE;
         while self.reader.as_ref().is_some_and(|r| !r.is_finished()) {
             if Instant::now() >= deadline {
                 warn!(program = %self.what, "the command did not stop on SIGTERM within 2 s; killing it");
-                signal_group(self.pid.load(Ordering::SeqCst), libc::SIGKILL);
+                signal_group(
+                    self.pid.load(Ordering::SeqCst),
+                    rustix::process::Signal::KILL,
+                );
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -16,7 +16,6 @@
 pub mod command;
 pub mod mjpeg;
 pub mod process;
-pub mod schedule;
 pub mod stream;
 mod test_pattern;
 pub mod v4l2;
@@ -32,8 +31,8 @@ use tracing::{info, warn};
 use crate::config::{CameraConfig, SourceConfig};
 use crate::frame::CapturedFrame;
 use crate::ops::health::Beat;
+use crate::schedule::{Clock, SystemClock};
 use process::{Outcome, Processor};
-use schedule::{Clock, SystemClock};
 pub use test_pattern::TestPattern;
 
 /// A source failed to deliver a frame.
@@ -421,8 +420,9 @@ mod tests {
     #[test]
     fn outside_active_hours_the_loop_captures_nothing_and_inside_it_does() {
         let mut cam = pattern_camera(Duration::from_millis(10));
-        cam.active_hours =
-            schedule::ActiveHours::new(vec![schedule::Window::parse("06:00-20:00").unwrap()]);
+        cam.active_hours = crate::schedule::ActiveHours::new(vec![
+            crate::schedule::Window::parse("06:00-20:00").unwrap(),
+        ]);
         let run = |at: &str| {
             let clock = Fixed(at.parse().unwrap());
             let (tx, rx) = std::sync::mpsc::sync_channel(1000);

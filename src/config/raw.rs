@@ -324,10 +324,10 @@ pub mod defaults {
         4
     }
     pub fn session_rate_limit() -> u64 {
-        15
+        u64::from(crate::config::platform::NEXUS_SESSION_RATE_LIMIT)
     }
     pub fn session_rate_window_secs() -> u64 {
-        300
+        crate::config::platform::NEXUS_SESSION_RATE_WINDOW_SECS
     }
     pub fn connect_timeout_secs() -> u64 {
         10

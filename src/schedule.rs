@@ -1,4 +1,4 @@
-//! `active_hours`: the daily windows, in local time, during which a camera captures.
+//! Daily time windows in local time: a camera's `active_hours`, during which it captures.
 //!
 //! A window is `"HH:MM-HH:MM"`; one whose end is before its start runs over midnight
 //! (`"22:00-06:00"`), `"24:00"` is allowed as an end. Outside every window the camera's
