@@ -61,7 +61,7 @@ async fn a_full_disk_counts_its_losses_never_stops_the_daemon_and_drains_later()
     // 1. Fill the disk: frames keep coming, the ones that do not fit are counted.
     let mut d = Daemon::start(&cfg_path, &tmp.path().join("log1"));
     let t0 = Instant::now();
-    while status_of().is_none_or(|s| s["dropped_write"].as_u64().unwrap_or(0) < 20) {
+    while status_of().is_none_or(|s| s["counters"]["dropped_write"].as_u64().unwrap_or(0) < 20) {
         assert!(
             t0.elapsed() < Duration::from_secs(90),
             "the disk never filled: {:?}\n{}",
@@ -89,7 +89,9 @@ async fn a_full_disk_counts_its_losses_never_stops_the_daemon_and_drains_later()
         "{}",
         d.log_text()
     );
-    let committed_1 = status_of().unwrap()["captured"].as_u64().unwrap();
+    let committed_1 = status_of().unwrap()["counters"]["committed"]
+        .as_u64()
+        .unwrap();
     assert!(committed_1 > 100, "{committed_1} frames fit");
 
     // 2. Another program takes the last bytes; start again on the full disk: the queue
@@ -120,7 +122,9 @@ async fn a_full_disk_counts_its_losses_never_stops_the_daemon_and_drains_later()
     );
     d.signal("TERM");
     assert!(d.wait(Duration::from_secs(30)).await.success());
-    let committed_2 = status_of().unwrap()["captured"].as_u64().unwrap();
+    let committed_2 = status_of().unwrap()["counters"]["committed"]
+        .as_u64()
+        .unwrap();
 
     // 3. The platform is back: everything committed is delivered, and capture resumes
     // as uploads free the disk.
@@ -134,7 +138,7 @@ async fn a_full_disk_counts_its_losses_never_stops_the_daemon_and_drains_later()
     loop {
         let delivered = server.with(|s| s.assets.len()) as u64;
         let s = status_of().unwrap();
-        let committed_now = s["captured"].as_u64().unwrap();
+        let committed_now = s["counters"]["committed"].as_u64().unwrap();
         if delivered >= committed_2 && recovery.is_none() {
             recovery = Some(t0.elapsed());
         }
@@ -154,24 +158,24 @@ async fn a_full_disk_counts_its_losses_never_stops_the_daemon_and_drains_later()
         assert!(s.record.violations.is_empty(), "{:?}", s.record.violations);
     });
     let s = status_of().unwrap();
-    let lost_uncounted = s["captured"].as_u64().unwrap()
-        - s["uploaded"].as_u64().unwrap()
+    let lost_uncounted = s["counters"]["committed"].as_u64().unwrap()
+        - s["counters"]["uploaded"].as_u64().unwrap()
         - s["backlog_frames"].as_u64().unwrap()
-        - s["dead"].as_u64().unwrap();
+        - s["dead"]["frames"].as_u64().unwrap();
     assert_eq!(
         lost_uncounted, 0,
         "every committed frame is delivered or still queued: {s}"
     );
-    let dropped = full["dropped_write"].as_u64().unwrap();
+    let dropped = full["counters"]["dropped_write"].as_u64().unwrap();
     let duplicates = server.with(|s| s.record.duplicates.len() as u64);
     support::Figures {
         case: "disk full (8 MiB tmpfs)",
         runs: 3,
-        committed: s["captured"].as_u64().unwrap(),
-        delivered: s["uploaded"].as_u64().unwrap(),
+        committed: s["counters"]["committed"].as_u64().unwrap(),
+        delivered: s["counters"]["uploaded"].as_u64().unwrap(),
         lost: lost_uncounted,
         duplicates,
-        dead: s["dead"].as_u64().unwrap(),
+        dead: s["dead"]["frames"].as_u64().unwrap(),
         recovery_secs: recovery.map(|r| r.as_secs_f64()),
         notes: format!(
             "{dropped}+ frames refused while full, each counted (dropped_write) and logged; restart on a disk filled by another program; {} frames still queued at the end",

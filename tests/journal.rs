@@ -157,7 +157,8 @@ fn under_systemd_logs_go_to_journald_with_priorities_and_fields() {
     let summary = find("summary");
     assert_eq!(summary["PRIORITY"], "5");
     for f in [
-        "CAPTURED",
+        "PRODUCED",
+        "COMMITTED",
         "UPLOADED",
         "QUEUE_DEPTH",
         "BACKLOG_BYTES",

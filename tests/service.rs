@@ -103,7 +103,10 @@ fn notify_protocol_status_file_and_status_command() {
     assert_eq!(v["running"], true);
     assert_eq!(v["status"]["state"], "running");
     assert_eq!(v["status"]["pid"], child.id());
-    assert!(v["status"]["captured"].as_u64().unwrap() > 0, "{json}");
+    assert!(
+        v["status"]["counters"]["committed"].as_u64().unwrap() > 0,
+        "{json}"
+    );
     let (code, out) = edgecap(&["queue", "stats"], &cfg);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("live, from the daemon's status file"), "{out}");
@@ -119,7 +122,7 @@ fn notify_protocol_status_file_and_status_command() {
     // READY first (with a STATUS line), then STATUS updates and watchdog pings.
     let first = &msgs.first().expect("no sd_notify message").1;
     assert!(first.contains("READY=1"), "{first}");
-    assert!(first.contains("STATUS=captured"), "{first}");
+    assert!(first.contains("STATUS=committed"), "{first}");
     let pings = msgs
         .iter()
         .filter(|(_, m)| m.contains("WATCHDOG=1"))
@@ -130,7 +133,7 @@ fn notify_protocol_status_file_and_status_command() {
     );
     assert!(
         msgs.iter()
-            .any(|(_, m)| m.contains("STATUS=captured") && m.contains("backlog")),
+            .any(|(_, m)| m.contains("STATUS=committed") && m.contains("backlog")),
         "{msgs:?}"
     );
     assert!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use crate::config::Config;
+use crate::config::Resolved;
 use crate::frame::{CapturedFrame, Namer, new_run_id};
 use crate::queue::{AddError, Queue, QueueError};
 
@@ -74,14 +74,15 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, EnqueueError> {
 
 /// Commits `files` to the queue of `config` as frames of camera number `camera`.
 pub fn enqueue(
-    config: &Config,
+    resolved: &Resolved,
     camera: usize,
     files: &[PathBuf],
 ) -> Result<Enqueued, EnqueueError> {
+    let config = &resolved.config;
     let (queue, _) = Queue::open(&config.queue)?;
     let run_id = new_run_id();
     let mut namer = Namer::new(
-        config.device_id.clone(),
+        resolved.device_id.clone(),
         run_id.clone(),
         config.cameras.clone(),
     );

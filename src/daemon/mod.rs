@@ -12,20 +12,20 @@ pub mod commit;
 pub mod enqueue;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::capture::{self, CameraStats, Stop};
-use crate::config::Config;
+use crate::config::Resolved;
 use crate::frame::{Namer, new_run_id};
 use crate::ops::health::Health;
 use crate::ops::notify;
-use crate::ops::status::{self, CameraStatus, Status};
+use crate::ops::snapshot::{self, CameraSnapshot, RunCounters, Snapshot};
 use crate::queue::{Queue, QueueError, Stats};
-use crate::upload::{self, Sink, UploadStats};
+use crate::upload::{self, ConfiguredSink, UploadStats, Uploader};
 
 /// The daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +85,13 @@ pub enum Mode {
 
 /// Runs the daemon until a signal, or until `stop_after_frames` are captured and drained
 /// (in [`Mode::DrainOnly`], until the queue is drained).
-pub async fn run(config: Config, mode: Mode) -> Result<RunSummary, DaemonError> {
+pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonError> {
+    let Resolved {
+        config,
+        device_id,
+        secret,
+        ..
+    } = resolved;
     let qcfg = config.queue.clone();
     let (queue, report) = tokio::task::spawn_blocking(move || Queue::open(&qcfg))
         .await
@@ -105,10 +111,11 @@ pub async fn run(config: Config, mode: Mode) -> Result<RunSummary, DaemonError> 
             "the queue needed repairs at start-up; see quarantine/ in the queue directory"
         );
     }
-    let sink = Sink::new(&config.upload.sink, Arc::clone(&queue)).map_err(DaemonError::Sink)?;
+    let sink =
+        ConfiguredSink::new(&config.upload.sink, secret.as_ref()).map_err(DaemonError::Sink)?;
 
     let run_id = new_run_id();
-    info!(run_id, device = %config.device_id, cameras = config.cameras.len(), "edgecap starting");
+    info!(run_id, device = %device_id, cameras = config.cameras.len(), "edgecap starting");
     let (tx, rx) = std::sync::mpsc::sync_channel(config.queue.buffer_frames);
     let capture_stop = Stop::new();
     let health = Health::new(config.daemon.watchdog_stall);
@@ -130,11 +137,7 @@ pub async fn run(config: Config, mode: Mode) -> Result<RunSummary, DaemonError> 
         cam_threads.push(h);
     }
     drop(tx);
-    let namer = Namer::new(
-        config.device_id.clone(),
-        run_id.clone(),
-        config.cameras.clone(),
-    );
+    let namer = Namer::new(device_id.clone(), run_id.clone(), config.cameras.clone());
     let settings = commit::CommitSettings {
         mode: config.queue.fsync,
         window: config.queue.commit_window,
@@ -155,30 +158,33 @@ pub async fn run(config: Config, mode: Mode) -> Result<RunSummary, DaemonError> 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
     let up_stats = Arc::new(UploadStats::default());
-    let uploader = tokio::spawn(upload::run(
-        Arc::clone(&queue),
-        sink,
-        config.upload.clone(),
-        Arc::clone(&up_stats),
-        stop_rx.clone(),
-        drain_rx,
-        health.beat("upload"),
-    ));
+    let uploader = tokio::spawn(
+        Uploader::new(
+            Arc::clone(&queue),
+            sink,
+            config.upload.clone(),
+            Arc::clone(&up_stats),
+            stop_rx.clone(),
+            drain_rx,
+            health.beat("upload"),
+        )
+        .run(),
+    );
     let status_ctx = StatusCtx {
         queue: Arc::clone(&queue),
         cams: cam_stats.clone(),
         names: cameras.iter().map(|c| c.name.clone()).collect(),
         up: Arc::clone(&up_stats),
         health: Arc::clone(&health),
-        base: Status {
+        base: Snapshot {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             run_id: run_id.clone(),
-            device: config.device_id.clone(),
+            device: device_id.clone(),
             state: "running".into(),
             started_at: crate::frame::rfc3339_utc(std::time::SystemTime::now()),
             queue_dir: config.queue.dir.display().to_string(),
-            ..Status::default()
+            ..Snapshot::default()
         },
         path: config.daemon.status_file.clone(),
     };
@@ -191,18 +197,19 @@ pub async fn run(config: Config, mode: Mode) -> Result<RunSummary, DaemonError> 
         tokio::spawn(async move { ctx.run(stop).await })
     };
     let summary = config.daemon.summary_interval.map(|every| {
-        let (q, cs, us, stop) = (
-            Arc::clone(&queue),
-            cam_stats.clone(),
-            Arc::clone(&up_stats),
-            stop_rx.clone(),
-        );
+        let stop = stop_rx.clone();
+        let ctx = status_ctx.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
                 tokio::select! {
-                    _ = tick.tick() => log_summary(&q, &cs, &us),
+                    _ = tick.tick() => {
+                        let ctx = ctx.clone();
+                        if let Ok(s) = tokio::task::spawn_blocking(move || ctx.snapshot("running")).await {
+                            s.log_summary();
+                        }
+                    }
                     _ = upload::stopped(&stop) => break,
                 }
             }
@@ -266,8 +273,7 @@ pub async fn run(config: Config, mode: Mode) -> Result<RunSummary, DaemonError> 
     status_task.abort();
     let q = Arc::clone(&queue);
     let _ = tokio::task::spawn_blocking(move || q.flush()).await;
-    log_summary(&queue, &cam_stats, &up_stats);
-    status_ctx.write("stopped");
+    status_ctx.write("stopped").log_summary();
     let dropped_buffer = cam_stats
         .iter()
         .map(|c| c.dropped_buffer.load(Ordering::Relaxed))
@@ -282,38 +288,6 @@ pub async fn run(config: Config, mode: Mode) -> Result<RunSummary, DaemonError> 
     })
 }
 
-fn log_summary(q: &Queue, cams: &[Arc<CameraStats>], up: &UploadStats) {
-    let s = q.stats();
-    let c = s.counters;
-    let sum = |f: fn(&CameraStats) -> &AtomicU64| -> u64 {
-        cams.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
-    };
-    let dropped_buffer = sum(|c| &c.dropped_buffer);
-    let skipped_unchanged = sum(|c| &c.skipped_unchanged);
-    let bad_frames = sum(|c| &c.bad_frames);
-    let camera_errors = sum(|c| &c.errors);
-    let oldest_pending_age_secs = q.oldest_waiting_age().map(|d| d.as_secs());
-    let captured = sum(|c| &c.produced);
-    info!(
-        captured,
-        committed = c.committed,
-        uploaded = c.uploaded,
-        dropped_budget = c.dropped_budget,
-        dropped_write = c.dropped_write,
-        dropped_buffer,
-        skipped_unchanged,
-        bad_frames,
-        camera_errors,
-        dead = s.dead.frames,
-        quarantined = c.quarantined,
-        backlog_frames = s.pending.frames + s.inflight.frames,
-        backlog_bytes = s.pending.bytes + s.inflight.bytes,
-        oldest_pending_age_secs,
-        online = up.online.load(Ordering::Relaxed),
-        "summary"
-    );
-}
-
 /// What the status writer needs.
 #[derive(Clone)]
 struct StatusCtx {
@@ -322,7 +296,7 @@ struct StatusCtx {
     names: Vec<String>,
     up: Arc<UploadStats>,
     health: Arc<Health>,
-    base: Status,
+    base: Snapshot,
     path: std::path::PathBuf,
 }
 
@@ -330,14 +304,12 @@ struct StatusCtx {
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 
 impl StatusCtx {
-    fn snapshot(&self, state: &str) -> Status {
-        let s = self.queue.stats();
-        let c = s.counters;
-        let cameras: Vec<CameraStatus> = self
+    fn snapshot(&self, state: &str) -> Snapshot {
+        let cameras: Vec<CameraSnapshot> = self
             .names
             .iter()
             .zip(&self.cams)
-            .map(|(name, st)| CameraStatus {
+            .map(|(name, st)| CameraSnapshot {
                 name: name.clone(),
                 produced: st.produced.load(Ordering::Relaxed),
                 errors: st.errors.load(Ordering::Relaxed),
@@ -346,19 +318,11 @@ impl StatusCtx {
                 dropped_buffer: st.dropped_buffer.load(Ordering::Relaxed),
             })
             .collect();
-        Status {
+        let oldest = self.queue.oldest_waiting_age().map(|d| d.as_secs());
+        Snapshot {
             state: state.to_string(),
             updated_at: crate::frame::rfc3339_utc(std::time::SystemTime::now()),
-            captured: c.committed,
-            uploaded: c.uploaded,
-            dropped_budget: c.dropped_budget,
-            dropped_write: c.dropped_write,
-            dropped_buffer: cameras.iter().map(|c| c.dropped_buffer).sum(),
-            dead: s.dead.frames,
-            quarantined: c.quarantined,
-            backlog_frames: s.pending.frames + s.inflight.frames,
-            backlog_bytes: s.pending.bytes + s.inflight.bytes,
-            oldest_pending_age_secs: self.queue.oldest_waiting_age().map(|d| d.as_secs()),
+            run: RunCounters::of(&cameras),
             online: self.up.online.load(Ordering::Relaxed),
             stalled: self
                 .health
@@ -367,13 +331,14 @@ impl StatusCtx {
             cameras,
             ..self.base.clone()
         }
+        .with_queue(&self.queue.stats(), oldest)
     }
 
     /// Writes the status file (a failure is logged once per state change by the caller's
     /// loop; here it is only reported).
-    fn write(&self, state: &str) -> Status {
+    fn write(&self, state: &str) -> Snapshot {
         let st = self.snapshot(state);
-        if let Err(e) = status::write(&self.path, &st) {
+        if let Err(e) = snapshot::write(&self.path, &st) {
             debug!(path = %self.path.display(), error = %e, "cannot write the status file");
         }
         st
@@ -396,7 +361,7 @@ impl StatusCtx {
             let Ok(st) = tokio::task::spawn_blocking(move || ctx.snapshot("running")).await else {
                 continue;
             };
-            match status::write(&self.path, &st) {
+            match snapshot::write(&self.path, &st) {
                 Ok(()) if write_failing => {
                     info!(path = %self.path.display(), "the status file is written again");
                     write_failing = false;

@@ -1,77 +1,133 @@
-//! The status file: a JSON snapshot of the running daemon, rewritten atomically (temporary
-//! file + rename) every few seconds in its runtime directory, and read by `edgecap status`
-//! and by the read-only queue commands while the daemon holds the queue. It holds counters
-//! and names only, never the secret.
+//! [`Snapshot`]: the one picture of edgecap's numbers. The same type feeds the periodic
+//! summary log line, the status file, systemd's `STATUS=`, `edgecap status` and every
+//! `--json`, whether the daemon runs or not, so a name means one thing everywhere:
+//!
+//! - `counters.committed`: frames made durable in the queue (fsync'd and indexed), over
+//!   the queue's lifetime. This is what "captured" means in edgecap's promises.
+//! - `run.produced`: frames the camera sources delivered in this run, before change
+//!   detection, the capture buffer and the disk; `produced - committed` this run is what
+//!   was skipped or dropped on the way (each counted under `run` or `counters`).
+//! - `counters.*` are lifetime counters persisted in the queue index; `run.*` and
+//!   `cameras` count this run only.
+//!
+//! The status file is the snapshot as JSON, rewritten atomically (temporary file + rename)
+//! every few seconds in the daemon's runtime directory and read by `edgecap status` and by
+//! the read-only queue commands while the daemon holds the queue. It holds counters and
+//! names only, never the secret.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use tracing::info;
 
-/// One camera in the status file.
+use crate::queue::{Counters, Stats, Tally};
+
+/// One camera, this run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct CameraStatus {
+pub struct CameraSnapshot {
     /// The camera's name.
     pub name: String,
-    /// Frames its source delivered this run.
+    /// Frames its source delivered.
     pub produced: u64,
-    /// Source failures this run.
+    /// Source failures.
     pub errors: u64,
-    /// Frames change detection skipped this run.
+    /// Frames change detection skipped.
     pub skipped_unchanged: u64,
-    /// Frames that could not be processed this run.
+    /// Frames that could not be processed.
     pub bad_frames: u64,
-    /// Frames dropped because the disk did not keep up, this run.
+    /// Frames dropped because the disk did not keep up.
     pub dropped_buffer: u64,
 }
 
-/// The whole status file.
+/// This run's totals over all cameras.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct RunCounters {
+    /// Frames the sources delivered.
+    pub produced: u64,
+    /// Frames dropped before the disk (capture buffer full).
+    pub dropped_buffer: u64,
+    /// Frames change detection skipped.
+    pub skipped_unchanged: u64,
+    /// Frames that could not be processed.
+    pub bad_frames: u64,
+    /// Camera source failures.
+    pub camera_errors: u64,
+}
+
+impl RunCounters {
+    /// The totals of `cameras`.
+    pub fn of(cameras: &[CameraSnapshot]) -> Self {
+        let mut r = Self::default();
+        for c in cameras {
+            r.produced += c.produced;
+            r.dropped_buffer += c.dropped_buffer;
+            r.skipped_unchanged += c.skipped_unchanged;
+            r.bad_frames += c.bad_frames;
+            r.camera_errors += c.errors;
+        }
+        r
+    }
+}
+
+/// The numbers of a daemon (or of a queue nobody runs).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Status {
+#[serde(default)]
+pub struct Snapshot {
     /// edgecap's version.
     pub version: String,
-    /// The daemon's process id.
-    pub pid: u32,
-    /// This run's id.
-    pub run_id: String,
-    /// `device.id`.
-    pub device: String,
-    /// `running`, `stopping` or `stopped`.
+    /// `running`, `stopping` or `stopped` (a daemon's); `idle` for a queue read while no
+    /// daemon runs.
     pub state: String,
+    /// The daemon's process id (0 when no daemon wrote this).
+    pub pid: u32,
+    /// The run's id (empty when no daemon wrote this).
+    pub run_id: String,
+    /// The device id (empty when no daemon wrote this).
+    pub device: String,
     /// When the daemon started (RFC 3339, UTC).
     pub started_at: String,
-    /// When this file was written (RFC 3339, UTC).
+    /// When this snapshot was taken (RFC 3339, UTC).
     pub updated_at: String,
     /// The queue directory.
     pub queue_dir: String,
-    /// Frames committed to the queue (lifetime).
-    pub captured: u64,
-    /// Frames the platform accepted (lifetime).
-    pub uploaded: u64,
-    /// Frames dropped by the budget policy (lifetime).
-    pub dropped_budget: u64,
-    /// Frames lost to write errors (lifetime).
-    pub dropped_write: u64,
-    /// Frames dropped before the disk (this run).
-    pub dropped_buffer: u64,
-    /// Frames refused for good, kept in the queue.
-    pub dead: u64,
-    /// Damaged spool files moved aside (lifetime).
-    pub quarantined: u64,
     /// Frames waiting for upload.
+    pub pending: Tally,
+    /// Frames being uploaded.
+    pub inflight: Tally,
+    /// Frames refused for good, kept in the queue.
+    pub dead: Tally,
+    /// Frames waiting (pending + in flight).
     pub backlog_frames: u64,
-    /// Bytes waiting for upload.
+    /// Bytes waiting (pending + in flight).
     pub backlog_bytes: u64,
     /// Age of the oldest waiting frame, in seconds.
     pub oldest_pending_age_secs: Option<u64>,
+    /// Lifetime counters of the queue.
+    pub counters: Counters,
+    /// This run's totals.
+    pub run: RunCounters,
     /// Whether the platform is reachable.
     pub online: bool,
     /// A loop stuck longer than the stall limit (the watchdog stopped pinging), if any.
     pub stalled: Option<String>,
-    /// Per camera.
-    pub cameras: Vec<CameraStatus>,
+    /// Per camera, this run.
+    pub cameras: Vec<CameraSnapshot>,
 }
 
-impl Status {
+impl Snapshot {
+    /// The queue's part, from its stats.
+    pub fn with_queue(mut self, stats: &Stats, oldest_secs: Option<u64>) -> Self {
+        self.pending = stats.pending;
+        self.inflight = stats.inflight;
+        self.dead = stats.dead;
+        self.backlog_frames = stats.pending.frames + stats.inflight.frames;
+        self.backlog_bytes = stats.pending.bytes + stats.inflight.bytes;
+        self.oldest_pending_age_secs = oldest_secs;
+        self.counters = stats.counters;
+        self
+    }
+
     /// The one-line form used for systemd's `STATUS=` and `edgecap status`'s header.
     pub fn line(&self) -> String {
         let age = self
@@ -79,12 +135,12 @@ impl Status {
             .map(|a| format!(", oldest {a} s"))
             .unwrap_or_default();
         format!(
-            "captured {}, uploaded {}, backlog {} frames ({:.1} MB{age}), dead {}, {}{}",
-            self.captured,
-            self.uploaded,
+            "committed {}, uploaded {}, backlog {} frames ({:.1} MB{age}), dead {}, {}{}",
+            self.counters.committed,
+            self.counters.uploaded,
             self.backlog_frames,
             self.backlog_bytes as f64 / 1e6,
-            self.dead,
+            self.dead.frames,
             if self.online { "online" } else { "offline" },
             self.stalled
                 .as_ref()
@@ -92,11 +148,36 @@ impl Status {
                 .unwrap_or_default()
         )
     }
+
+    /// Logs the periodic summary line (INFO, every number a structured field).
+    pub fn log_summary(&self) {
+        let c = &self.counters;
+        let r = &self.run;
+        info!(
+            produced = r.produced,
+            committed = c.committed,
+            uploaded = c.uploaded,
+            dropped_budget = c.dropped_budget,
+            dropped_write = c.dropped_write,
+            dropped_buffer = r.dropped_buffer,
+            skipped_unchanged = r.skipped_unchanged,
+            bad_frames = r.bad_frames,
+            camera_errors = r.camera_errors,
+            dead = self.dead.frames,
+            quarantined = c.quarantined,
+            interrupted = c.interrupted,
+            backlog_frames = self.backlog_frames,
+            backlog_bytes = self.backlog_bytes,
+            oldest_pending_age_secs = self.oldest_pending_age_secs,
+            online = self.online,
+            "summary"
+        );
+    }
 }
 
-/// Writes `status` to `path` atomically.
-pub fn write(path: &Path, status: &Status) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
+/// Writes `snapshot` to `path` atomically.
+pub fn write(path: &Path, snapshot: &Snapshot) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(snapshot).map_err(std::io::Error::other)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -106,7 +187,7 @@ pub fn write(path: &Path, status: &Status) -> std::io::Result<()> {
 }
 
 /// Reads a status file.
-pub fn read(path: &Path) -> std::io::Result<Status> {
+pub fn read(path: &Path) -> std::io::Result<Snapshot> {
     let bytes = std::fs::read(path)?;
     serde_json::from_slice(&bytes).map_err(std::io::Error::other)
 }

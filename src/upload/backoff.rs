@@ -137,7 +137,7 @@ pub fn batch_size(
 }
 
 /// The platform's limit on assets per upload session.
-pub const MAX_BATCH_FRAMES: usize = 5000;
+pub const MAX_BATCH_FRAMES: usize = crate::config::platform::NEXUS_MAX_ASSETS_PER_SESSION;
 /// How far [`batch_size`] may grow `batch_max_bytes`.
 pub const MAX_BATCH_GROWTH: u64 = 16;
 

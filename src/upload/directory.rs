@@ -5,18 +5,16 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde_json::json;
+use tokio::sync::watch;
 
-use super::{Health, Outcome, Report};
+use super::sink::{Frame, ImageError, Outcome, Report, Sink, Verdict};
 use crate::frame::FrameMeta;
-use crate::queue::{Leased, Queue, ReadError};
 
 /// Writes frames into a folder.
 pub struct DirectorySink {
     dir: PathBuf,
-    queue: Arc<Queue>,
 }
 
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
@@ -30,25 +28,26 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
 
 impl DirectorySink {
     /// A sink writing into `dir` (created if missing).
-    pub fn new(dir: PathBuf, queue: Arc<Queue>) -> Self {
-        Self { dir, queue }
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
     }
+}
 
+impl Sink for DirectorySink {
     /// Whether the folder can be created.
-    pub async fn probe(&self) -> Result<(), String> {
+    async fn probe(&self) -> Result<(), String> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))
     }
 
-    /// Delivers a batch.
-    pub async fn send(&self, batch: Vec<Leased>) -> Report {
+    /// Delivers a batch (on a blocking thread: it fsyncs).
+    async fn send(&self, batch: Vec<Frame>, _stop: &watch::Receiver<bool>) -> Report {
         let dir = self.dir.clone();
-        let queue = Arc::clone(&self.queue);
-        let res = tokio::task::spawn_blocking(move || deliver(&dir, &queue, batch)).await;
+        let res = tokio::task::spawn_blocking(move || deliver(&dir, batch)).await;
         res.unwrap_or_else(|e| Report {
             pending: None,
             outcomes: Vec::new(),
-            health: Health::Backoff {
+            verdict: Verdict::Backoff {
                 reason: format!("directory sink task failed: {e}"),
                 retry_after: None,
             },
@@ -56,24 +55,24 @@ impl DirectorySink {
     }
 }
 
-fn deliver(dir: &Path, queue: &Queue, batch: Vec<Leased>) -> Report {
+fn deliver(dir: &Path, batch: Vec<Frame>) -> Report {
     if let Err(e) = std::fs::create_dir_all(dir) {
         return Report {
             pending: None,
             outcomes: Vec::new(),
-            health: Health::Offline(format!("cannot create {}: {e}", dir.display())),
+            verdict: Verdict::Offline(format!("cannot create {}: {e}", dir.display())),
         };
     }
     let mut outcomes = Vec::with_capacity(batch.len());
-    let mut health = Health::Ok;
+    let mut verdict = Verdict::Ok;
     for l in batch {
-        let image = match queue.read_image(l.seq) {
+        let image = match l.image_blocking() {
             Ok(i) => i,
-            Err(ReadError::Io { source, .. }) => {
-                outcomes.push((l.seq, Outcome::Retry(source.to_string())));
+            Err(ImageError::Transient(why)) => {
+                outcomes.push((l.seq, Outcome::Retry(why)));
                 continue;
             }
-            Err(_) => {
+            Err(ImageError::Gone(_)) => {
                 outcomes.push((l.seq, Outcome::Gone));
                 continue;
             }
@@ -83,7 +82,7 @@ fn deliver(dir: &Path, queue: &Queue, batch: Vec<Leased>) -> Report {
             Err(e) => {
                 let msg = format!("cannot write into {}: {e}", dir.display());
                 outcomes.push((l.seq, Outcome::Retry(msg.clone())));
-                health = Health::Backoff {
+                verdict = Verdict::Backoff {
                     reason: msg,
                     retry_after: None,
                 };
@@ -98,14 +97,14 @@ fn deliver(dir: &Path, queue: &Queue, batch: Vec<Leased>) -> Report {
                 o.1 = Outcome::Retry(format!("cannot fsync {}: {e}", dir.display()));
             }
         }
-        health = Health::Backoff {
+        verdict = Verdict::Backoff {
             reason: format!("cannot fsync {}: {e}", dir.display()),
             retry_after: None,
         };
     }
     Report {
         outcomes,
-        health,
+        verdict,
         pending: None,
     }
 }

@@ -1,0 +1,120 @@
+//! The command line as clap sees it: pure parsing, no file or environment read here
+//! (clap reads `EDGECAP_CONFIG` itself for the default of `--config`).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Durable camera-frame capture and upload for computer-vision datasets.
+#[derive(Parser)]
+#[command(name = "edgecap", version, about)]
+pub struct Cli {
+    /// Config file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "EDGECAP_CONFIG",
+        default_value = edgecap::config::DEFAULT_PATH
+    )]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the daemon: capture, queue, upload.
+    Run {
+        /// Start no camera: upload what is queued (for up to `drain_on_stop_secs`), then
+        /// exit; 0 when the queue is empty, 1 when frames remain. Pairs with `enqueue`.
+        #[arg(long)]
+        drain: bool,
+    },
+    /// Check or print configuration.
+    Config {
+        /// Which.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Whether the daemon runs, and its counters, backlog and cameras (from its status
+    /// file). Exit 0 when it runs, 3 when it does not.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the V4L2 cameras with their formats, sizes and rates.
+    Cameras,
+    /// Capture one frame of a configured camera (source and transforms) into a file.
+    Snapshot {
+        /// The camera's `name`.
+        #[arg(long)]
+        camera: String,
+        /// Where to write the JPEG.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Add existing JPEG files (or every *.jpg/*.jpeg of a folder) to the queue as frames
+    /// of a configured camera, with its metadata and groups; the daemon uploads them. Stop
+    /// the daemon first: it holds the queue. Exit 1 if any file was skipped.
+    Enqueue {
+        /// The camera whose name, metadata and groups the frames take (default: the first).
+        #[arg(long)]
+        camera: Option<String>,
+        /// JPEG files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Inspect the queue (live numbers come from the daemon's status file while it runs).
+    Queue {
+        /// Which.
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+}
+
+/// `edgecap config …`.
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file; every problem is listed with its key and line.
+    Validate,
+    /// Print the commented default config.
+    PrintDefault,
+}
+
+/// `edgecap queue …`.
+#[derive(Subcommand)]
+pub enum QueueCommand {
+    /// Frames and bytes pending, in flight and dead, and the lifetime counters.
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The queued frames, oldest first, with their state and last error.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only the dead frames.
+        #[arg(long)]
+        dead: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Copy every queued frame (image + metadata JSON) into a folder; checksums are
+    /// verified. Read-only: safe while the daemon runs.
+    Export {
+        /// Target folder (created if needed).
+        dir: PathBuf,
+    },
+    /// Put the dead frames back in the upload queue (after fixing what the platform
+    /// refused). The daemon must be stopped.
+    RetryDead,
+    /// Delete the dead frames for good. The daemon must be stopped.
+    Purge,
+}

@@ -1,0 +1,160 @@
+//! The commands that run edgecap's machinery: `run`, `enqueue`, `snapshot`, `cameras`, and
+//! `config validate`'s report.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::{EXIT_RUNTIME, runtime_failure, usage_failure};
+use edgecap::config::{CameraConfig, Resolved, SinkConfig};
+use edgecap::daemon::Mode;
+
+/// `config validate`'s report of a config that resolved.
+pub(super) fn validated(r: &Resolved, path: &Path) -> ExitCode {
+    for w in &r.warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "{}: ok ({} camera(s), device {})",
+        path.display(),
+        r.config.cameras.len(),
+        r.device_id
+    );
+    ExitCode::SUCCESS
+}
+
+/// `edgecap run [--drain]`.
+pub(super) fn run(resolved: Resolved, drain: bool) -> ExitCode {
+    for w in &resolved.warnings {
+        tracing::warn!("{w}");
+    }
+    let mode = if drain {
+        Mode::DrainOnly
+    } else {
+        Mode::Capture
+    };
+    match run_daemon(resolved, mode) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) if mode == Mode::Capture => ExitCode::SUCCESS,
+        Ok(left) => {
+            tracing::warn!(
+                backlog_frames = left,
+                "frames are still queued after the drain; they go with the next run"
+            );
+            ExitCode::from(EXIT_RUNTIME)
+        }
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "edgecap stopped on an error");
+            runtime_failure(&e)
+        }
+    }
+}
+
+/// Runs the daemon; returns the frames still queued (pending or in flight) at the end.
+fn run_daemon(resolved: Resolved, mode: Mode) -> anyhow::Result<u64> {
+    let cfg = &resolved.config;
+    let sink = match &cfg.upload.sink {
+        SinkConfig::Directory { path } => format!("directory {}", path.display()),
+        SinkConfig::Nexus(n) => format!("Nexus project {} at {}", n.project_id, n.endpoint),
+    };
+    let queue_dir = cfg.queue.dir.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let summary = rt.block_on(edgecap::daemon::run(resolved, mode))?;
+    let q = summary.queue;
+    println!(
+        "edgecap: run {} committed {} frame(s) and delivered {} to {}; queue {}: {} pending, {} dead",
+        summary.run_id,
+        summary.committed,
+        summary.accepted,
+        sink,
+        queue_dir.display(),
+        q.pending.frames + q.inflight.frames,
+        q.dead.frames
+    );
+    Ok(q.pending.frames + q.inflight.frames)
+}
+
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the command's own report"
+)]
+pub(super) fn enqueue(resolved: &Resolved, camera: usize, paths: &[PathBuf]) -> ExitCode {
+    use edgecap::daemon::enqueue;
+    let files = match enqueue::collect(paths) {
+        Ok(f) => f,
+        Err(e) => return usage_failure(&e.to_string()),
+    };
+    let cfg = &resolved.config;
+    match enqueue::enqueue(resolved, camera, &files) {
+        Ok(done) => {
+            for (path, why) in &done.skipped {
+                eprintln!("edgecap: skipped {}: {why}", path.display());
+            }
+            println!(
+                "enqueued {} frame(s), {} bytes, as camera {} (run {}) into {}",
+                done.frames,
+                done.bytes,
+                cfg.cameras.get(camera).map_or("?", |c| c.name.as_str()),
+                done.run_id,
+                cfg.queue.dir.display()
+            );
+            if done.skipped.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+        Err(e) => runtime_failure(&anyhow::Error::new(e)),
+    }
+}
+
+pub(super) fn list_cameras() {
+    use edgecap::capture::v4l2;
+    let devices = v4l2::list_devices();
+    if devices.is_empty() {
+        println!(
+            "no V4L2 cameras found (no capture device under /dev/video*).\n\
+             USB webcams appear here once plugged in (check `dmesg` and that this user is in the `video` group).\n\
+             Raspberry Pi camera modules (CSI) are read with a `command` source running rpicam-vid; see the README."
+        );
+        return;
+    }
+    for d in devices {
+        println!("{}  \"{}\"  ({})", d.path.display(), d.name, d.bus);
+        match v4l2::describe_formats(&d.path) {
+            Ok(formats) => {
+                for f in formats {
+                    println!("  {}  {}", f.fourcc, f.description);
+                    for (w, h, rates) in f.sizes {
+                        println!("    {w}x{h}  {} fps", rates.join(", "));
+                    }
+                }
+            }
+            Err(e) => println!("  cannot list formats: {e}"),
+        }
+    }
+}
+
+pub(super) fn snapshot(cam: &CameraConfig, output: &Path) -> anyhow::Result<()> {
+    let ready = edgecap::capture::snapshot(cam)
+        .with_context(|| format!("camera {}: no frame", cam.name))?;
+    let tmp = output.with_extension("jpg.tmp");
+    std::fs::write(&tmp, &ready.jpeg).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, output)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), output.display()))?;
+    println!(
+        "{}: {}x{} JPEG, {} bytes from camera {}",
+        output.display(),
+        ready.width,
+        ready.height,
+        ready.jpeg.len(),
+        cam.name
+    );
+    Ok(())
+}

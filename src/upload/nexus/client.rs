@@ -1,0 +1,230 @@
+//! The Nexus API client: the HTTP client and its timeouts, the `Secret-Key` header, URLs,
+//! the session rate limiter, the classification of API errors into a [`Verdict`], and
+//! the small calls (probe, cancel, asset lookup). Everything the server says is treated as
+//! untrusted text: shortened, and any occurrence of the secret masked, before it is logged.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::wire::ErrorBody;
+use crate::config::{NexusConfig, Secret};
+use crate::upload::backoff::{RateLimiter, parse_retry_after};
+use crate::upload::sink::{Outcome, Verdict};
+use crate::upload::sleep_or_stop;
+
+/// The API client of one project.
+pub(super) struct Client {
+    pub(super) cfg: NexusConfig,
+    secret: Secret,
+    pub(super) http: reqwest::Client,
+    base: Url,
+    secret_header: HeaderValue,
+    limiter: Mutex<RateLimiter>,
+}
+
+impl Client {
+    /// Builds the client.
+    pub(super) fn new(cfg: NexusConfig, secret: Secret) -> Result<Self, String> {
+        // Picks ring as rustls' crypto provider (once per process; later calls are no-ops).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .read_timeout(cfg.stall_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("edgecap/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let base = Url::parse(&cfg.endpoint).map_err(|e| format!("upload.endpoint: {e}"))?;
+        let mut secret_header = HeaderValue::from_str(secret.expose())
+            .map_err(|_| "upload secret key: not a valid header value".to_string())?;
+        secret_header.set_sensitive(true);
+        let limiter = Mutex::new(RateLimiter::new(
+            cfg.session_rate_limit,
+            cfg.session_rate_window,
+        ));
+        Ok(Self {
+            cfg,
+            secret,
+            http: client,
+            base,
+            secret_header,
+            limiter,
+        })
+    }
+
+    pub(super) fn url(&self, path: &str) -> Url {
+        // RFC 3986 resolution of an absolute path drops any path of the base, as the SDK does.
+        self.base.join(path).unwrap_or_else(|_| self.base.clone())
+    }
+
+    pub(super) fn api(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, url)
+            .header("Secret-Key", self.secret_header.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .timeout(self.cfg.request_timeout)
+    }
+
+    pub(super) fn project_path(&self, rest: &str) -> String {
+        format!("/projects/{}{rest}", self.cfg.project_id)
+    }
+
+    /// Masks the secret and shortens server-provided text for logs.
+    pub(super) fn clean(&self, s: &str) -> String {
+        let secret = self.secret.expose();
+        let s: String = s.chars().filter(|c| !c.is_control()).take(300).collect();
+        if secret.is_empty() {
+            s
+        } else {
+            s.replace(secret, "***")
+        }
+    }
+
+    fn describe_error_body(&self, status: StatusCode, body: &[u8]) -> String {
+        match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(ErrorBody {
+                code: Some(c),
+                message: Some(m),
+            }) => self.clean(&format!("{status} {c}: {m}")),
+            Ok(ErrorBody {
+                message: Some(m), ..
+            }) => self.clean(&format!("{status}: {m}")),
+            _ => self.clean(&format!("{status}: {}", String::from_utf8_lossy(body))),
+        }
+    }
+
+    /// Verdict for a non-2xx answer of the API.
+    pub(super) fn classify(
+        &self,
+        what: &str,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Verdict {
+        let text = format!("{what}: {}", self.describe_error_body(status, body));
+        let retry_after = headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        match status.as_u16() {
+            401 | 403 | 404 => Verdict::OperatorMustAct(text),
+            // The SDK waits 60 s before retrying a 429 that says nothing more.
+            429 => Verdict::Backoff {
+                reason: text,
+                retry_after: Some(retry_after.unwrap_or(Duration::from_secs(60))),
+            },
+            408 => Verdict::Backoff {
+                reason: text,
+                retry_after,
+            },
+            400..=499 => Verdict::Split(text),
+            _ => Verdict::Backoff {
+                reason: text,
+                retry_after,
+            },
+        }
+    }
+
+    pub(super) fn network_error(&self, what: &str, e: reqwest::Error) -> Verdict {
+        Verdict::Offline(self.clean(&format!("{what}: {}", e.without_url())))
+    }
+
+    /// Checks that the API answers at all (any HTTP status counts).
+    pub(super) async fn probe(&self) -> Result<(), String> {
+        let url = self.url(&self.project_path(""));
+        match self.api(Method::GET, url).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.clean(&e.without_url().to_string())),
+        }
+    }
+
+    /// Takes back the last session creation from the limiter (nothing reached the server,
+    /// so an outage must not use up the window).
+    pub(super) fn forget_last_session(&self) {
+        self.limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_last();
+    }
+
+    /// Sessions the client-side limiter still allows in its window now.
+    pub(super) fn sessions_left(&self) -> usize {
+        self.limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .available(Instant::now())
+    }
+
+    pub(super) async fn wait_for_rate_limit(&self, stop: &watch::Receiver<bool>) -> bool {
+        loop {
+            let wait = {
+                let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+                let w = l.wait_time(Instant::now());
+                if w.is_zero() {
+                    l.record(Instant::now());
+                }
+                w
+            };
+            if wait.is_zero() {
+                return false;
+            }
+            info!(
+                wait_secs = wait.as_secs(),
+                limit = self.cfg.session_rate_limit,
+                window_secs = self.cfg.session_rate_window.as_secs(),
+                "session rate limit reached; waiting"
+            );
+            if sleep_or_stop(wait, stop).await {
+                return true;
+            }
+        }
+    }
+
+    /// Cancels a session (409: it had finished already).
+    pub(super) async fn cancel(&self, session_id: &str) {
+        let url =
+            self.url(&self.project_path(&format!("/assetuploadsessions/{session_id}:cancel")));
+        let req = self
+            .api(Method::POST, url)
+            .body(Vec::new())
+            .timeout(Duration::from_secs(3));
+        match req.send().await {
+            Ok(r) if r.status().is_success() || r.status() == StatusCode::CONFLICT => {
+                info!(session = %self.clean(session_id), "upload session cancelled");
+            }
+            Ok(r) => warn!(session = %self.clean(session_id), status = %r.status(),
+                "cancelling the upload session failed"),
+            Err(e) => {
+                warn!(session = %self.clean(session_id), error = %self.clean(&e.without_url().to_string()),
+                "cancelling the upload session failed")
+            }
+        }
+    }
+
+    /// Looks one asset up by filename after an operation did not end cleanly.
+    pub(super) async fn check_asset(&self, filename: &str, why: &str) -> Outcome {
+        let mut url = self.url(&self.project_path("/assets"));
+        if let Ok(mut segs) = url.path_segments_mut() {
+            segs.push(filename);
+        }
+        match self.api(Method::GET, url).send().await {
+            Ok(r) if r.status().is_success() => Outcome::Accepted,
+            Ok(r) if r.status() == StatusCode::NOT_FOUND => {
+                error!(
+                    filename,
+                    why, "the platform did not create this asset; it will be uploaded again"
+                );
+                Outcome::Failed(format!("{why}; asset not created"))
+            }
+            Ok(r) => Outcome::Retry(format!("{why}; asset lookup answered {}", r.status())),
+            Err(e) => Outcome::Retry(
+                self.clean(&format!("{why}; asset lookup failed: {}", e.without_url())),
+            ),
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! The Datature Nexus sink: one upload session per batch, per `docs/protocols/nexus.md`.
+//!
+//! 1. `POST /projects/{proj_…}/assetuploadsessions` with `Secret-Key`, listing every asset
+//!    (`filename`, `size`, `crc32c` as the signed i32 of the big-endian CRC-32C, `mime`,
+//!    `customMetadata`) and the batch's `groups`. Session creations go through a client-side
+//!    sliding-window limiter (default 15 per 300 s, the platform's limit).
+//! 2. `PUT` (or whatever `upload.method` says) each file to its signed URL with exactly the
+//!    returned headers and no credentials, `put_concurrency` at a time. A 5xx or network
+//!    error is retried twice within the session; a 403 (expired URL) puts the frame back for a
+//!    new session; a 400 `BadDigest` (damaged in transit) counts as a failed attempt and the
+//!    frame is sent again from its verified spool file; any other 4xx rejects that frame alone.
+//! 3. Poll `GET /projects/{pid}/operations/{opId}` (first poll at once, then every
+//!    `operation_poll_ms`). `Finished` → the uploaded frames are accepted. `Errored`,
+//!    `Cancelled` or no end within `operation_timeout_secs` → each uploaded asset is looked up
+//!    (`GET …/assets/{filename}`): present → accepted, absent → a failed attempt, logged.
+//! 4. On shutdown during the PUTs, or when no PUT succeeded, the session is cancelled
+//!    (`POST …/assetuploadsessions/{id}:cancel`; 409 means already finished).
+//!
+//! Everything that comes back from the server is treated as untrusted text: it is shortened
+//! and any occurrence of the secret key is masked before it reaches a log line.
+//!
+//! `wire.rs` holds the JSON bodies, `client.rs` the API client and error classification,
+//! `put.rs` the storage PUTs; this file is the session flow.
+
+mod client;
+mod put;
+mod wire;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use reqwest::{Method, StatusCode};
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+
+use client::Client;
+use put::{Put, put_all};
+pub use wire::nexus_crc32c;
+use wire::{AssetRequest, Operation, SessionRequest, SessionResponse, UploadSpec};
+
+use super::sink::{Frame, Outcome, Pending, Report, Sink, Verdict};
+use super::{sleep_or_stop, stopped};
+use crate::config::{NexusConfig, Secret};
+
+/// The Nexus sink.
+pub struct NexusSink {
+    client: Arc<Client>,
+}
+
+impl NexusSink {
+    /// Builds the client for the project of `cfg`.
+    pub fn new(cfg: NexusConfig, secret: Secret) -> Result<Self, String> {
+        Ok(Self {
+            client: Arc::new(Client::new(cfg, secret)?),
+        })
+    }
+}
+
+impl Sink for NexusSink {
+    /// Checks that the API answers at all (any HTTP status counts).
+    async fn probe(&self) -> Result<(), String> {
+        self.client.probe().await
+    }
+
+    /// Sessions the client-side limiter still allows in its window now.
+    fn sessions_left(&self) -> Option<usize> {
+        Some(self.client.sessions_left())
+    }
+
+    /// Sends one batch through one upload session.
+    async fn send(&self, batch: Vec<Frame>, stop: &watch::Receiver<bool>) -> Report {
+        let c = &self.client;
+        let retry_all = Report::retry_all;
+        if batch.is_empty() {
+            return retry_all(&batch, "", Verdict::Ok);
+        }
+        if c.wait_for_rate_limit(stop).await {
+            return retry_all(&batch, "shutting down", Verdict::Ok);
+        }
+        let groups = batch[0].meta.groups.clone();
+        let body = SessionRequest {
+            groups: &groups,
+            assets: batch
+                .iter()
+                .map(|l| AssetRequest {
+                    filename: &l.meta.filename,
+                    size: l.image_len,
+                    crc32c: nexus_crc32c(l.image_crc),
+                    mime: &l.meta.mime,
+                    custom_metadata: &l.meta.custom,
+                })
+                .collect(),
+        };
+        let body = match serde_json::to_vec(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return retry_all(
+                    &batch,
+                    "cannot encode request",
+                    Verdict::Split(format!("cannot encode the session request: {e}")),
+                );
+            }
+        };
+        let url = c.url(&c.project_path("/assetuploadsessions"));
+        let resp = tokio::select! {
+            r = c.api(Method::POST, url).body(body).send() => r,
+            _ = stopped(stop) => return retry_all(&batch, "shutting down", Verdict::Ok),
+        };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                if e.is_connect() {
+                    // Nothing reached the server: the attempt does not count against its
+                    // session limit (an outage must not use up the window).
+                    c.forget_last_session();
+                }
+                let h = c.network_error("creating an upload session", e);
+                return retry_all(&batch, "session not created", h);
+            }
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                let h = c.network_error("reading the session response", e);
+                return retry_all(&batch, "session response lost", h);
+            }
+        };
+        if !status.is_success() {
+            let h = c.classify("creating an upload session", status, &headers, &bytes);
+            return retry_all(&batch, "session not created", h);
+        }
+        let session: SessionResponse = match serde_json::from_slice(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                let h = Verdict::Backoff {
+                    reason: c.clean(&format!(
+                        "the session response is not what the protocol says ({e}): {}",
+                        String::from_utf8_lossy(&bytes)
+                    )),
+                    retry_after: None,
+                };
+                return retry_all(&batch, "garbage session response", h);
+            }
+        };
+        let session_id = c.clean(&session.id);
+        let op_id = session.op_id.clone();
+        info!(session = %session_id, operation = %c.clean(&op_id), frames = batch.len(),
+            "upload session created");
+        let mut specs: BTreeMap<String, UploadSpec> = session
+            .assets
+            .into_iter()
+            .map(|a| (a.metadata.filename, a.upload))
+            .collect();
+
+        // PUT every file that has an upload spec, `put_concurrency` at a time.
+        let mut outcomes: Vec<(u64, Outcome)> = Vec::new();
+        let mut missing = 0usize;
+        let n = batch.len();
+        let mut jobs = Vec::with_capacity(n);
+        for f in batch {
+            match specs.remove(&f.meta.filename) {
+                Some(spec) => jobs.push((f, spec)),
+                None => {
+                    missing += 1;
+                    outcomes.push((
+                        f.seq,
+                        Outcome::Retry("missing from session response".into()),
+                    ));
+                }
+            }
+        }
+        drop(specs);
+        let mut uploaded: Vec<(u64, String)> = Vec::new();
+        let mut network_failures = 0usize;
+        let mut transient: Option<String> = None;
+        if missing > 0 {
+            // A server that lists fewer assets than asked for is not healthy: back off
+            // instead of sending the rest again at once.
+            let why = format!(
+                "the session response has no upload URL for {missing} of {} frame(s); they go into a later session",
+                n
+            );
+            warn!(session = %session_id, missing, "{why}");
+            transient = Some(why);
+        }
+        let mut puts = put_all(
+            &c.http,
+            jobs,
+            c.cfg.stall_timeout,
+            c.cfg.put_concurrency,
+            stop,
+        );
+        while let Some((seq, name, put)) = puts.next().await {
+            match put {
+                Put::Uploaded => uploaded.push((seq, name)),
+                Put::Done(Outcome::Rejected(m)) => {
+                    let m = c.clean(&m);
+                    error!(seq, reason = %m, "storage refused the frame's upload");
+                    outcomes.push((seq, Outcome::Rejected(m)));
+                }
+                Put::Done(Outcome::Failed(m)) => {
+                    let m = c.clean(&m);
+                    warn!(seq, reason = %m, "a frame's upload failed; it counts as an attempt");
+                    outcomes.push((seq, Outcome::Failed(m)));
+                }
+                Put::Done(o) => outcomes.push((seq, o)),
+                Put::Transient { reason, network } => {
+                    if network {
+                        network_failures += 1;
+                    }
+                    outcomes.push((seq, Outcome::Retry(reason.clone())));
+                    transient = Some(reason);
+                }
+            }
+        }
+        drop(puts);
+        let verdict = match transient {
+            Some(r) if uploaded.is_empty() && network_failures > 0 => Verdict::Offline(r),
+            Some(r) => Verdict::Backoff {
+                reason: r,
+                retry_after: None,
+            },
+            None => Verdict::Ok,
+        };
+        if *stop.borrow() || uploaded.is_empty() {
+            c.cancel(&session.id).await;
+            outcomes.extend(
+                uploaded
+                    .into_iter()
+                    .map(|(s, _)| (s, Outcome::Retry("session cancelled".into()))),
+            );
+            return Report {
+                outcomes,
+                verdict,
+                pending: None,
+            };
+        }
+        let partial = (uploaded.len() < n).then_some(uploaded.len() as u64);
+        let seqs = uploaded.iter().map(|(s, _)| *s).collect();
+        let client = Arc::clone(&self.client);
+        let stop = stop.clone();
+        let fut = finish(client, session_id, op_id, uploaded, partial, stop);
+        Report {
+            outcomes,
+            verdict,
+            pending: Some(Pending {
+                seqs,
+                fut: Box::pin(fut),
+            }),
+        }
+    }
+}
+
+/// Follows a session's operation and decides the fate of its uploaded frames.
+async fn finish(
+    c: Arc<Client>,
+    session_id: String,
+    op_id: String,
+    uploaded: Vec<(u64, String)>,
+    partial: Option<u64>,
+    stop: watch::Receiver<bool>,
+) -> Vec<(u64, Outcome)> {
+    match await_operation(&c, &op_id, partial, &stop).await {
+        OpEnd::Finished => {
+            debug!(session = %session_id, frames = uploaded.len(), "operation finished");
+            uploaded
+                .into_iter()
+                .map(|(s, _)| (s, Outcome::Accepted))
+                .collect()
+        }
+        OpEnd::Unknown => uploaded
+            .into_iter()
+            .map(|(s, _)| {
+                let why = "operation still running at shutdown";
+                (s, Outcome::Retry(why.into()))
+            })
+            .collect(),
+        OpEnd::Check(why) => {
+            warn!(session = %session_id, operation = %c.clean(&op_id), why = %why,
+                frames = uploaded.len(), "operation did not finish cleanly; checking each asset");
+            let mut out = Vec::with_capacity(uploaded.len());
+            for (seq, name) in uploaded {
+                out.push((seq, c.check_asset(&name, &why).await));
+            }
+            out
+        }
+    }
+}
+
+enum OpEnd {
+    Finished,
+    /// Stopped before the operation ended: nothing is known.
+    Unknown,
+    /// Ended badly or timed out: look the assets up one by one.
+    Check(String),
+}
+
+/// Follows an operation to its end. `partial = Some(n)`: only `n` of the session's
+/// assets were uploaded, so the operation may never report `Finished` as a whole; it is
+/// over for us once its progress accounts for `n` assets.
+async fn await_operation(
+    c: &Client,
+    op_id: &str,
+    partial: Option<u64>,
+    stop: &watch::Receiver<bool>,
+) -> OpEnd {
+    let deadline = Instant::now() + c.cfg.operation_timeout;
+    let url = c.url(&c.project_path(&format!("/operations/{op_id}")));
+    loop {
+        let resp = c.api(Method::GET, url.clone()).send().await;
+        let state = match resp {
+            Ok(r) if r.status().is_success() => {
+                let body = r.bytes().await.unwrap_or_default();
+                match serde_json::from_slice::<Operation>(&body) {
+                    Ok(op) => {
+                        let ws = op
+                            .status
+                            .progress
+                            .map(|p| p.with_status)
+                            .unwrap_or_default();
+                        match partial {
+                            Some(n) if ws.finished + ws.errored + ws.cancelled >= n => {
+                                return if ws.errored + ws.cancelled == 0 {
+                                    OpEnd::Finished
+                                } else {
+                                    OpEnd::Check(format!(
+                                        "operation reports {} errored, {} cancelled",
+                                        ws.errored, ws.cancelled
+                                    ))
+                                };
+                            }
+                            _ => Some(op.status.overview),
+                        }
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "unreadable operation status");
+                        None
+                    }
+                }
+            }
+            Ok(r)
+                if r.status().is_client_error() && r.status() != StatusCode::TOO_MANY_REQUESTS =>
+            {
+                return OpEnd::Check(format!("operation status answered {}", r.status()));
+            }
+            Ok(_) | Err(_) => None,
+        };
+        match state.as_deref() {
+            Some("Finished") => return OpEnd::Finished,
+            Some(s @ ("Errored" | "Cancelled")) => {
+                return OpEnd::Check(format!("operation {s}"));
+            }
+            _ => {}
+        }
+        if *stop.borrow() {
+            return OpEnd::Unknown;
+        }
+        if Instant::now() >= deadline {
+            return OpEnd::Check(format!(
+                "operation not finished after {} s",
+                c.cfg.operation_timeout.as_secs()
+            ));
+        }
+        if sleep_or_stop(c.cfg.operation_poll, stop).await {
+            // One last look before giving up on it for this run.
+            continue;
+        }
+    }
+}

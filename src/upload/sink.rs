@@ -1,0 +1,213 @@
+//! The contract between the uploader and a platform: a batch of [`Frame`]s in, one
+//! [`Outcome`] per frame and a [`Verdict`] on the link out ([`Report`]).
+//!
+//! A sink never touches the queue. It receives, per frame, the metadata and an [`Image`]:
+//! the bytes themselves, or a handle that reads them from the queue's spool file (checksum
+//! verified) when the sink is ready to send them, so a 5000-frame batch never holds 5000
+//! images in memory.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::frame::FrameMeta;
+use crate::queue::{Leased, Queue, ReadError};
+
+/// What became of one frame of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The platform has it: delete it from the queue.
+    Accepted,
+    /// Not delivered for a reason outside the frame (network, server, expired URL): try
+    /// again later; does not count as an attempt.
+    Retry(String),
+    /// The platform failed this frame (e.g. its processing errored): counts an attempt.
+    Failed(String),
+    /// Refused for good (e.g. a 400 on its upload): mark dead now.
+    Rejected(String),
+    /// The frame could not be read (quarantined or missing); the queue already dealt with it.
+    Gone,
+}
+
+/// The sink's verdict on the link after a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Working.
+    Ok,
+    /// The platform cannot be reached: go offline and probe.
+    Offline(String),
+    /// The platform answered with a transient error: back off (at least `retry_after`).
+    Backoff {
+        /// Why.
+        reason: String,
+        /// The server's `Retry-After`, or a minimum the sink asks for.
+        retry_after: Option<Duration>,
+    },
+    /// The platform refused the batch as a whole (400): retry with half the batch.
+    Split(String),
+    /// Configuration is wrong (401/403/404 on the API): an operator must act. Backs off to
+    /// the maximum delay and keeps trying.
+    OperatorMustAct(String),
+}
+
+/// A sink's answer for one batch.
+pub struct Report {
+    /// One outcome per frame decided now. Frames neither listed here nor in `pending`
+    /// are put back as `Retry`.
+    pub outcomes: Vec<(u64, Outcome)>,
+    /// The link verdict.
+    pub verdict: Verdict,
+    /// Frames whose fate the platform decides later (a Nexus operation), followed in the
+    /// background while the next batch goes out.
+    pub pending: Option<Pending>,
+}
+
+impl Report {
+    /// Every frame of `batch` back to the queue for `why`, with `verdict`.
+    pub fn retry_all(batch: &[Frame], why: &str, verdict: Verdict) -> Self {
+        Self {
+            outcomes: batch
+                .iter()
+                .map(|f| (f.seq, Outcome::Retry(why.to_string())))
+                .collect(),
+            verdict,
+            pending: None,
+        }
+    }
+}
+
+/// Frames waiting on the platform, and the future that decides them.
+pub struct Pending {
+    /// The frames it decides.
+    pub seqs: Vec<u64>,
+    /// Resolves to one outcome per frame; must resolve promptly once `stop` is set.
+    pub fut: Decision,
+}
+
+/// A future resolving to one outcome per frame.
+pub type Decision = std::pin::Pin<Box<dyn Future<Output = Vec<(u64, Outcome)>> + Send>>;
+
+/// A platform the uploader can deliver to.
+pub trait Sink: Send + Sync + 'static {
+    /// Delivers one batch (all frames share their groups). Must return promptly once
+    /// `stop` is set.
+    fn send(
+        &self,
+        batch: Vec<Frame>,
+        stop: &watch::Receiver<bool>,
+    ) -> impl Future<Output = Report> + Send;
+
+    /// Whether the platform answers at all (used while offline).
+    fn probe(&self) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Batches the sink may still start in its rate window (None: no limit).
+    fn sessions_left(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// Reads a queued frame's image with its checksum verified.
+pub trait ImageStore: Send + Sync + 'static {
+    /// The image of frame `seq`.
+    fn read_image(&self, seq: u64) -> Result<Vec<u8>, ReadError>;
+}
+
+impl ImageStore for Queue {
+    fn read_image(&self, seq: u64) -> Result<Vec<u8>, ReadError> {
+        Queue::read_image(self, seq)
+    }
+}
+
+/// Where a frame's image comes from.
+#[derive(Clone)]
+pub enum Image {
+    /// In memory.
+    Bytes(Bytes),
+    /// In the queue, read when it is sent.
+    Stored(Arc<dyn ImageStore>),
+}
+
+/// Why an image could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    /// A passing failure (I/O): the frame stays queued.
+    #[error("{0}")]
+    Transient(String),
+    /// The frame is gone (corrupt and quarantined, or its file missing); the queue has
+    /// already counted and logged it.
+    #[error("{0}")]
+    Gone(String),
+}
+
+/// One frame handed to a sink.
+#[derive(Clone)]
+pub struct Frame {
+    /// Queue sequence number (the key of its outcome).
+    pub seq: u64,
+    /// Its name, groups and metadata.
+    pub meta: FrameMeta,
+    /// Image size in bytes.
+    pub image_len: u32,
+    /// CRC-32C of the image.
+    pub image_crc: u32,
+    /// The image.
+    pub image: Image,
+}
+
+impl Frame {
+    /// A leased frame whose image stays in `store` until it is sent.
+    pub fn stored(l: Leased, store: Arc<dyn ImageStore>) -> Self {
+        Self {
+            seq: l.seq,
+            meta: l.meta,
+            image_len: l.image_len,
+            image_crc: l.image_crc,
+            image: Image::Stored(store),
+        }
+    }
+
+    /// A frame whose image is in memory.
+    pub fn in_memory(seq: u64, meta: FrameMeta, image: Bytes) -> Self {
+        Self {
+            seq,
+            meta,
+            image_len: u32::try_from(image.len()).unwrap_or(u32::MAX),
+            image_crc: crc32c::crc32c(&image),
+            image: Image::Bytes(image),
+        }
+    }
+
+    /// The image bytes, read from the queue if need be (on a blocking thread).
+    pub async fn image(&self) -> Result<Bytes, ImageError> {
+        match &self.image {
+            Image::Bytes(b) => Ok(b.clone()),
+            Image::Stored(store) => {
+                let (store, seq) = (Arc::clone(store), self.seq);
+                tokio::task::spawn_blocking(move || read_stored(store.as_ref(), seq))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ImageError::Transient(format!("read task failed: {e}")))
+                    })
+            }
+        }
+    }
+
+    /// The image bytes, for callers already on a blocking thread.
+    pub fn image_blocking(&self) -> Result<Bytes, ImageError> {
+        match &self.image {
+            Image::Bytes(b) => Ok(b.clone()),
+            Image::Stored(store) => read_stored(store.as_ref(), self.seq),
+        }
+    }
+}
+
+fn read_stored(store: &dyn ImageStore, seq: u64) -> Result<Bytes, ImageError> {
+    match store.read_image(seq) {
+        Ok(v) => Ok(Bytes::from(v)),
+        Err(ReadError::Io { source, .. }) => Err(ImageError::Transient(source.to_string())),
+        Err(e) => Err(ImageError::Gone(e.to_string())),
+    }
+}

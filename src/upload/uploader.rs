@@ -1,0 +1,469 @@
+//! The uploader: one long-running task that drains the queue into a [`Sink`], written as an
+//! explicit state machine (as uplink's serializer is). Each [`Phase`] has one step
+//! function that waits for what that phase waits for and returns the next phase; `run`
+//! only loops over them. Operations the platform decides later are followed in the
+//! background ([`Operations`]) in every phase, so their outcomes are applied while the
+//! uploader waits for frames, backs off or probes.
+//!
+//! ```text
+//!            frames pending                 batch due (count, bytes, age, drain)
+//!   Idle ───────────────────▶ Filling ─────────────────────────────▶ Sending
+//!    ▲  queue empty               ▲                                   │ │ │
+//!    └────────────────────────────┴──── Ok / Split (smaller batch) ───┘ │ │
+//!                                 ▲                                     │ │
+//!                                 ├──── BackingOff ◀── Backoff / ───────┘ │
+//!                                 │                    OperatorMustAct     │
+//!                                 └──── Offline (probe) ◀── Offline ───────┘
+//! ```
+//!
+//! Room for more phases ("upload window closed", "byte budget spent") is deliberate: a
+//! link policy is one more phase with its own wait, not a flag checked in every branch.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::backoff::{Backoff, batch_size};
+use super::operations::{MAX_OPEN_OPERATIONS, Operations};
+use super::sink::{Frame, ImageStore, Outcome, Sink, Verdict};
+use super::stopped;
+use crate::config::UploadConfig;
+use crate::ops::health::Beat;
+use crate::queue::Queue;
+
+/// Uploader counters (for the summary line and status).
+#[derive(Debug, Default)]
+pub struct UploadStats {
+    /// Batches sent.
+    pub batches: AtomicU64,
+    /// Frames accepted by the platform.
+    pub accepted: AtomicU64,
+    /// Frames put back after a transient failure.
+    pub retried: AtomicU64,
+    /// Frames marked dead.
+    pub dead: AtomicU64,
+    /// Whether the platform is reachable.
+    pub online: AtomicBool,
+}
+
+/// Where the uploader stands. `since` is when the oldest frame still waiting was first
+/// seen (tokio's monotonic clock, so a clock jump cannot hold a batch back, and tests can
+/// pause it); `None` after the queue ran empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Nothing pending: wait for frames.
+    Idle,
+    /// Frames pending, no batch due yet: wait for more, or for the oldest to age.
+    Filling {
+        /// First seen.
+        since: Instant,
+    },
+    /// A batch is due: lease it, send it, apply what the sink says.
+    Sending {
+        /// First seen.
+        since: Instant,
+    },
+    /// A transient failure or a refusal an operator must fix: wait, then try again.
+    BackingOff {
+        /// Until when.
+        until: Instant,
+        /// First seen.
+        since: Option<Instant>,
+    },
+    /// The platform cannot be reached: probe with backoff until it answers.
+    Offline {
+        /// First seen.
+        since: Option<Instant>,
+    },
+}
+
+/// What the uploader works with.
+pub struct Uploader<S: Sink> {
+    queue: Arc<Queue>,
+    sink: S,
+    cfg: UploadConfig,
+    stats: Arc<UploadStats>,
+    stop: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
+    beat: Arc<Beat>,
+    ops: Operations,
+    backoff: Backoff,
+    /// Largest batch now: `batch_max_frames`, or less while bisecting a refused batch.
+    cap: usize,
+}
+
+impl<S: Sink> Uploader<S> {
+    /// An uploader from `queue` into `sink`. `stop` ends it; `drain` makes batches go out
+    /// without waiting for their age (the daemon winding down after `stop_after_frames`).
+    pub fn new(
+        queue: Arc<Queue>,
+        sink: S,
+        cfg: UploadConfig,
+        stats: Arc<UploadStats>,
+        stop: watch::Receiver<bool>,
+        drain: watch::Receiver<bool>,
+        beat: Arc<Beat>,
+    ) -> Self {
+        Self {
+            backoff: Backoff::new(cfg.retry),
+            cap: cfg.batch.max_frames,
+            queue,
+            sink,
+            cfg,
+            stats,
+            stop,
+            drain,
+            beat,
+            ops: Operations::default(),
+        }
+    }
+
+    /// Runs until `stop` is set, then winds down (see [`Uploader::wind_down`]).
+    pub async fn run(mut self) {
+        self.stats.online.store(true, Ordering::Relaxed);
+        let mut phase = Phase::Idle;
+        loop {
+            if *self.stop.borrow() {
+                break;
+            }
+            let next = match phase {
+                Phase::Idle => self.idle().await,
+                Phase::Filling { since } => self.filling(since).await,
+                Phase::Sending { since } => self.sending(since).await,
+                Phase::BackingOff { until, since } => self.backing_off(until, since).await,
+                Phase::Offline { since } => self.offline(since).await,
+            };
+            match next {
+                Some(p) => {
+                    if std::mem::discriminant(&p) != std::mem::discriminant(&phase) {
+                        debug!(from = ?phase, to = ?p, "uploader phase");
+                    }
+                    phase = p;
+                }
+                None => break,
+            }
+        }
+        self.wind_down().await;
+    }
+
+    fn after(since: Option<Instant>) -> Phase {
+        match since {
+            Some(since) => Phase::Filling { since },
+            None => Phase::Idle,
+        }
+    }
+
+    async fn idle(&mut self) -> Option<Phase> {
+        let notified = self.queue.pending_notify().notified();
+        if self.queue.stats().pending.frames > 0 {
+            return Some(Phase::Filling {
+                since: Instant::now(),
+            });
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = stopped(&self.stop) => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            (seqs, outcomes) = self.ops.next() => self.apply(&seqs, &outcomes).await,
+        }
+        Some(Phase::Idle)
+    }
+
+    async fn filling(&mut self, since: Instant) -> Option<Phase> {
+        let notified = self.queue.pending_notify().notified();
+        let s = self.queue.stats();
+        if s.pending.frames == 0 {
+            return Some(Phase::Idle);
+        }
+        let full =
+            s.pending.frames >= self.cap as u64 || s.pending.bytes >= self.cfg.batch.max_bytes;
+        let due = since + self.cfg.batch.max_age;
+        if full || *self.drain.borrow() || Instant::now() >= due {
+            return Some(Phase::Sending { since });
+        }
+        let mut drain = self.drain.clone();
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep_until(due) => {}
+            _ = async { let _ = drain.wait_for(|x| *x).await; } => {}
+            _ = stopped(&self.stop) => return None,
+            (seqs, outcomes) = self.ops.next() => self.apply(&seqs, &outcomes).await,
+        }
+        Some(Phase::Filling { since })
+    }
+
+    async fn sending(&mut self, since: Instant) -> Option<Phase> {
+        if self.ops.len() >= MAX_OPEN_OPERATIONS {
+            tokio::select! {
+                (seqs, outcomes) = self.ops.next() => self.apply(&seqs, &outcomes).await,
+                _ = stopped(&self.stop) => return None,
+            }
+            return Some(Phase::Sending { since });
+        }
+        let s = self.queue.stats();
+        if s.pending.frames == 0 {
+            return Some(Phase::Idle);
+        }
+        let max = self.cfg.batch;
+        // While bisecting a refused batch (cap below the configured size) no growth.
+        let (frames, max_bytes) = if self.cap == max.max_frames {
+            batch_size(
+                self.cap,
+                max.max_bytes,
+                s.pending.frames,
+                s.pending.bytes,
+                self.sink.sessions_left(),
+            )
+        } else {
+            (self.cap, max.max_bytes)
+        };
+        if frames > self.cap || max_bytes > max.max_bytes {
+            debug!(
+                frames,
+                max_bytes,
+                backlog = s.pending.frames,
+                "batch grown to fit the backlog into the sessions left"
+            );
+        }
+        let q = Arc::clone(&self.queue);
+        let leased = match blocking(&self.beat, "queue lease", move || {
+            q.lease(frames, max_bytes)
+        })
+        .await
+        {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                error!(error = %e, "cannot lease frames from the queue");
+                return Some(Phase::BackingOff {
+                    until: Instant::now() + self.backoff.next_delay(),
+                    since: Some(since),
+                });
+            }
+            None => return None,
+        };
+        if leased.is_empty() {
+            return Some(Phase::Filling { since });
+        }
+        let store: Arc<dyn ImageStore> = Arc::clone(&self.queue) as Arc<dyn ImageStore>;
+        let batch: Vec<Frame> = leased
+            .into_iter()
+            .map(|l| Frame::stored(l, Arc::clone(&store)))
+            .collect();
+        let seqs: Vec<u64> = batch.iter().map(|f| f.seq).collect();
+        let n = seqs.len();
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        debug!(frames = n, first_seq = seqs[0], "sending a batch");
+        let mut report = self.sink.send(batch, &self.stop).await;
+        if let Verdict::Split(reason) = &report.verdict
+            && n <= 1
+        {
+            // Already alone: this frame is the one the platform refuses.
+            warn!(seqs = ?seqs, reason, "the platform refuses this frame on its own");
+            report.outcomes = seqs
+                .iter()
+                .map(|s| (*s, Outcome::Rejected(reason.clone())))
+                .collect();
+            report.verdict = Verdict::Ok;
+        }
+        let later: Vec<u64> = report
+            .pending
+            .as_ref()
+            .map(|p| p.seqs.clone())
+            .unwrap_or_default();
+        let now: Vec<u64> = seqs.into_iter().filter(|s| !later.contains(s)).collect();
+        self.apply(&now, &report.outcomes).await;
+        if let Some(p) = report.pending {
+            self.ops.spawn(p);
+        }
+        let since = (self.queue.stats().pending.frames > 0).then_some(since);
+        Some(match report.verdict {
+            Verdict::Ok => {
+                if !self.stats.online.swap(true, Ordering::Relaxed) {
+                    info!("uplink is back: uploading");
+                }
+                self.backoff.reset();
+                self.cap = (self.cap * 2).min(max.max_frames);
+                Self::after(since)
+            }
+            Verdict::Split(reason) => {
+                self.cap = (n / 2).max(1);
+                warn!(
+                    frames = n,
+                    next_batch = self.cap,
+                    reason,
+                    "the platform refused the batch; retrying with smaller batches to find the frame at fault"
+                );
+                Self::after(since)
+            }
+            Verdict::Backoff {
+                reason,
+                retry_after,
+            } => {
+                let d = self
+                    .backoff
+                    .next_delay()
+                    .max(retry_after.unwrap_or_default());
+                warn!(
+                    reason,
+                    retry_in_ms = d.as_millis() as u64,
+                    failures = self.backoff.failures(),
+                    "upload failed; backing off"
+                );
+                Phase::BackingOff {
+                    until: Instant::now() + d,
+                    since,
+                }
+            }
+            Verdict::OperatorMustAct(reason) => {
+                let d = self.cfg.retry.max;
+                error!(
+                    reason,
+                    retry_in_secs = d.as_secs(),
+                    "the platform refuses edgecap's requests; check project_id and the secret key"
+                );
+                Phase::BackingOff {
+                    until: Instant::now() + d,
+                    since,
+                }
+            }
+            Verdict::Offline(reason) => {
+                if self.stats.online.swap(false, Ordering::Relaxed) {
+                    warn!(
+                        reason,
+                        "uplink is down: frames stay queued; probing with backoff"
+                    );
+                }
+                Phase::Offline { since }
+            }
+        })
+    }
+
+    async fn backing_off(&mut self, until: Instant, since: Option<Instant>) -> Option<Phase> {
+        if self.pause_until(until).await {
+            return None;
+        }
+        Some(Self::after(since))
+    }
+
+    async fn offline(&mut self, since: Option<Instant>) -> Option<Phase> {
+        let d = self.backoff.next_delay();
+        debug!(retry_in_ms = d.as_millis() as u64, "offline; next probe");
+        if self.pause_until(Instant::now() + d).await {
+            return None;
+        }
+        match self.sink.probe().await {
+            Ok(()) => {
+                self.backoff.reset();
+                self.stats.online.store(true, Ordering::Relaxed);
+                info!("uplink is back: uploading");
+                Some(Self::after(since))
+            }
+            Err(e) => {
+                debug!(error = %e, "probe failed");
+                Some(Phase::Offline { since })
+            }
+        }
+    }
+
+    /// Waits until `until`, applying operations that finish meanwhile; true if stopped.
+    async fn pause_until(&mut self, until: Instant) -> bool {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return *self.stop.borrow(),
+                _ = stopped(&self.stop) => return true,
+                (seqs, outcomes) = self.ops.next() => self.apply(&seqs, &outcomes).await,
+            }
+        }
+    }
+
+    /// After `stop`: operations resolve promptly (one last status poll each) and get 4 s to
+    /// do so; the frames of any still open go back to pending.
+    async fn wind_down(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+        while !self.ops.is_empty() {
+            tokio::select! {
+                (seqs, outcomes) = self.ops.next() => self.apply(&seqs, &outcomes).await,
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let left = self.ops.abort();
+        if !left.is_empty() {
+            let q = Arc::clone(&self.queue);
+            blocking(&self.beat, "queue release", move || {
+                q.release(&left, Some("stopped while the operation was followed"))
+            })
+            .await;
+        }
+    }
+
+    /// Applies outcomes: `seqs` are the frames decided here; any of them without an
+    /// outcome goes back to pending.
+    async fn apply(&self, seqs: &[u64], outcomes: &[(u64, Outcome)]) {
+        let mut accepted = Vec::new();
+        let mut retry: Vec<(u64, String)> = Vec::new();
+        let mut failed: Vec<(u64, String)> = Vec::new();
+        let mut rejected: Vec<(u64, String)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (seq, o) in outcomes {
+            seen.insert(*seq);
+            match o {
+                Outcome::Accepted => accepted.push(*seq),
+                Outcome::Retry(m) => retry.push((*seq, m.clone())),
+                Outcome::Failed(m) => failed.push((*seq, m.clone())),
+                Outcome::Rejected(m) => rejected.push((*seq, m.clone())),
+                Outcome::Gone => {}
+            }
+        }
+        for s in seqs {
+            if !seen.contains(s) {
+                retry.push((*s, "not sent".to_string()));
+            }
+        }
+        let stats = &self.stats;
+        stats
+            .accepted
+            .fetch_add(accepted.len() as u64, Ordering::Relaxed);
+        stats
+            .retried
+            .fetch_add(retry.len() as u64, Ordering::Relaxed);
+        let q = Arc::clone(&self.queue);
+        let max_attempts = self.cfg.max_attempts;
+        let dead = blocking(&self.beat, "queue update", move || {
+            q.ack(&accepted);
+            // One index update per distinct reason, not one per frame.
+            let mut by_reason: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+            for (s, m) in &retry {
+                by_reason.entry(m.as_str()).or_default().push(*s);
+            }
+            for (m, seqs) in by_reason {
+                q.release(&seqs, Some(m));
+            }
+            let mut dead = 0;
+            for (s, m) in &failed {
+                dead += q.fail(&[*s], m, max_attempts);
+            }
+            for (s, m) in &rejected {
+                dead += q.kill(&[*s], m);
+            }
+            dead
+        })
+        .await
+        .unwrap_or(0);
+        stats.dead.fetch_add(dead as u64, Ordering::Relaxed);
+    }
+}
+
+/// Runs a blocking queue call off the async threads, marking the uploader busy meanwhile
+/// (a queue call stuck on the disk stops the watchdog pings).
+async fn blocking<T: Send + 'static>(
+    beat: &Beat,
+    doing: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let _busy = beat.busy(doing);
+    tokio::task::spawn_blocking(f).await.ok()
+}
