@@ -18,7 +18,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use edgecap::capture::Pixels;
-use edgecap::capture::process::{Outcome, Processor};
+use edgecap::capture::process::{Processed, Processor};
 use edgecap::encode;
 
 /// Median wall time of `f` over enough runs to fill about `budget`.
@@ -60,7 +60,7 @@ fn main() {
     let mut pass = processor("");
     let (t_pass, n_pass) = median(budget, || {
         let out = pass.process(Pixels::Jpeg(jpeg.clone()), Instant::now());
-        assert!(matches!(out, Ok(Outcome::Keep(ref r)) if r.jpeg.len() == jpeg.len()));
+        assert!(matches!(out, Ok(Processed::Keep(ref r)) if r.jpeg.len() == jpeg.len()));
         black_box(out).ok();
     });
     // The clone alone, to subtract from passthrough (the daemon moves, never copies).

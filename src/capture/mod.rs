@@ -32,7 +32,7 @@ use crate::config::{CameraConfig, SourceConfig};
 use crate::frame::CapturedFrame;
 use crate::ops::health::Beat;
 use crate::schedule::{Clock, SystemClock};
-use process::{Outcome, Processor};
+use process::{Processed, Processor};
 pub use test_pattern::TestPattern;
 
 /// A source failed to deliver a frame.
@@ -131,8 +131,8 @@ pub fn snapshot(cam: &CameraConfig) -> Result<process::Ready, CaptureError> {
     let mut cam = cam.clone();
     cam.change_detection = None;
     match Processor::new(&cam).process(frame.pixels, Instant::now())? {
-        Outcome::Keep(r) => Ok(r),
-        Outcome::Unchanged => Err(CaptureError::Device("no frame kept".into())),
+        Processed::Keep(r) => Ok(r),
+        Processed::Unchanged => Err(CaptureError::Device("no frame kept".into())),
     }
 }
 
@@ -321,11 +321,11 @@ pub fn run_camera_with_clock(
             processor.process(frame.pixels, Instant::now())
         };
         let out = match processed {
-            Ok(Outcome::Keep(out)) => {
+            Ok(Processed::Keep(out)) => {
                 bad_frame_logged = false;
                 out
             }
-            Ok(Outcome::Unchanged) => {
+            Ok(Processed::Unchanged) => {
                 stats.skipped_unchanged.fetch_add(1, Ordering::Relaxed);
                 continue;
             }

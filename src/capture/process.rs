@@ -55,9 +55,9 @@ pub struct Ready {
     pub height: u32,
 }
 
-/// What became of a frame.
+/// What processing made of a frame.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum Processed {
     /// Keep it.
     Keep(Ready),
     /// Change detection found it the same as the last kept frame.
@@ -170,7 +170,7 @@ impl Processor {
     }
 
     /// Processes one frame seen at `now`.
-    pub fn process(&mut self, pixels: Pixels, now: Instant) -> Result<Outcome, ProcessError> {
+    pub fn process(&mut self, pixels: Pixels, now: Instant) -> Result<Processed, ProcessError> {
         let passthrough = self.transform.is_passthrough();
         let (img, original) = match pixels {
             Pixels::Jpeg(jpeg) => {
@@ -178,7 +178,7 @@ impl Processor {
                     return Err(ProcessError::NotJpeg(jpeg.len()));
                 };
                 if passthrough && self.change.is_none() {
-                    return Ok(Outcome::Keep(Ready {
+                    return Ok(Processed::Keep(Ready {
                         jpeg,
                         width,
                         height,
@@ -197,10 +197,10 @@ impl Processor {
         if let Some(cd) = &mut self.change
             && !cd.keep(&img, now)
         {
-            return Ok(Outcome::Unchanged);
+            return Ok(Processed::Unchanged);
         }
         if passthrough && let Some((jpeg, width, height)) = original {
-            return Ok(Outcome::Keep(Ready {
+            return Ok(Processed::Keep(Ready {
                 jpeg,
                 width,
                 height,
@@ -216,7 +216,7 @@ impl Processor {
             self.transform.quality(),
             &mut jpeg,
         )?;
-        Ok(Outcome::Keep(Ready {
+        Ok(Processed::Keep(Ready {
             jpeg,
             width,
             height,
@@ -313,11 +313,11 @@ mod tests {
             .process(Pixels::Jpeg(jpeg.clone()), Instant::now())
             .unwrap()
         {
-            Outcome::Keep(r) => {
+            Processed::Keep(r) => {
                 assert_eq!(r.jpeg, jpeg);
                 assert_eq!((r.width, r.height), (320, 240));
             }
-            Outcome::Unchanged => panic!("kept"),
+            Processed::Unchanged => panic!("kept"),
         }
         // Change detection alone decodes to compare but still stores the original bytes.
         let cd = ChangeDetection {
@@ -327,11 +327,11 @@ mod tests {
         let mut p = Processor::new(&cam(Transform::default(), Some(cd)));
         let t = Instant::now();
         assert!(
-            matches!(p.process(Pixels::Jpeg(jpeg.clone()), t).unwrap(), Outcome::Keep(r) if r.jpeg == jpeg)
+            matches!(p.process(Pixels::Jpeg(jpeg.clone()), t).unwrap(), Processed::Keep(r) if r.jpeg == jpeg)
         );
         assert!(matches!(
             p.process(Pixels::Jpeg(jpeg.clone()), t).unwrap(),
-            Outcome::Unchanged
+            Processed::Unchanged
         ));
     }
 
@@ -344,7 +344,7 @@ mod tests {
             ..Transform::default()
         };
         let mut p = Processor::new(&cam(t, None));
-        let Outcome::Keep(r) = p
+        let Processed::Keep(r) = p
             .process(Pixels::Jpeg(jpeg_of(&scene(40))), Instant::now())
             .unwrap()
         else {
@@ -367,7 +367,7 @@ mod tests {
             height: h,
             data,
         };
-        let Outcome::Keep(r) = p.process(px, Instant::now()).unwrap() else {
+        let Processed::Keep(r) = p.process(px, Instant::now()).unwrap() else {
             panic!("kept")
         };
         let img = image::load_from_memory(&r.jpeg).unwrap().into_rgb8();

@@ -25,7 +25,7 @@ use crate::ops::health::Health;
 use crate::ops::notify;
 use crate::ops::snapshot::{self, CameraSnapshot, RunCounters, Snapshot};
 use crate::queue::{Queue, QueueError, Stats};
-use crate::upload::{self, ConfiguredSink, UploadStats, Uploader};
+use crate::upload::{self, ConfiguredSink, Controls, UploadStats, Uploader};
 
 /// The daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -163,10 +163,12 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
             Arc::clone(&queue),
             sink,
             config.upload.clone(),
-            Arc::clone(&up_stats),
-            stop_rx.clone(),
-            drain_rx,
-            health.beat("upload"),
+            Controls {
+                stats: Arc::clone(&up_stats),
+                stop: stop_rx.clone(),
+                drain: drain_rx,
+                beat: health.beat("upload"),
+            },
         )
         .run(),
     );

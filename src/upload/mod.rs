@@ -47,7 +47,7 @@ pub use nexus::{NexusSink, nexus_crc32c};
 pub use sink::{
     Decision, Frame, Image, ImageError, ImageStore, Outcome, Pending, Report, Sink, Verdict,
 };
-pub use uploader::{Phase, UploadStats, Uploader};
+pub use uploader::{Controls, Phase, UploadStats, Uploader};
 
 use crate::config::{Secret, SinkConfig};
 

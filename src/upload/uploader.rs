@@ -81,6 +81,19 @@ pub enum Phase {
     },
 }
 
+/// How the daemon steers and watches the uploader.
+pub struct Controls {
+    /// Its counters.
+    pub stats: Arc<UploadStats>,
+    /// Set: stop (see [`Uploader::run`]).
+    pub stop: watch::Receiver<bool>,
+    /// Set: batches go out without waiting for their age (the daemon winding down after
+    /// `stop_after_frames`).
+    pub drain: watch::Receiver<bool>,
+    /// Marked busy around every queue call, for the watchdog.
+    pub beat: Arc<Beat>,
+}
+
 /// What the uploader works with.
 pub struct Uploader<S: Sink> {
     queue: Arc<Queue>,
@@ -97,17 +110,14 @@ pub struct Uploader<S: Sink> {
 }
 
 impl<S: Sink> Uploader<S> {
-    /// An uploader from `queue` into `sink`. `stop` ends it; `drain` makes batches go out
-    /// without waiting for their age (the daemon winding down after `stop_after_frames`).
-    pub fn new(
-        queue: Arc<Queue>,
-        sink: S,
-        cfg: UploadConfig,
-        stats: Arc<UploadStats>,
-        stop: watch::Receiver<bool>,
-        drain: watch::Receiver<bool>,
-        beat: Arc<Beat>,
-    ) -> Self {
+    /// An uploader from `queue` into `sink`.
+    pub fn new(queue: Arc<Queue>, sink: S, cfg: UploadConfig, controls: Controls) -> Self {
+        let Controls {
+            stats,
+            stop,
+            drain,
+            beat,
+        } = controls;
         Self {
             backoff: Backoff::new(cfg.retry),
             cap: cfg.batch.max_frames,

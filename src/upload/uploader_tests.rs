@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::sink::{Frame, Outcome, Report, Sink, Verdict};
-use super::uploader::{UploadStats, Uploader};
+use super::uploader::{Controls, UploadStats, Uploader};
 use crate::config::{
     BatchLimits, FsyncMode, OnFull, QueueConfig, RetryPolicy, SinkConfig, UploadConfig,
 };
@@ -170,10 +170,12 @@ impl Harness {
             Arc::clone(&self.queue),
             sink,
             cfg,
-            Arc::clone(&self.stats),
-            self.stop_tx.subscribe(),
-            self.drain.subscribe(),
-            Arc::new(Beat::new("upload")),
+            Controls {
+                stats: Arc::clone(&self.stats),
+                stop: self.stop_tx.subscribe(),
+                drain: self.drain.subscribe(),
+                beat: Arc::new(Beat::new("upload")),
+            },
         );
         self.task = Some(tokio::spawn(up.run()));
     }
