@@ -1,5 +1,5 @@
-//! The test suite's fake Datature Nexus server (`tests/support/fake_nexus.rs`, written to
-//! `shared/protocols/nexus.md` §11) as a standalone process, for the benchmarks: the
+//! The test suite's fake Datature Nexus server (`fake-platform`'s `nexus` module, written to
+//! `docs/protocols/nexus.md`) as a standalone process, for the benchmarks: the
 //! official Python SDK and edgecap upload to the same server. It answers until SIGTERM or
 //! SIGINT, then prints one JSON line: assets stored, bytes received, sessions, PUTs,
 //! duplicates and the protocol violations it noticed.
@@ -12,18 +12,13 @@
     clippy::expect_used,
     clippy::print_stdout,
     clippy::print_stderr,
-    dead_code,
-    missing_docs,
     reason = "benchmark tool around test code"
 )]
-
-#[path = "../tests/support/fake_nexus.rs"]
-mod fake_nexus;
 
 use std::io::Write;
 use std::net::SocketAddr;
 
-use fake_nexus::{FakeNexus, Shared};
+use fake_platform::nexus::{FakeNexus, Shared};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {

@@ -2,13 +2,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{Daemon, TestConfig, queue_stats, sequences_by_run};
+use fake_platform::nexus::FakeNexus;
 use serde_json::Value;
-use support::fake_nexus::FakeNexus;
-use support::{Daemon, TestConfig, queue_stats, sequences_by_run};
 
 fn check_builtin_metadata(m: &Value, camera: &str) {
     for k in [
@@ -33,7 +31,7 @@ async fn two_hundred_frames_arrive_byte_identical_with_metadata_groups_and_uniqu
     let server = FakeNexus::start().await;
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 200;
-    let (config, d) = support::run_to_end(&cfg, tmp.path()).await;
+    let (config, d) = crate::support::run_to_end(&cfg, tmp.path()).await;
 
     server.with(|s| {
         assert!(s.record.violations.is_empty(), "{:?}", s.record.violations);
@@ -101,7 +99,7 @@ async fn two_cameras_deliver_their_own_metadata_and_groups_with_per_frame_fsync(
             "side = \"right\"\nlane = 2\n".into(),
         ),
     ];
-    let _ = support::run_to_end(&cfg, tmp.path()).await;
+    let _ = crate::support::run_to_end(&cfg, tmp.path()).await;
     server.with(|s| {
         assert_eq!(s.assets.len(), 60);
         let mut per_cam = std::collections::BTreeMap::<String, usize>::new();
@@ -134,7 +132,7 @@ async fn two_cameras_deliver_their_own_metadata_and_groups_with_per_frame_fsync(
 async fn sigterm_stops_within_ten_seconds_and_keeps_unsent_frames_queued() {
     let tmp = tempfile::tempdir().unwrap();
     // No server: nothing can be delivered, so everything committed must stay queued.
-    let port = support::free_port();
+    let port = crate::support::free_port();
     let cfg = TestConfig::nexus(tmp.path(), &format!("http://127.0.0.1:{port}"));
     let config = cfg.write(&tmp.path().join("edgecap.toml"));
     let mut d = Daemon::start(&config, &tmp.path().join("log"));
@@ -144,7 +142,7 @@ async fn sigterm_stops_within_ten_seconds_and_keeps_unsent_frames_queued() {
     let st = d.wait(Duration::from_secs(10)).await;
     assert!(st.success(), "exit {st:?}: {}", d.log_text());
     assert!(t.elapsed() < Duration::from_secs(10));
-    let committed = support::committed_filenames(&d.log_text()).len() as u64;
+    let committed = crate::support::committed_filenames(&d.log_text()).len() as u64;
     assert!(committed > 10, "capture ran: {committed}");
     let stats = queue_stats(&config);
     assert_eq!(
@@ -163,7 +161,7 @@ async fn operations_are_followed_in_the_background_while_the_next_batch_uploads(
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 60;
     cfg.batch_max_frames = 10;
-    let (config, _) = support::run_to_end(&cfg, tmp.path()).await;
+    let (config, _) = crate::support::run_to_end(&cfg, tmp.path()).await;
     server.with(|s| {
         assert_eq!(s.assets.len(), 60);
         let ops = &s.record.operations;

@@ -2,11 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
-mod support;
-
 use std::process::Command;
 
-use support::bin;
+use crate::support::bin;
 
 const BASE: &str = r#"[device]
 id = "pi1"
@@ -406,7 +404,7 @@ fn each_malformed_config_exits_2_naming_the_key_and_its_line() {
             "expected line {line} for {key}:\n{out}"
         );
     }
-    support::Figures {
+    crate::support::Figures {
         case: "malformed configs",
         runs: cases.len() as u64,
         notes: format!(

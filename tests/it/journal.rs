@@ -7,8 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
@@ -66,7 +64,7 @@ fn journal_helper_inside_a_mount_namespace() {
     let stderr_path = out.join("stderr");
     let stderr = std::fs::File::create(&stderr_path).unwrap();
     let meta = stderr.metadata().unwrap();
-    let mut child = Command::new(support::bin())
+    let mut child = Command::new(crate::support::bin())
         .args(["run", "--config"])
         .arg(out.join("edgecap.toml"))
         .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
@@ -106,8 +104,8 @@ fn under_systemd_logs_go_to_journald_with_priorities_and_fields() {
          [upload]\nsink = \"nexus\"\nendpoint = \"http://127.0.0.1:1\"\nproject_id = {:?}\nsecret_key = {:?}\nconnect_timeout_secs = 1\n",
         d.join("status.json").display().to_string(),
         d.join("queue").display().to_string(),
-        support::fake_nexus::PROJECT,
-        support::fake_nexus::SECRET,
+        fake_platform::nexus::PROJECT,
+        fake_platform::nexus::SECRET,
     );
     std::fs::write(d.join("edgecap.toml"), cfg).unwrap();
     let me = std::env::current_exe().unwrap();
@@ -116,7 +114,7 @@ fn under_systemd_logs_go_to_journald_with_priorities_and_fields() {
         .arg(&me)
         .args([
             "--exact",
-            "journal_helper_inside_a_mount_namespace",
+            "journal::journal_helper_inside_a_mount_namespace",
             "--ignored",
             "--nocapture",
         ])
@@ -151,7 +149,7 @@ fn under_systemd_logs_go_to_journald_with_priorities_and_fields() {
             "{e:?}"
         );
         assert!(e.contains_key("PRIORITY") && e.contains_key("CODE_FILE"));
-        assert!(!e.values().any(|v| v.contains(support::fake_nexus::SECRET)));
+        assert!(!e.values().any(|v| v.contains(fake_platform::nexus::SECRET)));
     }
     // INFO → 5 (notice), with structured fields.
     let summary = find("summary");

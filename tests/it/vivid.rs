@@ -16,8 +16,6 @@
     reason = "test code"
 )]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 
@@ -89,7 +87,7 @@ fn captures_from_a_real_v4l2_device_in_a_vm() {
     }
     std::fs::write(payload.path().join("disconnect.toml"), DISCONNECT_CONFIG).unwrap();
     // The helper example is built by `cargo test` next to the binary under test.
-    let helper = support::bin()
+    let helper = crate::support::bin()
         .parent()
         .unwrap()
         .join("examples/vivid_disconnect");
@@ -101,7 +99,7 @@ fn captures_from_a_real_v4l2_device_in_a_vm() {
     std::fs::copy(&helper, payload.path().join("vivid_disconnect")).unwrap();
     let out = Command::new(&script)
         .arg("run")
-        .arg(support::bin())
+        .arg(crate::support::bin())
         .arg(payload.path())
         .output()
         .expect("scripts/vivid-vm run (is qemu-system-x86 installed?)");

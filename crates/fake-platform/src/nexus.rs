@@ -1,5 +1,5 @@
-//! An in-process fake Datature Nexus server on 127.0.0.1, written to
-//! `shared/protocols/nexus.md` §11: upload sessions, signed-URL storage PUTs (content type,
+//! An in-process fake Datature Nexus server on 127.0.0.1, written to the protocol notes in
+//! `docs/protocols/nexus.md` (its "what a fake server must do" section): upload sessions, signed-URL storage PUTs (content type,
 //! length and CRC-32C checked), operations, cancel, asset list/get, and switchable faults.
 //! It records everything it sees so tests can assert on the wire behaviour.
 
@@ -340,22 +340,9 @@ fn handle(st: Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes)
 }
 
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn asset_json(a: &StoredAsset) -> Value {

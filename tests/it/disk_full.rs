@@ -6,14 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::fake_nexus::FakeNexus;
-use support::{Daemon, TestConfig};
+use crate::support::{Daemon, TestConfig};
+use fake_platform::nexus::FakeNexus;
 
 struct Tmpfs(std::path::PathBuf);
 
@@ -168,7 +166,7 @@ async fn a_full_disk_counts_its_losses_never_stops_the_daemon_and_drains_later()
     );
     let dropped = full["counters"]["dropped_write"].as_u64().unwrap();
     let duplicates = server.with(|s| s.record.duplicates.len() as u64);
-    support::Figures {
+    crate::support::Figures {
         case: "disk full (8 MiB tmpfs)",
         runs: 3,
         committed: s["counters"]["committed"].as_u64().unwrap(),

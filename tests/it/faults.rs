@@ -2,14 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use support::fake_nexus::{FakeNexus, PutFault, Scripted, Shared};
-use support::proxy::{Mode, Proxy};
-use support::{Daemon, TestConfig, free_port, queue_stats};
+use crate::support::proxy::{Mode, Proxy};
+use crate::support::{Daemon, TestConfig, free_port, queue_stats};
+use fake_platform::nexus::{FakeNexus, PutFault, Scripted, Shared};
 
 /// Every committed spool file, read through the queue's own format: filename → (image, meta).
 fn snapshot_spool(dir: &std::path::Path) -> BTreeMap<String, (Vec<u8>, edgecap::frame::FrameMeta)> {
@@ -80,7 +78,7 @@ async fn session_create_500s_and_a_429_with_retry_after_are_retried_as_specified
         // A server that echoes the key back: the daemon must mask it in its logs.
         let e500 = format!(
             r#"{{"code":"InternalServerError","message":"boom for key {}"}}"#,
-            support::fake_nexus::SECRET
+            fake_platform::nexus::SECRET
         );
         for _ in 0..2 {
             s.faults
@@ -98,7 +96,7 @@ async fn session_create_500s_and_a_429_with_retry_after_are_retried_as_specified
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 20;
     cfg.batch_max_frames = 100;
-    let (_, d) = support::run_to_end(&cfg, tmp.path()).await;
+    let (_, d) = crate::support::run_to_end(&cfg, tmp.path()).await;
     let log = d.log_text();
     assert!(
         log.contains("boom for key ***"),
@@ -131,7 +129,7 @@ async fn a_400_on_one_put_marks_only_that_frame_dead_and_delivers_all_others() {
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 40;
     cfg.drain_on_stop_secs = 10;
-    let (config, d) = support::run_to_end(&cfg, tmp.path()).await;
+    let (config, d) = crate::support::run_to_end(&cfg, tmp.path()).await;
     server.with(|s| {
         assert_eq!(s.assets.len(), 39, "all others delivered");
         assert!(s.assets.keys().all(|k| !k.ends_with("-7.jpg")));
@@ -167,7 +165,7 @@ async fn a_400_bad_digest_on_a_put_sends_the_frame_again_and_only_repeated_damag
     cfg.stop_after_frames = 20;
     cfg.drain_on_stop_secs = 30;
     cfg.extra_upload = "max_attempts = 3\n".into();
-    let (config, d) = support::run_to_end(&cfg, tmp.path()).await;
+    let (config, d) = crate::support::run_to_end(&cfg, tmp.path()).await;
     server.with(|s| {
         let tries = |suffix: &str| -> Vec<u16> {
             s.record
@@ -199,7 +197,7 @@ async fn a_403_on_a_put_sends_the_frame_again_in_a_new_session_instead_of_killin
     server.with(|s| s.faults.put.push(PutFault::new("-3.jpg", 403, Some(1))));
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 20;
-    let (config, _) = support::run_to_end(&cfg, tmp.path()).await;
+    let (config, _) = crate::support::run_to_end(&cfg, tmp.path()).await;
     server.with(|s| {
         assert_eq!(s.assets.len(), 20);
         let tries: Vec<u16> = s
@@ -221,7 +219,7 @@ async fn an_errored_operation_is_checked_asset_by_asset_and_missing_frames_are_s
     server.with(|s| s.faults.errored_operations = 1);
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 20;
-    let (config, d) = support::run_to_end(&cfg, tmp.path()).await;
+    let (config, d) = crate::support::run_to_end(&cfg, tmp.path()).await;
     server.with(|s| assert_eq!(s.assets.len(), 20));
     let log = d.log_text();
     assert!(
@@ -306,7 +304,7 @@ async fn sigterm_during_a_hung_upload_cancels_the_session_and_keeps_the_frames_q
         server.with(|s| s.record.cancels) >= 1,
         "the open session was cancelled"
     );
-    let committed = support::committed_filenames(&d.log_text()).len() as u64;
+    let committed = crate::support::committed_filenames(&d.log_text()).len() as u64;
     let stats = queue_stats(&config);
     assert_eq!(stats["inflight"]["frames"], 0, "{stats}");
     assert_eq!(
@@ -325,7 +323,7 @@ async fn session_creations_stay_within_the_client_side_rate_limit() {
     cfg.stop_after_frames = 30;
     cfg.batch_max_frames = 5;
     cfg.extra_upload = "session_rate_limit = 2\nsession_rate_window_secs = 3\n".into();
-    let (_, d) = support::run_to_end(&cfg, tmp.path()).await;
+    let (_, d) = crate::support::run_to_end(&cfg, tmp.path()).await;
     server.with(|s| {
         assert_eq!(s.assets.len(), 30);
         let t = &s.record.session_attempts;
@@ -355,7 +353,7 @@ async fn puts_that_never_get_an_answer_time_out_and_the_frames_still_arrive() {
     cfg.stop_after_frames = 10;
     cfg.batch_max_frames = 10;
     cfg.extra_upload = "put_concurrency = 1\n".into();
-    let (config, _) = support::run_to_end(&cfg, tmp.path()).await;
+    let (config, _) = crate::support::run_to_end(&cfg, tmp.path()).await;
     server.with(|s| assert_eq!(s.assets.len(), 10, "no frame lost to the hung uploads"));
     let stats = queue_stats(&config);
     assert_eq!(stats["pending"]["frames"], 0);
@@ -396,7 +394,7 @@ async fn odd_session_answers_are_retried_without_loss() {
         let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
         cfg.stop_after_frames = 20;
         cfg.batch_max_frames = 100;
-        let (config, d) = support::run_to_end(&cfg, tmp.path()).await;
+        let (config, d) = crate::support::run_to_end(&cfg, tmp.path()).await;
         server.with(|s| {
             assert_eq!(
                 s.assets.len(),
@@ -488,10 +486,10 @@ async fn puts_reset_in_the_middle_of_their_body_are_sent_again_and_arrive_intact
     let mut cfg = TestConfig::nexus(tmp.path(), &proxy.endpoint());
     cfg.stop_after_frames = 30;
     cfg.batch_max_frames = 10;
-    let (config, d) = support::run_to_end(&cfg, tmp.path()).await;
+    let (config, d) = crate::support::run_to_end(&cfg, tmp.path()).await;
     let counts = proxy.counts();
     assert_eq!(counts.resets, 4, "{counts:?}");
-    let committed = support::committed_filenames(&d.log_text());
+    let committed = crate::support::committed_filenames(&d.log_text());
     server.with(|s| {
         // A truncated body never becomes an asset, and every re-sent body is checked.
         assert!(s.record.violations.is_empty(), "{:?}", s.record.violations);
@@ -499,7 +497,7 @@ async fn puts_reset_in_the_middle_of_their_body_are_sent_again_and_arrive_intact
         for f in &committed {
             assert!(s.assets.contains_key(f), "{f} delivered");
         }
-        support::Figures {
+        crate::support::Figures {
             case: "PUT reset mid-body (4 resets)",
             runs: 1,
             committed: committed.len() as u64,
@@ -534,7 +532,7 @@ async fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Dura
 async fn an_outage_of_refused_then_hanging_connections_drains_afterwards_without_a_restart_or_a_tight_retry_loop()
  {
     // Short: 10 s refused + 10 s hanging; long (`EDGECAP_LONG=1`): 60 s + 60 s.
-    let phase = Duration::from_secs(if support::long() { 60 } else { 10 });
+    let phase = Duration::from_secs(if crate::support::long() { 60 } else { 10 });
     let tmp = tempfile::tempdir().unwrap();
     let (server, proxy) = server_behind_proxy().await;
     let mut cfg = TestConfig::nexus(tmp.path(), &proxy.endpoint());
@@ -561,14 +559,14 @@ async fn an_outage_of_refused_then_hanging_connections_drains_afterwards_without
     tokio::time::sleep(phase).await;
     let delivered_while_down = server.with(|s| s.assets.len());
     let hung = proxy.counts().hung;
-    let backlog_at_return = support::queue_stats_live(&cfg).unwrap_or(0);
+    let backlog_at_return = crate::support::queue_stats_live(&cfg).unwrap_or(0);
     proxy.set(Mode::Pass);
     let outage = down_at.elapsed();
     assert!(d.child.try_wait().unwrap().is_none(), "running throughout");
 
     // Everything captured during the outage drains on its own.
     let recovery = until(Duration::from_secs(60), "backlog drained", || {
-        support::queue_stats_live(&cfg).is_some_and(|b| b <= 20)
+        crate::support::queue_stats_live(&cfg).is_some_and(|b| b <= 20)
             && server.with(|s| s.assets.len()) > delivered_while_down + 100
     })
     .await;
@@ -600,7 +598,7 @@ async fn an_outage_of_refused_then_hanging_connections_drains_afterwards_without
         probes >= 4,
         "still probing throughout the outage: {probes} failed probes"
     );
-    let committed = support::committed_filenames(&log);
+    let committed = crate::support::committed_filenames(&log);
     let stats = queue_stats(&config);
     // A stop by signal does not drain: the last frames wait in the queue for the next start.
     let queued = snapshot_spool(&tmp.path().join("queue"));
@@ -612,7 +610,7 @@ async fn an_outage_of_refused_then_hanging_connections_drains_afterwards_without
             .filter(|f| !s.assets.contains_key(*f) && !queued.contains_key(*f))
             .collect();
         assert!(lost.is_empty(), "committed frames lost: {lost:?}");
-        support::Figures {
+        crate::support::Figures {
             case: "outage: refused, then hanging",
             runs: 1,
             committed: committed.len() as u64,

@@ -2,13 +2,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
-use support::fake_nexus::{FakeNexus, SECRET};
-use support::{Daemon, TestConfig, bin};
+use crate::support::{Daemon, TestConfig, bin};
+use fake_platform::nexus::{FakeNexus, SECRET};
 
 fn jpeg(seed: u8) -> Vec<u8> {
     let img = image::RgbImage::from_fn(64, 48, |x, y| {
@@ -99,7 +97,7 @@ async fn enqueue_refuses_a_queue_a_running_daemon_holds() {
     let config = cfg.write(&tmp.path().join("edgecap.toml"));
     let _d = Daemon::start(&config, &tmp.path().join("log"));
     for _ in 0..100 {
-        if support::queue_stats_live(&cfg).is_some() {
+        if crate::support::queue_stats_live(&cfg).is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -133,7 +131,7 @@ async fn run_drain_uploads_what_is_queued_without_capturing_and_says_when_frames
     // Server down: the drain gives up after drain_on_stop_secs, exit 1, frames kept.
     let mut cfg = TestConfig::nexus(
         tmp.path(),
-        &format!("http://127.0.0.1:{}", support::free_port()),
+        &format!("http://127.0.0.1:{}", crate::support::free_port()),
     );
     cfg.drain_on_stop_secs = 2;
     let config = cfg.write(&tmp.path().join("edgecap.toml"));
@@ -146,7 +144,7 @@ async fn run_drain_uploads_what_is_queued_without_capturing_and_says_when_frames
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("still queued"), "{stderr}");
-    let stats = support::queue_stats(&config);
+    let stats = crate::support::queue_stats(&config);
     assert_eq!(stats["pending"]["frames"], 6, "{stats}");
 
     // Server up: everything goes, no camera captured anything, exit 0.

@@ -4,14 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
-mod support;
-
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::bin;
+use crate::support::bin;
 
 fn config(dir: &Path, extra_daemon: &str) -> std::path::PathBuf {
     let text = format!(
@@ -67,7 +65,7 @@ fn edgecap(args: &[&str], config: &Path) -> (i32, String) {
         .args(args)
         .arg("--config")
         .arg(config)
-        .env("EDGECAP_TEST_SECRET", support::fake_nexus::SECRET)
+        .env("EDGECAP_TEST_SECRET", fake_platform::nexus::SECRET)
         .output()
         .unwrap();
     (
@@ -205,8 +203,8 @@ fn a_hung_camera_loop_stops_the_watchdog_pings() {
 /// world-readable config file holding it is warned about.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secret_appears_in_no_output_and_a_readable_config_is_warned_about() {
+    use fake_platform::nexus::{FakeNexus, SECRET, Scripted};
     use std::os::unix::fs::PermissionsExt;
-    use support::fake_nexus::{FakeNexus, SECRET, Scripted};
     let tmp = tempfile::tempdir().unwrap();
     let server = FakeNexus::start().await;
     server.with(|s| {
@@ -217,7 +215,7 @@ async fn the_secret_appears_in_no_output_and_a_readable_config_is_warned_about()
                 .push_back(Scripted::status(status, &echo));
         }
     });
-    let mut cfg = support::TestConfig::nexus(tmp.path(), &server.endpoint());
+    let mut cfg = crate::support::TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 10;
     let text = cfg.render().replace(
         "secret_key_env = \"EDGECAP_TEST_SECRET\"",
@@ -312,17 +310,17 @@ async fn the_secret_appears_in_no_output_and_a_readable_config_is_warned_about()
 /// the spool files; mutating ones refuse) and a stopped one (they repair).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_commands_against_a_live_and_a_stopped_daemon() {
-    use support::fake_nexus::{FakeNexus, PutFault};
+    use fake_platform::nexus::{FakeNexus, PutFault};
     let tmp = tempfile::tempdir().unwrap();
     let server = FakeNexus::start().await;
     server.with(|s| s.faults.put.push(PutFault::new("-2.jpg", 400, None)));
     // Live: the platform is unreachable, frames pile up.
-    let mut cfg = support::TestConfig::nexus(tmp.path(), "http://127.0.0.1:1");
+    let mut cfg = crate::support::TestConfig::nexus(tmp.path(), "http://127.0.0.1:1");
     cfg.fps = 10.0;
     let config = cfg.write(&tmp.path().join("edgecap.toml"));
-    let mut d = support::Daemon::start(&config, &tmp.path().join("log"));
+    let mut d = crate::support::Daemon::start(&config, &tmp.path().join("log"));
     let t0 = Instant::now();
-    while support::queue_stats_live(&cfg).is_none_or(|n| n < 5) {
+    while crate::support::queue_stats_live(&cfg).is_none_or(|n| n < 5) {
         assert!(t0.elapsed() < Duration::from_secs(20), "no backlog");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -334,7 +332,7 @@ async fn queue_commands_against_a_live_and_a_stopped_daemon() {
         .args(["queue", "export", "--config"])
         .arg(&config)
         .arg(&export)
-        .env("EDGECAP_TEST_SECRET", support::fake_nexus::SECRET)
+        .env("EDGECAP_TEST_SECRET", fake_platform::nexus::SECRET)
         .output()
         .unwrap();
     assert!(
@@ -357,7 +355,7 @@ async fn queue_commands_against_a_live_and_a_stopped_daemon() {
         let out = Command::new(bin())
             .args(["queue", cmd, "--config"])
             .arg(&config)
-            .env("EDGECAP_TEST_SECRET", support::fake_nexus::SECRET)
+            .env("EDGECAP_TEST_SECRET", fake_platform::nexus::SECRET)
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{cmd} must refuse a live queue");
@@ -376,7 +374,7 @@ async fn queue_commands_against_a_live_and_a_stopped_daemon() {
     cfg2.stop_after_frames = 5;
     cfg2.drain_on_stop_secs = 15;
     let config = cfg2.write(&tmp.path().join("edgecap.toml"));
-    let mut d = support::Daemon::start(&config, &tmp.path().join("log2"));
+    let mut d = crate::support::Daemon::start(&config, &tmp.path().join("log2"));
     assert!(d.wait(Duration::from_secs(60)).await.success());
     let (code, out) = edgecap(&["queue", "list", "--dead"], &config);
     assert_eq!(code, 0, "{out}");
@@ -385,7 +383,7 @@ async fn queue_commands_against_a_live_and_a_stopped_daemon() {
         "{out}"
     );
     let dead_frames = || {
-        support::queue_stats(&config)["dead"]["frames"]
+        crate::support::queue_stats(&config)["dead"]["frames"]
             .as_u64()
             .unwrap()
     };
@@ -400,7 +398,7 @@ async fn queue_commands_against_a_live_and_a_stopped_daemon() {
     assert!(dead >= 1);
     repair("retry-dead", format!("{dead} dead frame(s) are queued"));
     // Run again: the refused frames die again; then purge them.
-    let mut d = support::Daemon::start(&config, &tmp.path().join("log3"));
+    let mut d = crate::support::Daemon::start(&config, &tmp.path().join("log3"));
     assert!(d.wait(Duration::from_secs(60)).await.success());
     let dead = dead_frames();
     assert!(dead >= 1);

@@ -4,13 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use support::fake_nexus::FakeNexus;
-use support::{Figures, TestConfig, committed_filenames, queue_stats};
+use crate::support::{Figures, TestConfig, committed_filenames, queue_stats};
+use fake_platform::nexus::FakeNexus;
 
 /// Runs a daemon with the platform unreachable until `n` frames wait in the queue.
 /// Returns the committed filenames and the spool files, oldest first.
@@ -18,7 +16,7 @@ async fn queue_up(dir: &Path, n: u64) -> (Vec<String>, Vec<PathBuf>) {
     let mut cfg = TestConfig::nexus(dir, "http://127.0.0.1:1");
     cfg.stop_after_frames = n;
     cfg.drain_on_stop_secs = 0;
-    let (config, d) = support::run_to_end(&cfg, dir).await;
+    let (config, d) = crate::support::run_to_end(&cfg, dir).await;
     let committed = committed_filenames(&d.log_text());
     assert_eq!(committed.len() as u64, n);
     assert_eq!(queue_stats(&config)["pending"]["frames"], n);
@@ -39,7 +37,7 @@ async fn deliver(dir: &Path, server: &FakeNexus, more: u64) -> (String, serde_js
     cfg.stop_after_frames = more;
     let t = Instant::now();
     let config = cfg.write(&dir.join("second.toml"));
-    let mut d = support::Daemon::start(&config, &dir.join("log.second"));
+    let mut d = crate::support::Daemon::start(&config, &dir.join("log.second"));
     let st = d.wait(Duration::from_secs(60)).await;
     let secs = t.elapsed().as_secs_f64();
     let log = d.log_text();

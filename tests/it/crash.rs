@@ -7,18 +7,18 @@
     reason = "test code"
 )]
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use support::fake_nexus::FakeNexus;
-use support::{Daemon, Figures, TestConfig, committed_filenames, queue_stats, sequences_by_run};
+use crate::support::{
+    Daemon, Figures, TestConfig, committed_filenames, queue_stats, sequences_by_run,
+};
+use fake_platform::nexus::FakeNexus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_no_committed_frame_over_10_cycles() {
     // 10 cycles in the normal run, 100 with `EDGECAP_LONG=1` (scripts/reliability).
-    let cycles = if support::long() { 100 } else { 10 };
+    let cycles = if crate::support::long() { 100 } else { 10 };
     let tmp = tempfile::tempdir().unwrap();
     let server = FakeNexus::start().await;
     // Operations take a while, so a good share of the kills land with frames in flight.
@@ -65,9 +65,13 @@ async fn kill_9_at_random_moments_loses_no_committed_frame_over_10_cycles() {
     let mut d = Daemon::start(&last_config, &tmp.path().join("log.last"));
     let t = std::time::Instant::now();
     assert!(
-        d.wait(Duration::from_secs(if support::long() { 600 } else { 90 }))
-            .await
-            .success(),
+        d.wait(Duration::from_secs(if crate::support::long() {
+            600
+        } else {
+            90
+        }))
+        .await
+        .success(),
         "{}",
         d.log_text()
     );

@@ -9,12 +9,10 @@
     reason = "test code"
 )]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::fake_nexus::{FakeNexus, Shared};
-use support::{Daemon, Figures, TestConfig, queue_stats};
+use crate::support::{Daemon, Figures, TestConfig, queue_stats};
+use fake_platform::nexus::{FakeNexus, Shared};
 
 /// (VmRSS, VmHWM) in KiB, and the number of open file descriptors.
 fn usage(pid: u32) -> Option<(u64, u64, usize)> {
@@ -35,9 +33,13 @@ fn usage(pid: u32) -> Option<(u64, u64, usize)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_and_open_files_stay_flat_with_a_large_backlog_and_while_it_drains() {
     // 3,000 frames in the normal run, 10,000 with `EDGECAP_LONG=1` (scripts/reliability).
-    let total: u64 = if support::long() { 10_000 } else { 3_000 };
+    let total: u64 = if crate::support::long() {
+        10_000
+    } else {
+        3_000
+    };
     let tmp = tempfile::tempdir().unwrap();
-    let port = support::free_port();
+    let port = crate::support::free_port();
     let mut cfg = TestConfig::nexus(tmp.path(), &format!("http://127.0.0.1:{port}"));
     // Four cameras at 100 fps build the backlog quickly; the platform is down meanwhile.
     let meta = "site = \"north\"\n".to_string();
@@ -60,7 +62,7 @@ async fn memory_and_open_files_stay_flat_with_a_large_backlog_and_while_it_drain
     let t = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let backlog = support::queue_stats_live(&cfg).unwrap_or(0);
+        let backlog = crate::support::queue_stats_live(&cfg).unwrap_or(0);
         let (rss, _, fds) = usage(pid).expect("daemon alive");
         growing.push((backlog, rss, fds));
         if backlog >= total {
@@ -80,7 +82,11 @@ async fn memory_and_open_files_stay_flat_with_a_large_backlog_and_while_it_drain
     let drain_start = Instant::now();
     let mut draining: Vec<(u64, u64, usize)> = Vec::new();
     while let Some((rss, _, fds)) = usage(pid) {
-        draining.push((support::queue_stats_live(&cfg).unwrap_or(0), rss, fds));
+        draining.push((
+            crate::support::queue_stats_live(&cfg).unwrap_or(0),
+            rss,
+            fds,
+        ));
         if d.child.try_wait().unwrap().is_some() {
             break;
         }

@@ -5,14 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::{Daemon, bin};
 use serde_json::Value;
-use support::{Daemon, bin};
 
 fn ffmpeg_argv(size: &str, rate: u32) -> String {
     assert!(
@@ -332,7 +330,7 @@ fn now_ms() -> i64 {
 async fn a_child_killed_again_and_again_is_back_each_time_within_the_backoff_and_the_other_camera_never_gaps()
  {
     // 5 kills in the normal run, 20 with `EDGECAP_LONG=1` (scripts/reliability).
-    let kills = if support::long() { 20 } else { 5 };
+    let kills = if crate::support::long() { 20 } else { 5 };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let argv = ffmpeg_argv("320x240", 10);
@@ -393,7 +391,7 @@ async fn a_child_killed_again_and_again_is_back_each_time_within_the_backoff_and
         pat_gap <= 1_000,
         "the other camera gapped {pat_gap} ms while ff was being killed"
     );
-    let committed = support::committed_filenames(&log).len() as u64;
+    let committed = crate::support::committed_filenames(&log).len() as u64;
     // A stop by signal does not drain: the last frames wait in the queue.
     let queued = std::fs::read_dir(dir.path().join("queue/spool"))
         .unwrap()
@@ -407,7 +405,7 @@ async fn a_child_killed_again_and_again_is_back_each_time_within_the_backoff_and
         metas.len() as u64 + queued,
         "every committed frame delivered or still queued"
     );
-    support::Figures {
+    crate::support::Figures {
         case: "camera process killed repeatedly",
         runs: kills as u64,
         committed,

@@ -1,12 +1,7 @@
-//! Shared test harness: the fake Nexus server, config files, and the real `edgecap` binary
-//! run as a child process.
+//! Shared test harness: config files, the real `edgecap` binary run as a child process,
+//! and a fault-injecting TCP proxy. The fake platform servers are the `fake-platform`
+//! crate (`crates/fake-platform`).
 
-#![allow(
-    dead_code,
-    reason = "each test crate uses a different part of the harness"
-)]
-
-pub mod fake_nexus;
 pub mod proxy;
 
 use std::fs::File;
@@ -107,7 +102,7 @@ impl TestConfig {
             (Some(ep), _) => {
                 s += &format!(
                     "sink = \"nexus\"\nendpoint = \"{ep}\"\nproject_id = \"{}\"\nsecret_key_env = \"EDGECAP_TEST_SECRET\"\noperation_poll_ms = 200\nconnect_timeout_secs = 2\nrequest_timeout_secs = 5\nstall_timeout_secs = 5\noperation_timeout_secs = 10\n",
-                    fake_nexus::PROJECT
+                    fake_platform::nexus::PROJECT
                 );
             }
             (None, Some(out)) => {
@@ -146,7 +141,7 @@ impl Daemon {
         let child = Command::new(bin())
             .args(["run", "--config"])
             .arg(config)
-            .env("EDGECAP_TEST_SECRET", fake_nexus::SECRET)
+            .env("EDGECAP_TEST_SECRET", fake_platform::nexus::SECRET)
             .env("RUST_LOG", filter)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -191,7 +186,7 @@ impl Daemon {
         let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
         for text in [self.log_text(), out] {
             assert!(
-                !text.contains(fake_nexus::SECRET),
+                !text.contains(fake_platform::nexus::SECRET),
                 "the secret key leaked into the daemon's output"
             );
         }
@@ -239,7 +234,7 @@ pub fn queue_stats(config: &Path) -> Value {
     let out = Command::new(bin())
         .args(["queue", "stats", "--json", "--config"])
         .arg(config)
-        .env("EDGECAP_TEST_SECRET", fake_nexus::SECRET)
+        .env("EDGECAP_TEST_SECRET", fake_platform::nexus::SECRET)
         .output()
         .unwrap();
     assert!(
