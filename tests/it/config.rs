@@ -511,3 +511,67 @@ fn the_secret_never_appears_in_validation_output() {
     assert_eq!(code, 2);
     assert!(!out.contains("abc123"), "{out}");
 }
+
+/// Runs `edgecap ARGS` with no `--config`, `EDGECAP_CONFIG` set to `env` (or unset).
+fn without_config_flag(args: &[&str], env: Option<&std::path::Path>) -> (i32, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).env_remove("EDGECAP_CONFIG");
+    if let Some(p) = env {
+        cmd.env("EDGECAP_CONFIG", p);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+#[test]
+fn without_config_the_commands_read_the_packaged_path_or_edgecap_config() {
+    // The default is the packaged config, for every command.
+    let (code, help) = without_config_flag(&["status", "--help"], None);
+    assert_eq!(code, 0, "{help}");
+    assert!(
+        help.contains("[env: EDGECAP_CONFIG=]")
+            && help.contains("[default: /etc/edgecap/edgecap.toml]"),
+        "{help}"
+    );
+    if !std::path::Path::new("/etc/edgecap/edgecap.toml").exists() {
+        let (code, out) = without_config_flag(&["queue", "stats"], None);
+        assert_eq!(code, 2, "{out}");
+        assert!(
+            out.contains("cannot read config file /etc/edgecap/edgecap.toml"),
+            "{out}"
+        );
+    }
+    // EDGECAP_CONFIG names another file; `status` and `queue stats` need no secret: the
+    // key's environment variable is not set, and they still answer.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("c.toml");
+    let text = BASE
+        .replace("QUEUE", &tmp.path().join("q").display().to_string())
+        .replace(
+            "secret_key = \"abc123\"",
+            "secret_key_env = \"EDGECAP_TEST_UNSET_KEY\"",
+        )
+        .replace(
+            "[queue]",
+            &format!(
+                "[daemon]\nstatus_file = {:?}\n\n[queue]",
+                tmp.path().join("status.json")
+            ),
+        );
+    std::fs::write(&path, text).unwrap();
+    let (code, out) = without_config_flag(&["status"], Some(&path));
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("edgecap is not running"), "{out}");
+    let (code, out) = without_config_flag(&["queue", "stats", "--json"], Some(&path));
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["state"], "idle");
+    assert_eq!(v["counters"]["committed"], 0);
+    // The commands that send need the key, and say which key is missing.
+    let (code, out) = without_config_flag(&["config", "validate"], Some(&path));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("EDGECAP_TEST_UNSET_KEY"), "{out}");
+}
