@@ -173,7 +173,9 @@ impl Namer {
             ("height", MetaValue::Int(i64::from(frame.height))),
         ];
         for (k, v) in builtins {
-            custom.insert(k.to_string(), v);
+            if cam.builtin_metadata.iter().any(|b| b == k) {
+                custom.insert(k.to_string(), v);
+            }
         }
         Some(FrameMeta {
             filename: format!("{stem}.jpg"),
@@ -189,5 +191,55 @@ impl Namer {
         if let Some(s) = self.next_seq.get_mut(camera) {
             *s += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    fn camera(extra: &str) -> CameraConfig {
+        let cfg = crate::config::parse(&format!(
+            "[[camera]]\nname = \"c\"\n{extra}\n[camera.source]\ntype = \"test_pattern\"\n[camera.metadata]\nsite = \"{{device}}-{{camera}}\"\n[upload]\nsink = \"directory\"\npath = \"/tmp\"\n"
+        ))
+        .unwrap();
+        cfg.cameras[0].clone()
+    }
+
+    fn frame() -> CapturedFrame {
+        CapturedFrame {
+            camera: 0,
+            captured_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            jpeg: vec![0xff, 0xd8],
+            width: 4,
+            height: 2,
+        }
+    }
+
+    #[test]
+    fn every_built_in_key_goes_by_default_and_templates_are_expanded() {
+        let mut n = Namer::new("dev1".into(), "run1".into(), vec![camera("")]);
+        let m = n.peek(&frame()).unwrap();
+        let keys: Vec<&str> = m.custom.keys().map(String::as_str).collect();
+        for k in crate::config::BUILTIN_METADATA_KEYS {
+            assert!(keys.contains(k), "{k} missing: {keys:?}");
+        }
+        assert_eq!(m.custom["site"], MetaValue::Str("dev1-c".into()));
+        assert_eq!(m.custom["sequence"], MetaValue::Int(0));
+        assert_eq!(m.custom["width"], MetaValue::Int(4));
+    }
+
+    #[test]
+    fn builtin_metadata_picks_the_keys_edgecap_adds() {
+        let cam = camera("builtin_metadata = [\"capture_time\", \"camera\"]");
+        let mut n = Namer::new("dev1".into(), "run1".into(), vec![cam]);
+        let m = n.peek(&frame()).unwrap();
+        let keys: Vec<&str> = m.custom.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["camera", "capture_time", "site"]);
+        assert_eq!(
+            m.custom["capture_time"],
+            MetaValue::Str("2023-11-14T22:13:20.000Z".into())
+        );
     }
 }

@@ -379,6 +379,7 @@ mod tests {
             groups: vec!["main".into()],
             filename_template: "{run}-{seq}".into(),
             metadata: BTreeMap::new(),
+            builtin_metadata: Vec::new(),
             active_hours: Default::default(),
             transform: Default::default(),
             change_detection: None,

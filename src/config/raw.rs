@@ -55,6 +55,8 @@ pub struct RawCamera {
     pub filename_template: String,
     #[serde(default)]
     pub metadata: toml::Table,
+    #[serde(default = "defaults::builtin_metadata")]
+    pub builtin_metadata: Vec<String>,
     #[serde(default)]
     pub active_hours: Vec<String>,
     #[serde(default)]
@@ -197,6 +199,19 @@ pub enum SinkKind {
     Directory,
 }
 
+/// How Nexus gets each frame's custom metadata (`upload.metadata_api`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetadataApi {
+    /// After the upload, through the custom-metadata bulk endpoint (SDK 1.12; default).
+    #[default]
+    Bulk,
+    /// In the upload session request (SDK up to 1.10).
+    Session,
+    /// Both.
+    Both,
+}
+
 /// `[upload]`: keys common to all sinks plus each sink's own (checked against `sink`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -230,6 +245,7 @@ pub struct RawUpload {
     pub stall_timeout_secs: Option<u64>,
     pub operation_poll_ms: Option<u64>,
     pub operation_timeout_secs: Option<u64>,
+    pub metadata_api: Option<MetadataApi>,
     // Directory only.
     pub path: Option<String>,
 }
@@ -250,6 +266,12 @@ pub mod defaults {
     }
     pub fn groups() -> Vec<String> {
         vec!["main".to_string()]
+    }
+    pub fn builtin_metadata() -> Vec<String> {
+        crate::config::BUILTIN_METADATA_KEYS
+            .iter()
+            .map(|k| k.to_string())
+            .collect()
     }
     pub fn filename_template() -> String {
         "{device}_{camera}_{time}_{run}-{seq}".to_string()

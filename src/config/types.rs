@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::raw::MetadataApi;
 use super::raw::PixelFormat;
 use crate::encode::Transform;
 use crate::schedule::ActiveHours;
@@ -106,6 +107,9 @@ pub struct CameraConfig {
     /// The camera's custom metadata; `{device}` and `{camera}` in strings are expanded by
     /// [`crate::frame::Namer`].
     pub metadata: BTreeMap<String, MetaValue>,
+    /// The built-in metadata keys edgecap adds to each frame (a subset of
+    /// [`super::BUILTIN_METADATA_KEYS`], in that order).
+    pub builtin_metadata: Vec<String>,
     /// Daily capture windows in local time (empty: always).
     pub active_hours: ActiveHours,
     /// Pixel transforms (default: none, camera JPEG passes through).
@@ -308,6 +312,8 @@ pub struct NexusConfig {
     pub operation_poll: Duration,
     /// How long an operation may take before its assets are checked one by one.
     pub operation_timeout: Duration,
+    /// How each frame's custom metadata reaches the platform.
+    pub metadata_api: MetadataApi,
 }
 
 /// A secret value. It has no `Display`, and its `Debug` prints `Secret(***)`, so it cannot

@@ -45,6 +45,9 @@ pub struct Counters {
     pub index_dropped: u64,
     /// Files re-indexed because their entry was missing.
     pub reindexed: u64,
+    /// Frames whose image the platform accepted but whose metadata had to be sent again
+    /// (metadata only; the image is not re-sent).
+    pub metadata_retried: u64,
     /// Next sequence number (kept so numbers are not reused after a clean restart).
     pub next_seq: u64,
 }

@@ -21,6 +21,8 @@ pub struct Leased {
     pub image_len: u32,
     /// CRC-32C of the image.
     pub image_crc: u32,
+    /// The platform already has the image: only the metadata is still to be sent.
+    pub image_delivered: bool,
 }
 
 impl Queue {
@@ -69,13 +71,14 @@ impl Queue {
             warn!(error = %e, "cannot flush the queue index");
         }
         let mut out = Vec::with_capacity(chosen.len());
-        for (seq, _) in chosen {
+        for (seq, entry) in chosen {
             match spool::read_meta(&self.path_of(seq)) {
                 Ok((h, meta)) => out.push(Leased {
                     seq,
                     meta,
                     image_len: h.image_len,
                     image_crc: h.image_crc,
+                    image_delivered: entry.image_delivered,
                 }),
                 Err(e) => {
                     let err = self.handle_read_error(seq, e);
@@ -171,6 +174,24 @@ impl Queue {
     /// Moves in-flight frames back to pending (a transient failure, or shutdown).
     pub fn release(&self, seqs: &[u64], error: Option<&str>) {
         self.settle(seqs, error, |_| false);
+    }
+
+    /// The platform accepted these frames' images but not (yet) their metadata: they go
+    /// back to pending marked so that only the metadata is sent again. Flushed, so a
+    /// restart does not upload the images a second time. Counted in `metadata_retried`.
+    pub fn image_delivered(&self, seqs: &[u64], error: &str) {
+        self.settle(seqs, Some(error), |e| {
+            e.image_delivered = true;
+            false
+        });
+        {
+            let mut st = self.state();
+            st.counters.metadata_retried += seqs.len() as u64;
+            self.persist(&st);
+        }
+        if let Err(e) = self.db.flush() {
+            warn!(error = %e, "cannot flush the queue index");
+        }
     }
 
     /// A failure of these frames themselves: count an attempt; after `max_attempts` they

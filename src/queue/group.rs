@@ -95,6 +95,7 @@ impl Group<'_> {
                         groups: meta.groups.clone(),
                         attempts: 0,
                         last_error: None,
+                        image_delivered: false,
                     },
                 });
                 Ok(seq)

@@ -71,6 +71,9 @@ pub struct Entry {
     /// Last error, if any.
     #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The platform has the image; only the metadata is still to be delivered.
+    #[serde(rename = "m", default, skip_serializing_if = "std::ops::Not::not")]
+    pub image_delivered: bool,
 }
 
 /// The index's trees.

@@ -304,6 +304,7 @@ impl Queue {
                 groups: f.groups,
                 attempts: 0,
                 last_error: None,
+                image_delivered: false,
             };
             st.pending.add(e.bytes);
             report.reindexed += 1;

@@ -87,6 +87,13 @@ impl Sink for ConfiguredSink {
         }
     }
 
+    async fn check(&self) -> Verdict {
+        match self {
+            Self::Nexus(s) => s.check().await,
+            Self::Directory(s) => s.check().await,
+        }
+    }
+
     fn sessions_left(&self) -> Option<usize> {
         match self {
             Self::Nexus(s) => s.sessions_left(),

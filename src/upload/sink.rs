@@ -30,6 +30,9 @@ pub enum Outcome {
     Rejected(String),
     /// The frame could not be read (quarantined or missing); the queue already dealt with it.
     Gone,
+    /// The platform has the image but did not take the metadata (yet): only the metadata is
+    /// sent again, later; does not count as an attempt.
+    MetadataPending(String),
 }
 
 /// The sink's verdict on the link after a batch.
@@ -103,6 +106,12 @@ pub trait Sink: Send + Sync + 'static {
     /// Whether the platform answers at all (used while offline).
     fn probe(&self) -> impl Future<Output = Result<(), String>> + Send;
 
+    /// Whether the configured destination exists and accepts edgecap's credentials (one
+    /// cheap call, before the first batch and after a refusal). `Ok` by default.
+    fn check(&self) -> impl Future<Output = Verdict> + Send {
+        async { Verdict::Ok }
+    }
+
     /// Batches the sink may still start in its rate window (None: no limit).
     fn sessions_left(&self) -> Option<usize> {
         None
@@ -155,6 +164,8 @@ pub struct Frame {
     pub image_crc: u32,
     /// The image.
     pub image: Image,
+    /// The platform already has the image: only the metadata is to be sent.
+    pub image_delivered: bool,
 }
 
 impl Frame {
@@ -166,6 +177,7 @@ impl Frame {
             image_len: l.image_len,
             image_crc: l.image_crc,
             image: Image::Stored(store),
+            image_delivered: l.image_delivered,
         }
     }
 
@@ -177,6 +189,7 @@ impl Frame {
             image_len: u32::try_from(image.len()).unwrap_or(u32::MAX),
             image_crc: crc32c::crc32c(&image),
             image: Image::Bytes(image),
+            image_delivered: false,
         }
     }
 

@@ -6,7 +6,9 @@
 //! uploader waits for frames, backs off or probes.
 //!
 //! ```text
-//!            frames pending                 batch due (count, bytes, age, drain)
+//!  Checking ──ok──▶ (start; and after a refusal: the project and key are checked before
+//!     │              any session is spent, while capture goes on)
+//!     ▼      frames pending                 batch due (count, bytes, age, drain)
 //!   Idle ───────────────────▶ Filling ─────────────────────────────▶ Sending
 //!    ▲  queue empty               ▲                                   │ │ │
 //!    └────────────────────────────┴──── Ok / Split (smaller batch) ───┘ │ │
@@ -55,6 +57,9 @@ pub struct UploadStats {
 /// pause it); `None` after the queue ran empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Ask the platform whether the destination exists and the key is accepted (at start,
+    /// after the link came back before a check passed, and after a refusal).
+    Checking,
     /// Nothing pending: wait for frames.
     Idle,
     /// Frames pending, no batch due yet: wait for more, or for the oldest to age.
@@ -107,6 +112,10 @@ pub struct Uploader<S: Sink> {
     backoff: Backoff,
     /// Largest batch now: `batch_max_frames`, or less while bisecting a refused batch.
     cap: usize,
+    /// A check has passed since the last refusal.
+    checked: bool,
+    /// A refusal of the check was logged at ERROR (logged once, until a check passes).
+    refusal_logged: bool,
 }
 
 impl<S: Sink> Uploader<S> {
@@ -129,18 +138,21 @@ impl<S: Sink> Uploader<S> {
             drain,
             beat,
             ops: Operations::default(),
+            checked: false,
+            refusal_logged: false,
         }
     }
 
     /// Runs until `stop` is set, then winds down (see [`Uploader::wind_down`]).
     pub async fn run(mut self) {
         self.stats.online.store(true, Ordering::Relaxed);
-        let mut phase = Phase::Idle;
+        let mut phase = Phase::Checking;
         loop {
             if *self.stop.borrow() {
                 break;
             }
             let next = match phase {
+                Phase::Checking => self.checking().await,
                 Phase::Idle => self.idle().await,
                 Phase::Filling { since } => self.filling(since).await,
                 Phase::Sending { since } => self.sending(since).await,
@@ -160,11 +172,78 @@ impl<S: Sink> Uploader<S> {
         self.wind_down().await;
     }
 
-    fn after(since: Option<Instant>) -> Phase {
+    /// Where to go once a wait is over: check first if no check has passed since the
+    /// last refusal, else on with the frames.
+    fn after(&self, since: Option<Instant>) -> Phase {
         match since {
+            _ if !self.checked => Phase::Checking,
             Some(since) => Phase::Filling { since },
             None => Phase::Idle,
         }
+    }
+
+    async fn checking(&mut self) -> Option<Phase> {
+        let verdict = tokio::select! {
+            v = self.sink.check() => v,
+            _ = stopped(&self.stop) => return None,
+        };
+        Some(match verdict {
+            Verdict::Ok | Verdict::Split(_) => {
+                if self.refusal_logged {
+                    info!("the platform accepts edgecap's key and project again: uploading");
+                }
+                self.checked = true;
+                self.refusal_logged = false;
+                Phase::Idle
+            }
+            Verdict::OperatorMustAct(reason) => {
+                let d = self.cfg.retry.max;
+                if self.refusal_logged {
+                    debug!(
+                        reason,
+                        "the platform still refuses edgecap's key or project"
+                    );
+                } else {
+                    error!(
+                        reason,
+                        retry_in_secs = d.as_secs(),
+                        "the platform refuses edgecap's key or project: no upload until that is fixed (capture goes on; checked again every retry_max_secs)"
+                    );
+                    self.refusal_logged = true;
+                }
+                Phase::BackingOff {
+                    until: Instant::now() + d,
+                    since: None,
+                }
+            }
+            Verdict::Backoff {
+                reason,
+                retry_after,
+            } => {
+                let d = self
+                    .backoff
+                    .next_delay()
+                    .max(retry_after.unwrap_or_default());
+                warn!(
+                    reason,
+                    retry_in_ms = d.as_millis() as u64,
+                    "the project check failed; trying again"
+                );
+                Phase::BackingOff {
+                    until: Instant::now() + d,
+                    since: None,
+                }
+            }
+            Verdict::Offline(reason) => {
+                if self.stats.online.swap(false, Ordering::Relaxed) {
+                    warn!(
+                        reason,
+                        "uplink is down: frames stay queued; probing with backoff"
+                    );
+                }
+                Phase::Offline { since: None }
+            }
+        })
     }
 
     async fn idle(&mut self) -> Option<Phase> {
@@ -297,7 +376,7 @@ impl<S: Sink> Uploader<S> {
                 }
                 self.backoff.reset();
                 self.cap = (self.cap * 2).min(max.max_frames);
-                Self::after(since)
+                self.after(since)
             }
             Verdict::Split(reason) => {
                 self.cap = (n / 2).max(1);
@@ -307,7 +386,7 @@ impl<S: Sink> Uploader<S> {
                     reason,
                     "the platform refused the batch; retrying with smaller batches to find the frame at fault"
                 );
-                Self::after(since)
+                self.after(since)
             }
             Verdict::Backoff {
                 reason,
@@ -330,6 +409,9 @@ impl<S: Sink> Uploader<S> {
             }
             Verdict::OperatorMustAct(reason) => {
                 let d = self.cfg.retry.max;
+                // The next session waits for a check to pass.
+                self.checked = false;
+                self.refusal_logged = true;
                 error!(
                     reason,
                     retry_in_secs = d.as_secs(),
@@ -356,7 +438,7 @@ impl<S: Sink> Uploader<S> {
         if self.pause_until(until).await {
             return None;
         }
-        Some(Self::after(since))
+        Some(self.after(since))
     }
 
     async fn offline(&mut self, since: Option<Instant>) -> Option<Phase> {
@@ -370,7 +452,7 @@ impl<S: Sink> Uploader<S> {
                 self.backoff.reset();
                 self.stats.online.store(true, Ordering::Relaxed);
                 info!("uplink is back: uploading");
-                Some(Self::after(since))
+                Some(self.after(since))
             }
             Err(e) => {
                 debug!(error = %e, "probe failed");
@@ -417,6 +499,7 @@ impl<S: Sink> Uploader<S> {
         let mut retry: Vec<(u64, String)> = Vec::new();
         let mut failed: Vec<(u64, String)> = Vec::new();
         let mut rejected: Vec<(u64, String)> = Vec::new();
+        let mut metadata: Vec<(u64, String)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (seq, o) in outcomes {
             seen.insert(*seq);
@@ -425,6 +508,7 @@ impl<S: Sink> Uploader<S> {
                 Outcome::Retry(m) => retry.push((*seq, m.clone())),
                 Outcome::Failed(m) => failed.push((*seq, m.clone())),
                 Outcome::Rejected(m) => rejected.push((*seq, m.clone())),
+                Outcome::MetadataPending(m) => metadata.push((*seq, m.clone())),
                 Outcome::Gone => {}
             }
         }
@@ -445,12 +529,11 @@ impl<S: Sink> Uploader<S> {
         let dead = blocking(&self.beat, "queue update", move || {
             q.ack(&accepted);
             // One index update per distinct reason, not one per frame.
-            let mut by_reason: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
-            for (s, m) in &retry {
-                by_reason.entry(m.as_str()).or_default().push(*s);
-            }
-            for (m, seqs) in by_reason {
+            for (m, seqs) in by_reason(&retry) {
                 q.release(&seqs, Some(m));
+            }
+            for (m, seqs) in by_reason(&metadata) {
+                q.image_delivered(&seqs, m);
             }
             let mut dead = 0;
             for (s, m) in &failed {
@@ -465,6 +548,15 @@ impl<S: Sink> Uploader<S> {
         .unwrap_or(0);
         stats.dead.fetch_add(dead as u64, Ordering::Relaxed);
     }
+}
+
+/// The frames of `list` grouped by their reason.
+fn by_reason(list: &[(u64, String)]) -> std::collections::BTreeMap<&str, Vec<u64>> {
+    let mut out: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+    for (s, m) in list {
+        out.entry(m.as_str()).or_default().push(*s);
+    }
+    out
 }
 
 /// Runs a blocking queue call off the async threads, marking the uploader busy meanwhile

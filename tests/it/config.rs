@@ -101,6 +101,30 @@ fn each_malformed_config_exits_2_naming_the_key_and_its_line() {
             "TOML has no null value",
         ),
         (
+            edit(
+                "interval_ms = 500",
+                "interval_ms = 500\nbuiltin_metadata = [\"device\", \"nope\"]",
+            ),
+            "camera[0].builtin_metadata",
+            "builtin_metadata",
+            "not a built-in key",
+        ),
+        (
+            edit("site = \"north\"", "device = \"pi-7\""),
+            "camera[0].metadata.device",
+            "device = ",
+            "leave it out of builtin_metadata",
+        ),
+        (
+            edit(
+                "sink = \"nexus\"",
+                "sink = \"nexus\"\nmetadata_api = \"webhook\"",
+            ),
+            "upload.metadata_api",
+            "metadata_api",
+            "unknown variant",
+        ),
+        (
             edit("interval_ms = 500", "interval_ms = 500 ms"),
             "camera.interval_ms",
             "interval_ms = 500 ms",
@@ -574,4 +598,15 @@ fn without_config_the_commands_read_the_packaged_path_or_edgecap_config() {
     let (code, out) = without_config_flag(&["config", "validate"], Some(&path));
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("EDGECAP_TEST_UNSET_KEY"), "{out}");
+}
+
+#[test]
+fn a_built_in_key_left_out_of_builtin_metadata_may_be_set_by_the_camera() {
+    let text = edit(
+        "interval_ms = 500",
+        "interval_ms = 500\nbuiltin_metadata = [\"capture_time\", \"camera\"]",
+    )
+    .replace("site = \"north\"", "device = \"pi-7\"");
+    let (code, out) = validate(&text);
+    assert_eq!(code, 0, "{out}");
 }

@@ -16,6 +16,7 @@ mod disk_full;
 mod enqueue;
 mod faults;
 mod journal;
+mod metadata;
 mod pipeline;
 mod queue;
 mod resources;

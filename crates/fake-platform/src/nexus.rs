@@ -78,6 +78,16 @@ pub struct Faults {
     pub put_delay_count: Option<usize>,
     /// Operations stay `Running` this long after their last PUT.
     pub operation_delay: Option<Duration>,
+    /// Drop the `customMetadata` of session requests, as a current platform may.
+    pub ignore_session_metadata: bool,
+    /// The next bulk metadata calls answer 503.
+    pub metadata_5xx: usize,
+    /// Entries whose metadata holds one of these keys get a per-entry error
+    /// ("invalid metadata key …"): a refusal.
+    pub metadata_refuse_keys: Vec<String>,
+    /// The next entries (over all calls) get a per-entry error that a retry can fix
+    /// ("internal error, try again").
+    pub metadata_entry_transient: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -133,6 +143,12 @@ pub struct Record {
     pub operations: Vec<(Instant, Option<Instant>)>,
     /// Protocol violations the server noticed in the client's requests.
     pub violations: Vec<String>,
+    /// Assets that came with `customMetadata` in their session request.
+    pub session_metadata_assets: usize,
+    /// Entries per bulk metadata call (including refused calls).
+    pub metadata_calls: Vec<usize>,
+    /// Metadata attached through the bulk endpoint, per filename (how many times).
+    pub metadata_updates: BTreeMap<String, usize>,
 }
 
 #[derive(Default)]
@@ -303,6 +319,11 @@ fn handle(st: Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes)
                 return error(404, "ResourceNotFoundError", "no route");
             };
             s.record.cancels += 1;
+            if headers.get("content-length").and_then(|v| v.to_str().ok()) != Some("0") {
+                s.record
+                    .violations
+                    .push(format!("{path} without Content-Length: 0"));
+            }
             let finished = s.sessions.get(sid).is_some_and(|ses| {
                 ses.tokens
                     .iter()
@@ -318,6 +339,9 @@ fn handle(st: Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes)
             }
         }
         ("GET", ["projects", pid, "operations", op]) if *pid == PROJECT => operation(&mut s, op),
+        ("POST", ["projects", pid, "customMetadataBulkUpdates"]) if *pid == PROJECT => {
+            bulk_metadata(&mut s, &body)
+        }
         ("GET", ["projects", pid, "assets"]) if *pid == PROJECT => list_assets(&s, uri.query()),
         ("GET", ["projects", pid, "assets", name]) if *pid == PROJECT => {
             let name = percent_decode(name);
@@ -465,6 +489,14 @@ fn create_session(s: &mut State, body: &[u8]) -> Response {
         let size = a["size"].as_u64().unwrap_or(0);
         let hash =
             base64::engine::general_purpose::STANDARD.encode((crc as i32 as u32).to_be_bytes());
+        let sent = a.get("customMetadata").cloned();
+        if sent.is_some() {
+            s.record.session_metadata_assets += 1;
+        }
+        let session_metadata = match sent {
+            Some(m) if !s.faults.ignore_session_metadata => m,
+            _ => json!({}),
+        };
         out.push(json!({
             "metadata": {"filename": filename, "mime": mime, "size": size, "crc32c": crc},
             "upload": {"method": "PUT",
@@ -481,7 +513,7 @@ fn create_session(s: &mut State, body: &[u8]) -> Response {
                 size,
                 crc32c: crc,
                 mime,
-                custom_metadata: a.get("customMetadata").cloned().unwrap_or(json!({})),
+                custom_metadata: session_metadata,
                 groups: groups.clone(),
                 opaque: opaque.clone(),
                 done: false,
@@ -512,6 +544,79 @@ fn create_session(s: &mut State, body: &[u8]) -> Response {
         s,
         json_response(200, json!({"id": sid, "opId": op, "assets": out})),
     )
+}
+
+/// `POST …/customMetadataBulkUpdates`: attaches metadata to assets by filename; answers
+/// `{"errors": [...], "customMetadatas": [...]}` with one error per entry it did not take.
+fn bulk_metadata(s: &mut State, body: &[u8]) -> Response {
+    let entries = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("customMetadatas").and_then(Value::as_array).cloned());
+    let Some(entries) = entries else {
+        s.record.metadata_calls.push(0);
+        return error(400, "BadRequestError", "customMetadatas missing");
+    };
+    s.record.metadata_calls.push(entries.len());
+    if s.faults.metadata_5xx > 0 {
+        s.faults.metadata_5xx -= 1;
+        return error(503, "ServiceUnavailableError", "Service Unavailable");
+    }
+    let mut errors = Vec::new();
+    let mut done = Vec::new();
+    for e in entries {
+        let kind = e.pointer("/parent/kind").and_then(Value::as_str);
+        let filename = e.pointer("/parent/filename").and_then(Value::as_str);
+        let meta = e.get("customMetadata").and_then(Value::as_object);
+        let fail = |why: &str| json!({"customMetadata": e.clone(), "error": why});
+        let (Some("customMetadata#assetFilenameParent"), Some(filename), Some(meta)) =
+            (kind, filename, meta)
+        else {
+            errors.push(fail(
+                "invalid entry: parent.kind, parent.filename and customMetadata are required",
+            ));
+            continue;
+        };
+        if !meta
+            .values()
+            .all(|v| v.is_string() || v.is_number() || v.is_boolean())
+        {
+            errors.push(fail(
+                "invalid metadata value: must be a string, number or boolean",
+            ));
+            continue;
+        }
+        if let Some(k) = s
+            .faults
+            .metadata_refuse_keys
+            .iter()
+            .find(|k| meta.contains_key(k.as_str()))
+        {
+            errors.push(fail(&format!("invalid metadata key {k}")));
+            continue;
+        }
+        if s.faults.metadata_entry_transient > 0 {
+            s.faults.metadata_entry_transient -= 1;
+            errors.push(fail("internal error, try again"));
+            continue;
+        }
+        let Some(asset) = s.assets.get_mut(filename) else {
+            errors.push(fail("Requested Asset Not Found"));
+            continue;
+        };
+        let mut merged = asset
+            .custom_metadata
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        merged.extend(meta.clone());
+        asset.custom_metadata = Value::Object(merged);
+        *s.record
+            .metadata_updates
+            .entry(filename.to_string())
+            .or_default() += 1;
+        done.push(json!({"parent": {"filename": filename}, "customMetadata": meta}));
+    }
+    json_response(200, json!({"errors": errors, "customMetadatas": done}))
 }
 
 fn rand_u64() -> u64 {

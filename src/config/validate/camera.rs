@@ -13,8 +13,9 @@ use crate::config::types::{
 use crate::encode::{Rotate, Transform};
 use crate::schedule::{ActiveHours, Window};
 
-/// Names of the metadata keys edgecap adds to every frame itself. A camera's own
-/// `metadata` may not use them.
+/// Names of the metadata keys edgecap can add to every frame itself (all of them by
+/// default; a camera's `builtin_metadata` picks). A camera's own `metadata` may not use
+/// the ones it keeps.
 pub const BUILTIN_METADATA_KEYS: &[&str] = &[
     "capture_time_ms",
     "capture_time",
@@ -274,6 +275,26 @@ impl Validator<'_> {
             self.problem(&p("filename_template"), msg);
             ok = false;
         }
+        let mut builtins: Vec<String> = Vec::new();
+        for k in &c.builtin_metadata {
+            if !BUILTIN_METADATA_KEYS.contains(&k.as_str()) {
+                self.problem(
+                    &p("builtin_metadata"),
+                    format!(
+                        "`{k}` is not a built-in key; they are {}",
+                        BUILTIN_METADATA_KEYS.join(", ")
+                    ),
+                );
+                ok = false;
+            } else if builtins.contains(k) {
+                self.problem(&p("builtin_metadata"), format!("`{k}` is listed twice"));
+                ok = false;
+            } else {
+                builtins.push(k.clone());
+            }
+        }
+        // Kept in the canonical order, whatever order the file lists them in.
+        builtins.sort_by_key(|k| BUILTIN_METADATA_KEYS.iter().position(|b| b == k));
         let mut metadata = BTreeMap::new();
         for (k, v) in &c.metadata {
             let mut path = p("metadata");
@@ -283,11 +304,11 @@ impl Validator<'_> {
                 ok = false;
                 continue;
             }
-            if BUILTIN_METADATA_KEYS.contains(&k.as_str()) {
+            if builtins.contains(k) {
                 self.problem(
                     &path,
                     format!(
-                        "`{k}` is set by edgecap itself; built-in keys are {}",
+                        "`{k}` is set by edgecap itself; leave it out of builtin_metadata to set it here (built-in keys: {})",
                         BUILTIN_METADATA_KEYS.join(", ")
                     ),
                 );
@@ -339,6 +360,7 @@ impl Validator<'_> {
             groups: c.groups,
             filename_template: c.filename_template,
             metadata,
+            builtin_metadata: builtins,
             active_hours: ActiveHours::new(windows),
             transform,
             change_detection,

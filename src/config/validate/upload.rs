@@ -50,6 +50,7 @@ impl Validator<'_> {
             ("stall_timeout_secs", u.stall_timeout_secs.is_some()),
             ("operation_poll_ms", u.operation_poll_ms.is_some()),
             ("operation_timeout_secs", u.operation_timeout_secs.is_some()),
+            ("metadata_api", u.metadata_api.is_some()),
         ];
         let sink = match u.sink {
             SinkKind::Directory => {
@@ -203,6 +204,7 @@ impl Validator<'_> {
             stall_timeout: stall,
             operation_poll: Duration::from_millis(poll),
             operation_timeout: op_timeout,
+            metadata_api: u.metadata_api.unwrap_or_default(),
         }))
     }
 

@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -143,6 +143,37 @@ impl Client {
         }
     }
 
+    /// `GET /projects/{pid}`: `Ok` when it answers 2xx; a refusal says what to fix.
+    pub(super) async fn check_project(&self) -> Verdict {
+        let url = self.url(&self.project_path(""));
+        let resp = match self.api(Method::GET, url).send().await {
+            Ok(r) => r,
+            Err(e) => return self.network_error("checking the project", e),
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Verdict::Ok;
+        }
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.unwrap_or_default();
+        let what = match status.as_u16() {
+            401 | 403 => format!(
+                "checking project {}: the secret key is refused (set upload.secret_key* to the project's key)",
+                self.cfg.project_id
+            ),
+            404 => format!(
+                "checking project {}: no such project for this key (check upload.project_id)",
+                self.cfg.project_id
+            ),
+            _ => format!("checking project {}", self.cfg.project_id),
+        };
+        match self.classify(&what, status, &headers, &body) {
+            // Any other 4xx on a plain GET is as much the operator's to fix.
+            Verdict::Split(r) => Verdict::OperatorMustAct(r),
+            v => v,
+        }
+    }
+
     /// Takes back the last session creation from the limiter (nothing reached the server,
     /// so an outage must not use up the window).
     pub(super) fn forget_last_session(&self) {
@@ -189,8 +220,10 @@ impl Client {
     pub(super) async fn cancel(&self, session_id: &str) {
         let url =
             self.url(&self.project_path(&format!("/assetuploadsessions/{session_id}:cancel")));
+        // An empty body alone goes out without Content-Length; the SDK sends `0`.
         let req = self
             .api(Method::POST, url)
+            .header(CONTENT_LENGTH, "0")
             .body(Vec::new())
             .timeout(Duration::from_secs(3));
         match req.send().await {

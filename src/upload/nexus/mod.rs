@@ -23,6 +23,7 @@
 //! `put.rs` the storage PUTs; this file is the session flow.
 
 mod client;
+mod metadata;
 mod put;
 mod wire;
 
@@ -36,13 +37,14 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use client::Client;
+use metadata::{MetaJob, attach, worse};
 use put::{Put, put_all};
 pub use wire::nexus_crc32c;
 use wire::{AssetRequest, Operation, SessionRequest, SessionResponse, UploadSpec};
 
 use super::sink::{Frame, Outcome, Pending, Report, Sink, Verdict};
 use super::{sleep_or_stop, stopped};
-use crate::config::{NexusConfig, Secret};
+use crate::config::{MetadataApi, NexusConfig, Secret};
 
 /// The Nexus sink.
 pub struct NexusSink {
@@ -64,14 +66,54 @@ impl Sink for NexusSink {
         self.client.probe().await
     }
 
+    /// `GET /projects/{pid}`: the project exists and the key is accepted.
+    async fn check(&self) -> Verdict {
+        self.client.check_project().await
+    }
+
     /// Sessions the client-side limiter still allows in its window now.
     fn sessions_left(&self) -> Option<usize> {
         Some(self.client.sessions_left())
     }
 
-    /// Sends one batch through one upload session.
+    /// Sends the metadata of frames whose images the platform already has, and the other
+    /// frames through one upload session.
     async fn send(&self, batch: Vec<Frame>, stop: &watch::Receiver<bool>) -> Report {
+        let (meta_only, full): (Vec<Frame>, Vec<Frame>) =
+            batch.into_iter().partition(|f| f.image_delivered);
+        let (outcomes, verdict) = attach(&self.client, &meta_jobs(&meta_only)).await;
+        if full.is_empty() {
+            return Report {
+                outcomes,
+                verdict,
+                pending: None,
+            };
+        }
+        let mut report = self.upload(full, stop).await;
+        report.outcomes.extend(outcomes);
+        report.verdict = worse(report.verdict, verdict);
+        report
+    }
+}
+
+/// What the bulk endpoint needs of `frames`.
+fn meta_jobs(frames: &[Frame]) -> Vec<MetaJob> {
+    frames
+        .iter()
+        .map(|f| MetaJob {
+            seq: f.seq,
+            filename: f.meta.filename.clone(),
+            custom: f.meta.custom.clone(),
+        })
+        .collect()
+}
+
+impl NexusSink {
+    /// Sends one batch through one upload session.
+    async fn upload(&self, batch: Vec<Frame>, stop: &watch::Receiver<bool>) -> Report {
         let c = &self.client;
+        let mode = c.cfg.metadata_api;
+        let in_session = mode != MetadataApi::Bulk;
         let retry_all = Report::retry_all;
         if batch.is_empty() {
             return retry_all(&batch, "", Verdict::Ok);
@@ -89,7 +131,7 @@ impl Sink for NexusSink {
                     size: l.image_len,
                     crc32c: nexus_crc32c(l.image_crc),
                     mime: &l.meta.mime,
-                    custom_metadata: &l.meta.custom,
+                    custom_metadata: in_session.then_some(&l.meta.custom),
                 })
                 .collect(),
         };
@@ -150,11 +192,17 @@ impl Sink for NexusSink {
         let op_id = session.op_id.clone();
         info!(session = %session_id, operation = %c.clean(&op_id), frames = batch.len(),
             "upload session created");
-        let mut specs: BTreeMap<String, UploadSpec> = session
+        let mut specs: BTreeMap<String, Option<UploadSpec>> = session
             .assets
             .into_iter()
             .map(|a| (a.metadata.filename, a.upload))
             .collect();
+        // Metadata to attach once the platform has the images (bulk modes).
+        let mut jobs_meta: Vec<MetaJob> = if mode == MetadataApi::Session {
+            Vec::new()
+        } else {
+            meta_jobs(&batch)
+        };
 
         // PUT every file that has an upload spec, `put_concurrency` at a time.
         let mut outcomes: Vec<(u64, Outcome)> = Vec::new();
@@ -163,12 +211,17 @@ impl Sink for NexusSink {
         let mut jobs = Vec::with_capacity(n);
         for f in batch {
             match specs.remove(&f.meta.filename) {
-                Some(spec) => jobs.push((f, spec)),
-                None => {
+                Some(Some(spec)) => jobs.push((f, spec)),
+                // A session that cannot carry the frame counts as an attempt for it, so
+                // `max_attempts` ends a frame the platform never takes instead of one
+                // session every few minutes forever.
+                Some(None) | None => {
                     missing += 1;
                     outcomes.push((
                         f.seq,
-                        Outcome::Retry("missing from session response".into()),
+                        Outcome::Failed(
+                            "the session answer has no upload URL for this frame".into(),
+                        ),
                     ));
                 }
             }
@@ -240,10 +293,28 @@ impl Sink for NexusSink {
             };
         }
         let partial = (uploaded.len() < n).then_some(uploaded.len() as u64);
-        let seqs = uploaded.iter().map(|(s, _)| *s).collect();
+        let seqs: Vec<u64> = uploaded.iter().map(|(s, _)| *s).collect();
+        jobs_meta.retain(|j| seqs.contains(&j.seq));
         let client = Arc::clone(&self.client);
         let stop = stop.clone();
-        let fut = finish(client, session_id, op_id, uploaded, partial, stop);
+        let fut = async move {
+            let mut out = finish(&client, session_id, op_id, uploaded, partial, stop).await;
+            // Bulk modes: a frame is delivered once its metadata is attached too.
+            let accepted: Vec<MetaJob> = jobs_meta
+                .into_iter()
+                .filter(|j| {
+                    out.iter()
+                        .any(|(s, o)| *s == j.seq && *o == Outcome::Accepted)
+                })
+                .collect();
+            let (attached, _) = attach(&client, &accepted).await;
+            for (seq, o) in attached {
+                if let Some(slot) = out.iter_mut().find(|(s, _)| *s == seq) {
+                    slot.1 = o;
+                }
+            }
+            out
+        };
         Report {
             outcomes,
             verdict,
@@ -257,14 +328,14 @@ impl Sink for NexusSink {
 
 /// Follows a session's operation and decides the fate of its uploaded frames.
 async fn finish(
-    c: Arc<Client>,
+    c: &Client,
     session_id: String,
     op_id: String,
     uploaded: Vec<(u64, String)>,
     partial: Option<u64>,
     stop: watch::Receiver<bool>,
 ) -> Vec<(u64, Outcome)> {
-    match await_operation(&c, &op_id, partial, &stop).await {
+    match await_operation(c, &op_id, partial, &stop).await {
         OpEnd::Finished => {
             debug!(session = %session_id, frames = uploaded.len(), "operation finished");
             uploaded

@@ -20,8 +20,9 @@ pub(super) struct AssetRequest<'a> {
     pub(super) size: u32,
     pub(super) crc32c: i32,
     pub(super) mime: &'a str,
-    #[serde(rename = "customMetadata")]
-    pub(super) custom_metadata: &'a BTreeMap<String, MetaValue>,
+    /// Sent only with `metadata_api = "session"` or `"both"`.
+    #[serde(rename = "customMetadata", skip_serializing_if = "Option::is_none")]
+    pub(super) custom_metadata: Option<&'a BTreeMap<String, MetaValue>>,
 }
 
 #[derive(Deserialize)]
@@ -35,7 +36,9 @@ pub(super) struct SessionResponse {
 #[derive(Deserialize)]
 pub(super) struct AssetResponse {
     pub(super) metadata: AssetResponseMeta,
-    pub(super) upload: UploadSpec,
+    /// Missing or null: the asset cannot be uploaded in this session.
+    #[serde(default)]
+    pub(super) upload: Option<UploadSpec>,
 }
 
 #[derive(Deserialize)]

@@ -41,6 +41,7 @@ pub struct TestConfig {
     pub fsync: String,
     pub extra_upload: String,
     pub retry_max_secs: u64,
+    pub project_id: String,
 }
 
 impl TestConfig {
@@ -64,6 +65,7 @@ impl TestConfig {
             fsync: "grouped".into(),
             extra_upload: String::new(),
             retry_max_secs: 2,
+            project_id: fake_platform::nexus::PROJECT.to_string(),
         }
     }
 
@@ -102,7 +104,7 @@ impl TestConfig {
             (Some(ep), _) => {
                 s += &format!(
                     "sink = \"nexus\"\nendpoint = \"{ep}\"\nproject_id = \"{}\"\nsecret_key_env = \"EDGECAP_TEST_SECRET\"\noperation_poll_ms = 200\nconnect_timeout_secs = 2\nrequest_timeout_secs = 5\nstall_timeout_secs = 5\noperation_timeout_secs = 10\n",
-                    fake_platform::nexus::PROJECT
+                    self.project_id
                 );
             }
             (None, Some(out)) => {

@@ -1,0 +1,172 @@
+//! Custom metadata the way the current Nexus SDK attaches it (the bulk endpoint after the
+//! upload), against a fake server that ignores metadata in session requests as a current
+//! platform may; metadata-only retries; refusals; the project check at start.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fake_platform::nexus::{FakeNexus, PROJECT};
+
+use crate::support::{Daemon, TestConfig, queue_stats, run_to_end};
+
+/// Every asset of `server` carries the camera's metadata and the built-in keys.
+fn assert_all_have_metadata(server: &FakeNexus, n: usize, what: &str) {
+    server.with(|s| {
+        assert_eq!(s.assets.len(), n, "{what}: assets");
+        for a in s.assets.values() {
+            let m = &a.custom_metadata;
+            assert_eq!(
+                m["site"], "north",
+                "{what}: {} lacks its metadata: {m}",
+                a.filename
+            );
+            assert_eq!(m["rig"], 3, "{what}: {m}");
+            assert_eq!(m["label"], "testdev/cam0", "{what}: {m}");
+            assert_eq!(m["camera"], "cam0", "{what}: {m}");
+            assert!(m["capture_time_ms"].as_i64().is_some(), "{what}: {m}");
+        }
+    });
+}
+
+/// PUTs that succeeded, per filename.
+fn puts_per_file(server: &FakeNexus) -> BTreeMap<String, usize> {
+    server.with(|s| {
+        let mut m = BTreeMap::new();
+        for (name, status) in &s.record.puts {
+            if *status < 300 {
+                *m.entry(name.clone()).or_default() += 1;
+            }
+        }
+        m
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_bulk_mode_every_frame_gets_its_metadata_from_a_server_that_ignores_the_session_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    server.with(|s| s.faults.ignore_session_metadata = true);
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.stop_after_frames = 30;
+    cfg.batch_max_frames = 10;
+    let (config, _d) = run_to_end(&cfg, tmp.path()).await;
+    assert_all_have_metadata(&server, 30, "bulk");
+    server.with(|s| {
+        // Nothing in the session requests; one bulk call per session, each entry once.
+        assert_eq!(s.record.session_metadata_assets, 0);
+        assert_eq!(
+            s.record.metadata_calls.len(),
+            s.record.session_sizes.len(),
+            "{:?} vs {:?}",
+            s.record.metadata_calls,
+            s.record.session_sizes
+        );
+        assert!(s.record.metadata_updates.values().all(|n| *n == 1));
+        assert!(s.record.violations.is_empty(), "{:?}", s.record.violations);
+    });
+    let stats = queue_stats(&config);
+    assert_eq!(stats["pending"]["frames"], 0, "{stats}");
+    assert_eq!(stats["counters"]["uploaded"], 30, "{stats}");
+    assert_eq!(stats["counters"]["metadata_retried"], 0, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_5xx_and_a_passing_entry_error_only_the_metadata_is_sent_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    server.with(|s| {
+        s.faults.ignore_session_metadata = true;
+        s.faults.metadata_5xx = 2;
+        s.faults.metadata_entry_transient = 3;
+    });
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.stop_after_frames = 20;
+    cfg.batch_max_frames = 10;
+    let (config, d) = run_to_end(&cfg, tmp.path()).await;
+    assert_all_have_metadata(&server, 20, "after retries");
+    // Each image went up exactly once: the retries carried metadata only.
+    let puts = puts_per_file(&server);
+    assert_eq!(puts.len(), 20);
+    assert!(puts.values().all(|n| *n == 1), "{puts:?}");
+    server.with(|s| assert!(s.record.duplicates.is_empty()));
+    let stats = queue_stats(&config);
+    assert_eq!(stats["pending"]["frames"], 0, "{stats}");
+    assert_eq!(stats["dead"]["frames"], 0, "{stats}");
+    assert_eq!(stats["counters"]["uploaded"], 20, "{stats}");
+    // The 5xx calls (two batches of 10 at most) plus the three entries: counted.
+    let retried = stats["counters"]["metadata_retried"].as_u64().unwrap();
+    assert!(retried >= 3, "{stats}");
+    assert!(
+        d.log_text().contains("attaching metadata"),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_the_platform_refuses_marks_the_frame_dead_and_names_the_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    server.with(|s| s.faults.metadata_refuse_keys = vec!["rig".into()]);
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.stop_after_frames = 10;
+    cfg.batch_max_frames = 10;
+    let (config, d) = run_to_end(&cfg, tmp.path()).await;
+    let stats = queue_stats(&config);
+    assert_eq!(stats["dead"]["frames"], 10, "{stats}");
+    assert_eq!(stats["counters"]["uploaded"], 0, "{stats}");
+    let log = d.log_text();
+    assert!(log.contains("refused this frame's metadata"), "{log}");
+    assert!(log.contains("invalid metadata key rig"), "{log}");
+    assert!(log.contains("\"rig\""), "the keys are named: {log}");
+    // The images were uploaded once each and not again.
+    let puts = puts_per_file(&server);
+    assert!(puts.values().all(|n| *n == 1), "{puts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_session_mode_metadata_goes_in_the_session_request_and_no_bulk_call_is_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.stop_after_frames = 10;
+    cfg.extra_upload = "metadata_api = \"session\"\n".into();
+    let (_config, _d) = run_to_end(&cfg, tmp.path()).await;
+    assert_all_have_metadata(&server, 10, "session");
+    server.with(|s| {
+        assert_eq!(s.record.session_metadata_assets, 10);
+        assert!(s.record.metadata_calls.is_empty());
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_project_id_stops_uploads_with_one_error_and_no_session_while_capture_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.project_id = PROJECT.replace("cd06", "0000");
+    cfg.stop_after_frames = 10;
+    cfg.drain_on_stop_secs = 4;
+    cfg.retry_max_secs = 1;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    let st = d.wait(Duration::from_secs(60)).await;
+    assert!(st.success(), "{}", d.log_text());
+    let log = d.log_text();
+    let refusals = log
+        .lines()
+        .filter(|l| l.contains("the platform refuses edgecap's key or project"))
+        .count();
+    assert_eq!(
+        refusals, 1,
+        "one ERROR, however often it is checked:\n{log}"
+    );
+    assert!(log.contains("check upload.project_id"), "{log}");
+    server.with(|s| {
+        assert!(s.record.session_attempts.is_empty());
+        assert!(s.assets.is_empty());
+    });
+    let stats = queue_stats(&config);
+    assert_eq!(stats["counters"]["committed"], 10, "{stats}");
+    assert_eq!(stats["pending"]["frames"], 10, "{stats}");
+}
