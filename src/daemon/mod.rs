@@ -111,8 +111,12 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
             "the queue needed repairs at start-up; see quarantine/ in the queue directory"
         );
     }
-    let sink =
-        ConfiguredSink::new(&config.upload.sink, secret.as_ref()).map_err(DaemonError::Sink)?;
+    let sink = ConfiguredSink::new(
+        &config.upload.sink,
+        secret.as_ref(),
+        Arc::clone(&queue) as Arc<dyn upload::SessionJournal>,
+    )
+    .map_err(DaemonError::Sink)?;
 
     let run_id = new_run_id();
     info!(run_id, device = %device_id, cameras = config.cameras.len(), "edgecap starting");

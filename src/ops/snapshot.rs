@@ -166,6 +166,8 @@ impl Snapshot {
             dead = self.dead.frames,
             quarantined = c.quarantined,
             interrupted = c.interrupted,
+            recovered = c.recovered,
+            metadata_retried = c.metadata_retried,
             backlog_frames = self.backlog_frames,
             backlog_bytes = self.backlog_bytes,
             oldest_pending_age_secs = self.oldest_pending_age_secs,

@@ -48,6 +48,9 @@ pub struct Counters {
     /// Frames whose image the platform accepted but whose metadata had to be sent again
     /// (metadata only; the image is not re-sent).
     pub metadata_retried: u64,
+    /// Frames found on the platform after a restart (their session was recorded) and
+    /// acknowledged without sending their images again.
+    pub recovered: u64,
     /// Next sequence number (kept so numbers are not reused after a clean restart).
     pub next_seq: u64,
 }

@@ -5,7 +5,9 @@
 
 use tracing::{error, warn};
 
-use super::index::{Entry, FrameState, decode_entry, encode_entry, index_err, key, seq_of};
+use super::index::{
+    Entry, FrameState, SessionRef, decode_entry, encode_entry, index_err, key, seq_of,
+};
 use super::spool::{self, SpoolError};
 use super::{Counters, Queue, QueueError, ReadError};
 use crate::frame::FrameMeta;
@@ -70,26 +72,32 @@ impl Queue {
         {
             warn!(error = %e, "cannot flush the queue index");
         }
-        let mut out = Vec::with_capacity(chosen.len());
-        for (seq, entry) in chosen {
-            match spool::read_meta(&self.path_of(seq)) {
-                Ok((h, meta)) => out.push(Leased {
-                    seq,
-                    meta,
-                    image_len: h.image_len,
-                    image_crc: h.image_crc,
-                    image_delivered: entry.image_delivered,
-                }),
-                Err(e) => {
-                    let err = self.handle_read_error(seq, e);
-                    warn!(seq, error = %err, "a leased frame cannot be read; skipping it");
-                    if let ReadError::Io { .. } = err {
-                        self.release(&[seq], Some(&err.to_string()));
-                    }
+        Ok(chosen
+            .into_iter()
+            .filter_map(|(seq, e)| self.leased(seq, e.image_delivered))
+            .collect())
+    }
+
+    /// A frame just moved in flight, with the metadata of its spool file; a file that
+    /// cannot be read is dealt with (quarantined, dropped, or released) and skipped.
+    fn leased(&self, seq: u64, image_delivered: bool) -> Option<Leased> {
+        match spool::read_meta(&self.path_of(seq)) {
+            Ok((h, meta)) => Some(Leased {
+                seq,
+                meta,
+                image_len: h.image_len,
+                image_crc: h.image_crc,
+                image_delivered,
+            }),
+            Err(e) => {
+                let err = self.handle_read_error(seq, e);
+                warn!(seq, error = %err, "a leased frame cannot be read; skipping it");
+                if let ReadError::Io { .. } = err {
+                    self.release(&[seq], Some(&err.to_string()));
                 }
+                None
             }
         }
-        Ok(out)
     }
 
     pub(super) fn handle_read_error(&self, seq: u64, e: SpoolError) -> ReadError {
@@ -171,16 +179,103 @@ impl Queue {
         }
     }
 
-    /// Moves in-flight frames back to pending (a transient failure, or shutdown).
+    /// Moves in-flight frames back to pending (a transient failure).
     pub fn release(&self, seqs: &[u64], error: Option<&str>) {
-        self.settle(seqs, error, |_| false);
+        self.settle(seqs, error, false, |_| false);
+    }
+
+    /// Moves in-flight frames back to pending keeping their recorded session: their fate
+    /// is unknown (shutdown while the platform processed them), and the next start asks
+    /// the platform before sending them again. Flushed.
+    pub fn release_for_recovery(&self, seqs: &[u64], error: &str) {
+        self.settle(seqs, Some(error), true, |_| false);
+        if let Err(e) = self.db.flush() {
+            warn!(error = %e, "cannot flush the queue index");
+        }
+    }
+
+    /// Records the session in-flight frames went into, durably, before any of their bytes
+    /// are sent (so a crash leaves the platform something to be asked).
+    pub fn record_session(&self, seqs: &[u64], session: &SessionRef) {
+        let _st = self.state();
+        for &seq in seqs {
+            let Ok(Some(v)) = self.trees.inflight.get(key(seq)) else {
+                continue;
+            };
+            let Some(mut e) = decode_entry(&v) else {
+                continue;
+            };
+            e.session = Some(session.clone());
+            if let Err(err) = self.trees.inflight.insert(key(seq), encode_entry(&e)) {
+                warn!(seq, error = %err, "cannot record a frame's upload session");
+            }
+        }
+        drop(_st);
+        if let Err(e) = self.db.flush() {
+            warn!(error = %e, "cannot flush the queue index");
+        }
+    }
+
+    /// Leases every pending frame with a recorded session (left by a crash or a stop while
+    /// the platform processed it), grouped by session, for the start-up recovery.
+    pub fn lease_sessions(&self) -> Result<Vec<(SessionRef, Vec<Leased>)>, QueueError> {
+        let ie = index_err(&self.index);
+        let mut by_session: std::collections::BTreeMap<SessionRef, Vec<(u64, bool)>> =
+            Default::default();
+        {
+            let mut st = self.state();
+            let mut moved = Vec::new();
+            for kv in self.trees.pending.iter() {
+                let (k, v) = kv.map_err(&ie)?;
+                let (Some(seq), Some(e)) = (seq_of(&k), decode_entry(&v)) else {
+                    continue;
+                };
+                if let Some(s) = e.session.clone() {
+                    by_session
+                        .entry(s)
+                        .or_default()
+                        .push((seq, e.image_delivered));
+                    moved.push((seq, e));
+                }
+            }
+            for (seq, e) in &moved {
+                self.trees.pending.remove(key(*seq)).map_err(&ie)?;
+                self.trees
+                    .inflight
+                    .insert(key(*seq), encode_entry(e))
+                    .map_err(&ie)?;
+                st.pending.sub(e.bytes);
+                st.inflight.add(e.bytes);
+            }
+        }
+        if !by_session.is_empty()
+            && let Err(e) = self.db.flush()
+        {
+            warn!(error = %e, "cannot flush the queue index");
+        }
+        let mut out = Vec::with_capacity(by_session.len());
+        for (session, seqs) in by_session {
+            let frames = seqs
+                .into_iter()
+                .filter_map(|(seq, delivered)| self.leased(seq, delivered))
+                .collect();
+            out.push((session, frames));
+        }
+        Ok(out)
+    }
+
+    /// Counts frames found on the platform after a restart.
+    pub fn count_recovered(&self, n: u64) {
+        let mut st = self.state();
+        st.counters.recovered += n;
+        self.persist(&st);
     }
 
     /// The platform accepted these frames' images but not (yet) their metadata: they go
     /// back to pending marked so that only the metadata is sent again. Flushed, so a
     /// restart does not upload the images a second time. Counted in `metadata_retried`.
     pub fn image_delivered(&self, seqs: &[u64], error: &str) {
-        self.settle(seqs, Some(error), |e| {
+        self.settle(seqs, Some(error), false, |e| {
             e.image_delivered = true;
             false
         });
@@ -197,7 +292,7 @@ impl Queue {
     /// A failure of these frames themselves: count an attempt; after `max_attempts` they
     /// are marked dead. Returns how many went dead.
     pub fn fail(&self, seqs: &[u64], error: &str, max_attempts: u32) -> usize {
-        self.settle(seqs, Some(error), |e| {
+        self.settle(seqs, Some(error), false, |e| {
             e.attempts += 1;
             e.attempts >= max_attempts
         })
@@ -205,16 +300,19 @@ impl Queue {
 
     /// Marks frames dead at once (a permanent refusal).
     pub fn kill(&self, seqs: &[u64], error: &str) -> usize {
-        self.settle(seqs, Some(error), |e| {
+        self.settle(seqs, Some(error), false, |e| {
             e.attempts += 1;
             true
         })
     }
 
+    /// Moves in-flight frames to pending or dead (as `dead` decides, after it updated the
+    /// entry); their recorded session is forgotten unless `keep_session`.
     fn settle(
         &self,
         seqs: &[u64],
         error: Option<&str>,
+        keep_session: bool,
         dead: impl Fn(&mut Entry) -> bool,
     ) -> usize {
         if seqs.is_empty() {
@@ -231,6 +329,9 @@ impl Queue {
                 continue;
             };
             st.inflight.sub(e.bytes);
+            if !keep_session {
+                e.session = None;
+            }
             if let Some(msg) = error {
                 e.last_error = Some(msg.chars().take(500).collect());
             }

@@ -96,6 +96,7 @@ impl Group<'_> {
                         attempts: 0,
                         last_error: None,
                         image_delivered: false,
+                        session: None,
                     },
                 });
                 Ok(seq)

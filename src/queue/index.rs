@@ -74,6 +74,22 @@ pub struct Entry {
     /// The platform has the image; only the metadata is still to be delivered.
     #[serde(rename = "m", default, skip_serializing_if = "std::ops::Not::not")]
     pub image_delivered: bool,
+    /// The platform session the frame went into, recorded before any of its bytes were
+    /// sent; set while its fate is unknown (in flight, or released at shutdown), so that
+    /// the next start can ask the platform instead of sending it again.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionRef>,
+}
+
+/// A platform session (Nexus: an upload session and its operation).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionRef {
+    /// The session id.
+    #[serde(rename = "i")]
+    pub id: String,
+    /// The operation that processes it.
+    #[serde(rename = "o")]
+    pub operation: String,
 }
 
 /// The index's trees.

@@ -60,7 +60,11 @@
 //! # Index (sled)
 //!
 //! Trees `pending`, `inflight` and `dead`, keyed by the big-endian `seq`, hold small JSON
-//! [`Entry`] values (size, groups, attempts, last error); tree `meta` holds the counters.
+//! [`Entry`] values: `b` size, `f` filename, `g` groups, `a` attempts, `e` last error,
+//! `m` true once the platform has the image but not yet the metadata, `s` the platform
+//! session (`i` id, `o` operation) the frame went into while its fate is unknown. Fields
+//! added later default when absent, so an older index opens as it is. Tree `meta` holds
+//! the counters.
 //! sled is not trusted for durability (it flushes with `sync_file_range`, and it keeps
 //! values above ~128 KB in blob files it never fsyncs), so the index only ever holds small
 //! values and is rebuilt from the spool files whenever the two disagree. Its page cache is
@@ -96,13 +100,22 @@
 //!
 //! # Delivery
 //!
-//! At least once. [`Queue::lease`] moves pending frames to `inflight`; [`Queue::ack`]
-//! deletes them after the platform accepted them; [`Queue::release`] puts them back after a
-//! transient failure; [`Queue::fail`] counts a failure of the frame itself and marks it dead
-//! after `max_attempts`. `lease` flushes the index before the frames are sent, and `ack`
-//! flushes it before their files are deleted (one flush per batch each), so after a crash
-//! `interrupted` counts exactly the frames that may reach the platform twice, and an entry
-//! without its file means a file lost outside edgecap.
+//! [`Queue::lease`] moves pending frames to `inflight`; [`Queue::ack`] deletes them after
+//! the platform accepted them; [`Queue::release`] puts them back after a transient
+//! failure; [`Queue::fail`] counts a failure of the frame itself and marks it dead after
+//! `max_attempts`; [`Queue::image_delivered`] puts back a frame whose image the platform
+//! has, so that only its metadata is sent again. `lease` flushes the index before the
+//! frames are sent, and `ack` flushes it before their files are deleted (one flush per
+//! batch each), so after a crash `interrupted` counts exactly the frames that may have
+//! reached the platform, and an entry without its file means a file lost outside edgecap.
+//!
+//! Exactly once where the platform can tell: [`Queue::record_session`] notes (and
+//! flushes) the session a batch went into before any of its bytes are sent, and
+//! [`Queue::release_for_recovery`] keeps it when the daemon stops while the platform
+//! decides. At the next start [`Queue::lease_sessions`] hands those frames, grouped by
+//! session, to the uploader, which asks the platform before sending any again; the ones
+//! found there are counted in `recovered`. Only a crash between a session's creation and
+//! its note leaves frames that may reach the platform twice without being asked about.
 //!
 //! # Where each part lives
 //!
@@ -141,7 +154,7 @@ pub use counters::{Counters, Stats, Tally};
 pub use delivery::Leased;
 pub use files::{INDEX_MARGIN_BYTES, RESERVE_BYTES};
 pub use group::{Committed, Group};
-pub use index::{Entry, FrameState};
+pub use index::{Entry, FrameState, SessionRef};
 pub use open::OpenReport;
 
 use crate::config::OnFull;

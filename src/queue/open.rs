@@ -305,6 +305,7 @@ impl Queue {
                 attempts: 0,
                 last_error: None,
                 image_delivered: false,
+                session: None,
             };
             st.pending.add(e.bytes);
             report.reindexed += 1;

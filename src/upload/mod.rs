@@ -37,6 +37,7 @@ mod uploader;
 #[cfg(test)]
 mod uploader_tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -45,7 +46,8 @@ pub use backoff::{Backoff, RateLimiter, batch_size, parse_retry_after};
 pub use directory::DirectorySink;
 pub use nexus::{NexusSink, nexus_crc32c};
 pub use sink::{
-    Decision, Frame, Image, ImageError, ImageStore, Outcome, Pending, Report, Sink, Verdict,
+    Decision, Frame, Image, ImageError, ImageStore, Outcome, Pending, Report, SessionJournal,
+    SessionRef, Sink, Verdict,
 };
 pub use uploader::{Controls, Phase, UploadStats, Uploader};
 
@@ -60,12 +62,17 @@ pub enum ConfiguredSink {
 }
 
 impl ConfiguredSink {
-    /// Builds the sink from its config (Nexus needs the resolved secret key).
-    pub fn new(cfg: &SinkConfig, secret: Option<&Secret>) -> Result<Self, String> {
+    /// Builds the sink from its config (Nexus needs the resolved secret key, and a journal
+    /// for the sessions it opens).
+    pub fn new(
+        cfg: &SinkConfig,
+        secret: Option<&Secret>,
+        journal: Arc<dyn SessionJournal>,
+    ) -> Result<Self, String> {
         Ok(match cfg {
             SinkConfig::Nexus(n) => {
                 let secret = secret.ok_or("the Nexus sink needs a secret key")?;
-                Self::Nexus(NexusSink::new(n.clone(), secret.clone())?)
+                Self::Nexus(NexusSink::new(n.clone(), secret.clone(), journal)?)
             }
             SinkConfig::Directory { path } => Self::Directory(DirectorySink::new(path.clone())),
         })
@@ -98,6 +105,13 @@ impl Sink for ConfiguredSink {
         match self {
             Self::Nexus(s) => s.sessions_left(),
             Self::Directory(s) => s.sessions_left(),
+        }
+    }
+
+    async fn recover(&self, session: SessionRef, frames: Vec<Frame>) -> Report {
+        match self {
+            Self::Nexus(s) => s.recover(session, frames).await,
+            Self::Directory(s) => s.recover(session, frames).await,
         }
     }
 }

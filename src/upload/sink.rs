@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::frame::FrameMeta;
+pub use crate::queue::SessionRef;
 use crate::queue::{Leased, Queue, ReadError};
 
 /// What became of one frame of a batch.
@@ -115,6 +116,32 @@ pub trait Sink: Send + Sync + 'static {
     /// Batches the sink may still start in its rate window (None: no limit).
     fn sessions_left(&self) -> Option<usize> {
         None
+    }
+
+    /// After a restart: `frames` went into `session` and their fate is unknown. Ask the
+    /// platform which of them it has (`Accepted`, or `MetadataPending` when only the
+    /// metadata is still to be attached) and which must be sent again (`Retry`); close
+    /// the session if it is still open. By default every frame is sent again.
+    fn recover(
+        &self,
+        session: SessionRef,
+        frames: Vec<Frame>,
+    ) -> impl Future<Output = Report> + Send {
+        let _ = session;
+        async move { Report::retry_all(&frames, "no session to recover", Verdict::Ok) }
+    }
+}
+
+/// Where a sink notes, durably and before it sends any bytes, the session a batch went
+/// into, so that a restart can ask the platform about it ([`Sink::recover`]).
+pub trait SessionJournal: Send + Sync + 'static {
+    /// `seqs` went into `session`. Blocks until it is on disk.
+    fn session_started(&self, seqs: &[u64], session: &SessionRef);
+}
+
+impl SessionJournal for Queue {
+    fn session_started(&self, seqs: &[u64], session: &SessionRef) {
+        self.record_session(seqs, session);
     }
 }
 

@@ -6,9 +6,10 @@
 //! uploader waits for frames, backs off or probes.
 //!
 //! ```text
-//!  Checking ──ok──▶ (start; and after a refusal: the project and key are checked before
-//!     │              any session is spent, while capture goes on)
-//!     ▼      frames pending                 batch due (count, bytes, age, drain)
+//!  Checking ──ok──▶ Recovering (once: the last run's sessions) ──▶ Idle
+//!     (start; and after a refusal: the project and key are checked before any session
+//!      is spent, while capture goes on)
+//!            frames pending                 batch due (count, bytes, age, drain)
 //!   Idle ───────────────────▶ Filling ─────────────────────────────▶ Sending
 //!    ▲  queue empty               ▲                                   │ │ │
 //!    └────────────────────────────┴──── Ok / Split (smaller batch) ───┘ │ │
@@ -60,6 +61,9 @@ pub enum Phase {
     /// Ask the platform whether the destination exists and the key is accepted (at start,
     /// after the link came back before a check passed, and after a refusal).
     Checking,
+    /// Once per run, after the first check: ask the platform about the sessions the last
+    /// run left (a crash, a stop) before any of their frames is sent again.
+    Recovering,
     /// Nothing pending: wait for frames.
     Idle,
     /// Frames pending, no batch due yet: wait for more, or for the oldest to age.
@@ -116,6 +120,8 @@ pub struct Uploader<S: Sink> {
     checked: bool,
     /// A refusal of the check was logged at ERROR (logged once, until a check passes).
     refusal_logged: bool,
+    /// The last run's sessions were recovered.
+    recovered: bool,
 }
 
 impl<S: Sink> Uploader<S> {
@@ -140,6 +146,7 @@ impl<S: Sink> Uploader<S> {
             ops: Operations::default(),
             checked: false,
             refusal_logged: false,
+            recovered: false,
         }
     }
 
@@ -153,6 +160,7 @@ impl<S: Sink> Uploader<S> {
             }
             let next = match phase {
                 Phase::Checking => self.checking().await,
+                Phase::Recovering => self.recovering().await,
                 Phase::Idle => self.idle().await,
                 Phase::Filling { since } => self.filling(since).await,
                 Phase::Sending { since } => self.sending(since).await,
@@ -194,7 +202,11 @@ impl<S: Sink> Uploader<S> {
                 }
                 self.checked = true;
                 self.refusal_logged = false;
-                Phase::Idle
+                if self.recovered {
+                    Phase::Idle
+                } else {
+                    Phase::Recovering
+                }
             }
             Verdict::OperatorMustAct(reason) => {
                 let d = self.cfg.retry.max;
@@ -243,6 +255,59 @@ impl<S: Sink> Uploader<S> {
                 }
                 Phase::Offline { since: None }
             }
+        })
+    }
+
+    async fn recovering(&mut self) -> Option<Phase> {
+        self.recovered = true;
+        let q = Arc::clone(&self.queue);
+        let sessions = match blocking(&self.beat, "queue lease", move || q.lease_sessions()).await {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                error!(error = %e, "cannot read the last run's sessions from the queue; their frames are sent again");
+                return Some(Phase::Idle);
+            }
+            None => return None,
+        };
+        let store: Arc<dyn ImageStore> = Arc::clone(&self.queue) as Arc<dyn ImageStore>;
+        let mut found = 0u64;
+        let mut offline = None;
+        for (session, leased) in sessions {
+            let frames: Vec<Frame> = leased
+                .into_iter()
+                .map(|l| Frame::stored(l, Arc::clone(&store)))
+                .collect();
+            let seqs: Vec<u64> = frames.iter().map(|f| f.seq).collect();
+            let report = self.sink.recover(session, frames).await;
+            found += report
+                .outcomes
+                .iter()
+                .filter(|(_, o)| matches!(o, Outcome::Accepted | Outcome::MetadataPending(_)))
+                .count() as u64;
+            self.apply(&seqs, &report.outcomes).await;
+            if let Verdict::Offline(r) = report.verdict {
+                offline = Some(r);
+            }
+        }
+        if found > 0 {
+            let q = Arc::clone(&self.queue);
+            blocking(&self.beat, "queue update", move || q.count_recovered(found)).await;
+            info!(
+                frames = found,
+                "frames of the last run found on the platform: not sent again"
+            );
+        }
+        Some(match offline {
+            Some(reason) => {
+                if self.stats.online.swap(false, Ordering::Relaxed) {
+                    warn!(
+                        reason,
+                        "uplink is down: frames stay queued; probing with backoff"
+                    );
+                }
+                Phase::Offline { since: None }
+            }
+            None => Phase::Idle,
         })
     }
 
@@ -485,8 +550,9 @@ impl<S: Sink> Uploader<S> {
         let left = self.ops.abort();
         if !left.is_empty() {
             let q = Arc::clone(&self.queue);
+            // Their sessions stay recorded: the next start asks the platform about them.
             blocking(&self.beat, "queue release", move || {
-                q.release(&left, Some("stopped while the operation was followed"))
+                q.release_for_recovery(&left, "stopped while the operation was followed")
             })
             .await;
         }

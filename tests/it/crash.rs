@@ -115,6 +115,35 @@ async fn kill_9_at_random_moments_loses_no_committed_frame_over_10_cycles() {
             "{} duplicates, {lifetime_interrupted} reported in flight",
             s.record.duplicates.len()
         );
+        // A frame whose operation had finished is never uploaded twice: its session was
+        // recorded before its bytes went out, and the next start asked the platform.
+        assert!(
+            s.record.duplicates_after_finished.is_empty(),
+            "uploaded again although the platform had it: {:?}",
+            s.record.duplicates_after_finished
+        );
+        let recovered = stats["counters"]["recovered"].as_u64().unwrap();
+        let open = s.open_sessions();
+        eprintln!(
+            "crash figures: committed {}, delivered {}, delivered without metadata {}, uploaded twice {} (after a finished operation {}; the rest interrupted before their session was recorded or finished), recovered without re-sending {recovered}, interrupted {lifetime_interrupted}, sessions {} created, {open} left open",
+            committed.len(),
+            s.assets.len(),
+            s.assets
+                .values()
+                .filter(|a| a.custom_metadata.get("site").is_none())
+                .count(),
+            s.record.duplicates.len(),
+            s.record.duplicates_after_finished.len(),
+            s.sessions_created(),
+        );
+        // Every frame arrived with its metadata (attached through the bulk endpoint).
+        let bare: Vec<_> = s
+            .assets
+            .values()
+            .filter(|a| a.custom_metadata.get("site").is_none())
+            .map(|a| a.filename.clone())
+            .collect();
+        assert!(bare.is_empty(), "delivered without metadata: {bare:?}");
         Figures {
             case: "kill -9 at random moments",
             runs: cycles as u64,
@@ -125,7 +154,10 @@ async fn kill_9_at_random_moments_loses_no_committed_frame_over_10_cycles() {
             dead: 0,
             recovery_secs: Some(slowest_reopen.as_secs_f64()),
             notes: format!(
-                "{lifetime_interrupted} frames found in flight after a crash (re-sent, replaced by name); slowest re-open {:.2} s; last run drained the backlog in {drain_secs:.1} s",
+                "{lifetime_interrupted} frames found in flight after a crash, {} of them found on the platform and not sent again; {} sessions, {} left open; slowest re-open {:.2} s; last run drained the backlog in {drain_secs:.1} s",
+                stats["counters"]["recovered"],
+                s.sessions_created(),
+                s.open_sessions(),
                 slowest_reopen.as_secs_f64()
             ),
         }

@@ -205,6 +205,54 @@ fn frames_in_flight_at_a_crash_are_pending_again_and_counted() {
 }
 
 #[test]
+fn a_recorded_session_survives_a_crash_and_only_its_frames_are_handed_to_recovery() {
+    use edgecap::queue::SessionRef;
+    let tmp = tempfile::tempdir().unwrap();
+    let first = tmp.path().join("q");
+    let cfg = qcfg(&first, 100, 1 << 30, OnFull::DropOldest);
+    let s1 = SessionRef {
+        id: "up_1".into(),
+        operation: "op_1".into(),
+    };
+    {
+        let (q, _) = Queue::open(&cfg).unwrap();
+        commit_n(&q, 5);
+        let leased: Vec<u64> = q
+            .lease(4, u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|l| l.seq)
+            .collect();
+        q.record_session(&leased[..3], &s1);
+        // A transient failure forgets the session: that frame is simply sent again.
+        q.release(&leased[2..3], Some("network"));
+        q.flush();
+    }
+    let dir = restart(&first);
+    let (q, r) = Queue::open(&qcfg(&dir, 100, 1 << 30, OnFull::DropOldest)).unwrap();
+    assert_eq!(r.interrupted, 3);
+    let sessions = q.lease_sessions().unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].0, s1);
+    let seqs: Vec<u64> = sessions[0].1.iter().map(|l| l.seq).collect();
+    assert_eq!(seqs, vec![1, 2]);
+    assert_eq!(q.stats().inflight.frames, 2);
+    // A stop while the platform decides keeps the session for the next start; an ack
+    // ends it.
+    q.release_for_recovery(&[1], "stopped");
+    q.ack(&[2]);
+    let again = q.lease_sessions().unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].1.iter().map(|l| l.seq).collect::<Vec<_>>(),
+        vec![1]
+    );
+    q.release(&[1], None);
+    assert!(q.lease_sessions().unwrap().is_empty());
+    assert_eq!(q.stats().pending.frames, 4);
+}
+
+#[test]
 fn a_second_process_cannot_open_a_queue_in_use() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = qcfg(tmp.path(), 100, 1 << 30, OnFull::DropOldest);

@@ -101,6 +101,8 @@ pub struct StoredAsset {
     pub groups: Vec<String>,
     pub custom_metadata: Value,
     pub create_ms: u64,
+    /// The session it was uploaded in.
+    pub session: String,
 }
 
 struct PendingAsset {
@@ -137,6 +139,9 @@ pub struct Record {
     pub puts: Vec<(String, u16)>,
     /// Filenames uploaded more than once (a re-upload replaces).
     pub duplicates: Vec<String>,
+    /// Of those, the ones whose earlier upload's operation had already reported
+    /// `Finished` (a client that asked would have known it was there).
+    pub duplicates_after_finished: Vec<String>,
     pub cancels: usize,
     pub probes: usize,
     /// Per session: (created, first time a poll answered `Finished`).
@@ -166,6 +171,28 @@ pub struct State {
     pub discard_bytes: bool,
     /// When set, signed URLs point at this port (a proxy in front of the server).
     pub storage_port: Option<u16>,
+}
+
+impl State {
+    /// Sessions neither cancelled nor with every asset uploaded: what a client left open
+    /// on the platform.
+    pub fn open_sessions(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|x| {
+                !x.cancelled
+                    && !x
+                        .tokens
+                        .iter()
+                        .all(|t| self.pending.get(t).is_some_and(|p| p.done))
+            })
+            .count()
+    }
+
+    /// Sessions created.
+    pub fn sessions_created(&self) -> usize {
+        self.sessions.len()
+    }
 }
 
 pub type Shared = Arc<Mutex<State>>;
@@ -728,8 +755,15 @@ fn storage_put(
             groups: p.groups.clone(),
             custom_metadata: p.custom_metadata.clone(),
             create_ms: now_ms(),
+            session: p.session.clone(),
         };
-        if s.assets.insert(asset.filename.clone(), asset).is_some() {
+        if let Some(old) = s.assets.insert(asset.filename.clone(), asset) {
+            if s.sessions
+                .get(&old.session)
+                .is_some_and(|x| x.finished_reported.is_some())
+            {
+                s.record.duplicates_after_finished.push(filename.clone());
+            }
             s.record.duplicates.push(filename);
         }
     }

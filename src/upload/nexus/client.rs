@@ -241,23 +241,31 @@ impl Client {
 
     /// Looks one asset up by filename after an operation did not end cleanly.
     pub(super) async fn check_asset(&self, filename: &str, why: &str) -> Outcome {
-        let mut url = self.url(&self.project_path("/assets"));
-        if let Ok(mut segs) = url.path_segments_mut() {
-            segs.push(filename);
-        }
-        match self.api(Method::GET, url).send().await {
-            Ok(r) if r.status().is_success() => Outcome::Accepted,
-            Ok(r) if r.status() == StatusCode::NOT_FOUND => {
+        match self.asset_exists(filename).await {
+            Ok(true) => Outcome::Accepted,
+            Ok(false) => {
                 error!(
                     filename,
                     why, "the platform did not create this asset; it will be uploaded again"
                 );
                 Outcome::Failed(format!("{why}; asset not created"))
             }
-            Ok(r) => Outcome::Retry(format!("{why}; asset lookup answered {}", r.status())),
-            Err(e) => Outcome::Retry(
-                self.clean(&format!("{why}; asset lookup failed: {}", e.without_url())),
-            ),
+            Err(e) => Outcome::Retry(format!("{why}; {e}")),
+        }
+    }
+
+    /// `GET …/assets/{filename}`: whether the platform has the asset (an error when it
+    /// cannot tell).
+    pub(super) async fn asset_exists(&self, filename: &str) -> Result<bool, String> {
+        let mut url = self.url(&self.project_path("/assets"));
+        if let Ok(mut segs) = url.path_segments_mut() {
+            segs.push(filename);
+        }
+        match self.api(Method::GET, url).send().await {
+            Ok(r) if r.status().is_success() => Ok(true),
+            Ok(r) if r.status() == StatusCode::NOT_FOUND => Ok(false),
+            Ok(r) => Err(format!("asset lookup answered {}", r.status())),
+            Err(e) => Err(self.clean(&format!("asset lookup failed: {}", e.without_url()))),
         }
     }
 }

@@ -25,6 +25,7 @@
 mod client;
 mod metadata;
 mod put;
+mod recover;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -42,20 +43,26 @@ use put::{Put, put_all};
 pub use wire::nexus_crc32c;
 use wire::{AssetRequest, Operation, SessionRequest, SessionResponse, UploadSpec};
 
-use super::sink::{Frame, Outcome, Pending, Report, Sink, Verdict};
+use super::sink::{Frame, Outcome, Pending, Report, SessionJournal, SessionRef, Sink, Verdict};
 use super::{sleep_or_stop, stopped};
 use crate::config::{MetadataApi, NexusConfig, Secret};
 
 /// The Nexus sink.
 pub struct NexusSink {
     client: Arc<Client>,
+    journal: Arc<dyn SessionJournal>,
 }
 
 impl NexusSink {
-    /// Builds the client for the project of `cfg`.
-    pub fn new(cfg: NexusConfig, secret: Secret) -> Result<Self, String> {
+    /// Builds the client for the project of `cfg`; sessions are noted in `journal`.
+    pub fn new(
+        cfg: NexusConfig,
+        secret: Secret,
+        journal: Arc<dyn SessionJournal>,
+    ) -> Result<Self, String> {
         Ok(Self {
             client: Arc::new(Client::new(cfg, secret)?),
+            journal,
         })
     }
 }
@@ -64,6 +71,13 @@ impl Sink for NexusSink {
     /// Checks that the API answers at all (any HTTP status counts).
     async fn probe(&self) -> Result<(), String> {
         self.client.probe().await
+    }
+
+    /// After a restart: closes the session if it is still open, then asks for each frame
+    /// whether its asset exists (a few at a time). Present: done (its metadata is attached
+    /// again in the bulk modes, which is harmless); absent: sent again.
+    async fn recover(&self, session: SessionRef, frames: Vec<Frame>) -> Report {
+        recover::recover(&self.client, session, frames).await
     }
 
     /// `GET /projects/{pid}`: the project exists and the key is accepted.
@@ -192,6 +206,16 @@ impl NexusSink {
         let op_id = session.op_id.clone();
         info!(session = %session_id, operation = %c.clean(&op_id), frames = batch.len(),
             "upload session created");
+        // On disk before any byte goes out: after a crash, the next start asks the
+        // platform about this session instead of sending its frames again.
+        let session_ref = SessionRef {
+            id: session.id.clone(),
+            operation: op_id.clone(),
+        };
+        let seqs: Vec<u64> = batch.iter().map(|f| f.seq).collect();
+        let journal = Arc::clone(&self.journal);
+        let _ =
+            tokio::task::spawn_blocking(move || journal.session_started(&seqs, &session_ref)).await;
         let mut specs: BTreeMap<String, Option<UploadSpec>> = session
             .assets
             .into_iter()
