@@ -28,7 +28,7 @@ pub struct Resolved {
 /// `path` is the config file (it may hold the secret itself).
 pub fn resolve(config: Config, path: &Path) -> Result<Resolved, ConfigError> {
     let mut problems = Vec::new();
-    let mut warnings = Vec::new();
+    let mut warnings = config.warnings.clone();
     let mut secret = None;
     let mut host = None;
     let problem = |site: &Site, message: String| Problem {

@@ -29,6 +29,19 @@ pub struct Config {
     /// What only this machine can answer (host name, secret, folder rights), each with the
     /// key and line it came from; [`super::resolve()`] answers it.
     pub deferred: Vec<Deferred>,
+    /// Things worth an operator's attention that do not stop the daemon (settings that
+    /// work against each other).
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// How many different `groups` lists the cameras have (each needs its own sessions).
+    pub fn group_sets(&self) -> usize {
+        let mut sets: Vec<&Vec<String>> = self.cameras.iter().map(|c| &c.groups).collect();
+        sets.sort();
+        sets.dedup();
+        sets.len()
+    }
 }
 
 /// A check [`super::parse`] leaves to [`super::resolve()`] because it needs the

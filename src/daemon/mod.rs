@@ -166,7 +166,7 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
         Uploader::new(
             Arc::clone(&queue),
             sink,
-            config.upload.clone(),
+            upload_settings(&config),
             Controls {
                 stats: Arc::clone(&up_stats),
                 stop: stop_rx.clone(),
@@ -292,6 +292,31 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
         queue: queue.stats(),
         signalled,
     })
+}
+
+/// The upload settings the uploader runs with: as configured, with the batch age
+/// stretched when the cameras' group sets would need more sessions than the limit allows
+/// (`config::platform::session_plan`).
+fn upload_settings(config: &crate::config::Config) -> crate::config::UploadConfig {
+    let mut up = config.upload.clone();
+    if let crate::config::SinkConfig::Nexus(n) = &up.sink {
+        let plan = crate::config::platform::session_plan(
+            config.group_sets(),
+            up.batch.max_age,
+            n.session_rate_limit,
+            n.session_rate_window,
+        );
+        if plan.batch_age > up.batch.max_age {
+            info!(
+                group_sets = config.group_sets(),
+                configured_secs = up.batch.max_age.as_secs(),
+                batch_age_secs = plan.batch_age.as_secs_f64(),
+                "batch age stretched so that every group set gets its share of the upload sessions"
+            );
+            up.batch.max_age = plan.batch_age;
+        }
+    }
+    up
 }
 
 /// What the status writer needs.

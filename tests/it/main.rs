@@ -16,7 +16,7 @@ mod disk_full;
 mod enqueue;
 mod faults;
 mod journal;
-mod metadata;
+mod nexus;
 mod pipeline;
 mod queue;
 mod resources;

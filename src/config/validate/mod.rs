@@ -18,7 +18,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::Problem;
 use super::locate::{Locator, Seg, line_of, render_path};
 use super::raw::{RawCamera, RawDaemon, RawDevice, RawQueue, RawUpload};
-use super::types::{Config, Deferred, Site};
+use super::types::{Config, Deferred, SinkConfig, Site};
 
 pub use camera::{BUILTIN_METADATA_KEYS, FILENAME_PLACEHOLDERS};
 
@@ -248,16 +248,44 @@ impl Validator<'_> {
                 checked_cameras.push(c);
             }
         }
-        let config = Config {
+        let mut config = Config {
             device_id: device_id??,
             daemon: daemon?,
             cameras: checked_cameras,
             queue: queue??,
             upload: upload?,
             deferred: std::mem::take(&mut self.deferred),
+            warnings: Vec::new(),
         };
+        config.warnings.extend(session_budget_warning(&config));
         self.problems.is_empty().then_some(config)
     }
+}
+
+/// Whether the cameras' group sets and the batch age would need more Nexus sessions than
+/// the limit allows (then the daemon stretches the batch age; see
+/// [`super::platform::session_plan`]).
+fn session_budget_warning(c: &Config) -> Option<String> {
+    let SinkConfig::Nexus(n) = &c.upload.sink else {
+        return None;
+    };
+    let sets = c.group_sets();
+    let plan = super::platform::session_plan(
+        sets,
+        c.upload.batch.max_age,
+        n.session_rate_limit,
+        n.session_rate_window,
+    );
+    (plan.per_window > u64::from(n.session_rate_limit)).then(|| {
+        format!(
+            "{sets} group set(s) among the cameras with batch_max_age_secs = {} would need up to {} upload sessions per {} s, more than session_rate_limit = {}: batches wait up to {} s instead so that every set gets its share (set batch_max_age_secs to at least that, or give the cameras the same groups)",
+            c.upload.batch.max_age.as_secs(),
+            if plan.per_window == u64::MAX { "unbounded".to_string() } else { plan.per_window.to_string() },
+            n.session_rate_window.as_secs(),
+            n.session_rate_limit,
+            plan.batch_age.as_secs(),
+        )
+    })
 }
 
 /// Characters allowed in device ids, camera names and rendered filenames.

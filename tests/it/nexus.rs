@@ -1,6 +1,7 @@
-//! Custom metadata the way the current Nexus SDK attaches it (the bulk endpoint after the
-//! upload), against a fake server that ignores metadata in session requests as a current
-//! platform may; metadata-only retries; refusals; the project check at start.
+//! Nexus as it speaks today: custom metadata the way the current SDK attaches it (the bulk
+//! endpoint after the upload), against a fake server that ignores metadata in session
+//! requests as a current platform may; metadata-only retries; refusals; the project check
+//! at start; group sets sharing the session budget.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -169,4 +170,65 @@ async fn a_wrong_project_id_stops_uploads_with_one_error_and_no_session_while_ca
     let stats = queue_stats(&config);
     assert_eq!(stats["counters"]["committed"], 10, "{stats}");
     assert_eq!(stats["pending"]["frames"], 10, "{stats}");
+}
+
+/// Two cameras with different groups need separate sessions. With a limit of 4 sessions
+/// per 8 s and a 1 s batch age, each set would want 8 sessions per window: the daemon
+/// stretches the age to 4 s instead, so the sets share the budget and the limiter never
+/// has to hold anything back; `config validate` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_sets_share_the_session_budget_instead_of_stalling_on_the_limiter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.fps = 4.0;
+    cfg.batch_max_frames = 500;
+    cfg.batch_max_age_secs = 1;
+    cfg.cameras.push((
+        "cam1".into(),
+        vec!["other".into()],
+        "site = \"south\"\n".into(),
+    ));
+    cfg.extra_upload = "session_rate_limit = 4\nsession_rate_window_secs = 8\n".into();
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["config", "validate", "--config"])
+        .arg(&config)
+        .env("EDGECAP_TEST_SECRET", fake_platform::nexus::SECRET)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("2 group set(s)") && said.contains("batches wait up to 4 s"),
+        "{said}"
+    );
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    tokio::time::sleep(Duration::from_secs(18)).await;
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(20)).await.success());
+    let log = d.log_text();
+    assert!(log.contains("batch age stretched"), "{log}");
+    assert!(
+        !log.contains("session rate limit reached"),
+        "the limiter had to hold batches back:\n{log}"
+    );
+    server.with(|s| {
+        let t = &s.record.session_attempts;
+        assert!(t.len() >= 6, "{} sessions", t.len());
+        for (i, start) in t.iter().enumerate() {
+            let in_window = t[i..]
+                .iter()
+                .filter(|x| **x - *start < Duration::from_secs(8))
+                .count();
+            assert!(in_window <= 4, "{in_window} sessions within 8 s");
+        }
+        // Both sets were served.
+        let cams: std::collections::BTreeSet<String> = s
+            .assets
+            .values()
+            .filter_map(|a| a.custom_metadata["camera"].as_str().map(String::from))
+            .collect();
+        assert_eq!(cams.len(), 2, "{cams:?}");
+    });
 }
