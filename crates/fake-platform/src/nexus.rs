@@ -189,6 +189,23 @@ impl State {
             .count()
     }
 
+    /// Open sessions that received at least one PUT: sessions a client used and then
+    /// forgot (one it never sent a byte into can only have been lost between its creation
+    /// and the client noting it).
+    pub fn open_sessions_used(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|x| {
+                !x.cancelled
+                    && x.last_put.is_some()
+                    && !x
+                        .tokens
+                        .iter()
+                        .all(|t| self.pending.get(t).is_some_and(|p| p.done))
+            })
+            .count()
+    }
+
     /// Sessions created.
     pub fn sessions_created(&self) -> usize {
         self.sessions.len()
