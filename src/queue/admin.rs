@@ -105,9 +105,7 @@ impl Queue {
         self.persist(&st);
         drop(st);
         if n > 0 {
-            if let Err(e) = self.db.flush() {
-                warn!(error = %e, "cannot flush the queue index");
-            }
+            self.flush_index();
             info!(frames = n, "dead frames put back in the upload queue");
             self.notify.notify_one();
         }
@@ -140,9 +138,7 @@ impl Queue {
         }
         self.persist(&st);
         drop(st);
-        if let Err(e) = self.db.flush() {
-            warn!(error = %e, "cannot flush the queue index");
-        }
+        self.flush_index();
         freed
     }
 }

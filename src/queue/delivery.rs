@@ -9,7 +9,7 @@ use super::index::{
     Entry, FrameState, SessionRef, decode_entry, encode_entry, index_err, key, seq_of,
 };
 use super::spool::{self, SpoolError};
-use super::{Counters, Queue, QueueError, ReadError};
+use super::{Counters, Queue, QueueError, ReadError, State};
 use crate::frame::FrameMeta;
 
 /// A frame leased for upload.
@@ -55,27 +55,32 @@ impl Queue {
                 bytes += e.bytes;
                 chosen.push((seq, e));
             }
-            for (seq, e) in &chosen {
-                self.trees.pending.remove(key(*seq)).map_err(&ie)?;
-                self.trees
-                    .inflight
-                    .insert(key(*seq), encode_entry(e))
-                    .map_err(&ie)?;
-                st.pending.sub(e.bytes);
-                st.inflight.add(e.bytes);
-            }
+            self.move_in_flight(&mut st, &chosen)?;
         }
-        // Durable before anything is sent: after a crash, the frames that may have reached
-        // the platform are exactly the ones found in flight (counted as `interrupted`).
-        if !chosen.is_empty()
-            && let Err(e) = self.db.flush()
-        {
-            warn!(error = %e, "cannot flush the queue index");
+        if !chosen.is_empty() {
+            self.flush_index();
         }
         Ok(chosen
             .into_iter()
             .filter_map(|(seq, e)| self.leased(seq, e.image_delivered))
             .collect())
+    }
+
+    /// Moves `frames` from pending to in flight (the caller flushes once the state lock
+    /// is released: durable before anything is sent, so after a crash the frames that may
+    /// have reached the platform are exactly the ones found in flight, `interrupted`).
+    fn move_in_flight(&self, st: &mut State, frames: &[(u64, Entry)]) -> Result<(), QueueError> {
+        let ie = index_err(&self.index);
+        for (seq, e) in frames {
+            self.trees.pending.remove(key(*seq)).map_err(&ie)?;
+            self.trees
+                .inflight
+                .insert(key(*seq), encode_entry(e))
+                .map_err(&ie)?;
+            st.pending.sub(e.bytes);
+            st.inflight.add(e.bytes);
+        }
+        Ok(())
     }
 
     /// A frame just moved in flight, with the metadata of its spool file; a file that
@@ -166,9 +171,7 @@ impl Queue {
         drop(st);
         // The index forgets the frames before their files go: after a crash, an entry
         // without a file then always means a file lost outside edgecap, never an upload.
-        if let Err(e) = self.db.flush() {
-            warn!(error = %e, "cannot flush the queue index");
-        }
+        self.flush_index();
         for seq in delivered {
             let path = self.path_of(seq);
             if let Err(e) = std::fs::remove_file(&path)
@@ -189,9 +192,7 @@ impl Queue {
     /// the platform before sending them again. Flushed.
     pub fn release_for_recovery(&self, seqs: &[u64], error: &str) {
         self.settle(seqs, Some(error), true, |_| false);
-        if let Err(e) = self.db.flush() {
-            warn!(error = %e, "cannot flush the queue index");
-        }
+        self.flush_index();
     }
 
     /// Records the session in-flight frames went into, durably, before any of their bytes
@@ -211,9 +212,7 @@ impl Queue {
             }
         }
         drop(_st);
-        if let Err(e) = self.db.flush() {
-            warn!(error = %e, "cannot flush the queue index");
-        }
+        self.flush_index();
     }
 
     /// Leases every pending frame with a recorded session (left by a crash or a stop while
@@ -238,20 +237,10 @@ impl Queue {
                     moved.push((seq, e));
                 }
             }
-            for (seq, e) in &moved {
-                self.trees.pending.remove(key(*seq)).map_err(&ie)?;
-                self.trees
-                    .inflight
-                    .insert(key(*seq), encode_entry(e))
-                    .map_err(&ie)?;
-                st.pending.sub(e.bytes);
-                st.inflight.add(e.bytes);
-            }
+            self.move_in_flight(&mut st, &moved)?;
         }
-        if !by_session.is_empty()
-            && let Err(e) = self.db.flush()
-        {
-            warn!(error = %e, "cannot flush the queue index");
+        if !by_session.is_empty() {
+            self.flush_index();
         }
         let mut out = Vec::with_capacity(by_session.len());
         for (session, seqs) in by_session {
@@ -284,9 +273,7 @@ impl Queue {
             st.counters.metadata_retried += seqs.len() as u64;
             self.persist(&st);
         }
-        if let Err(e) = self.db.flush() {
-            warn!(error = %e, "cannot flush the queue index");
-        }
+        self.flush_index();
     }
 
     /// A failure of these frames themselves: count an attempt; after `max_attempts` they
@@ -358,10 +345,8 @@ impl Queue {
         }
         self.persist(&st);
         drop(st);
-        if n_dead > 0
-            && let Err(e) = self.db.flush()
-        {
-            warn!(error = %e, "cannot flush the queue index");
+        if n_dead > 0 {
+            self.flush_index();
         }
         if n_back > 0 {
             self.notify.notify_one();

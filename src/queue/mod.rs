@@ -343,15 +343,20 @@ impl Queue {
         &self.notify
     }
 
+    /// Flushes the index (a failure is logged; files stay the truth).
+    pub(super) fn flush_index(&self) {
+        if let Err(e) = self.db.flush() {
+            warn!(error = %e, "cannot flush the queue index");
+        }
+    }
+
     /// Flushes the index (best effort; files stay the truth).
     pub fn flush(&self) {
         {
             let st = self.state();
             self.persist(&st);
         }
-        if let Err(e) = self.db.flush() {
-            warn!(error = %e, "cannot flush the queue index");
-        }
+        self.flush_index();
     }
 }
 

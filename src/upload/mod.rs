@@ -21,7 +21,7 @@
 //! | file | role |
 //! |---|---|
 //! | `sink.rs` | the contract: [`Sink`], [`Frame`], [`Report`], [`Outcome`], [`Verdict`] |
-//! | `uploader.rs` | the [`Uploader`] state machine ([`Phase`]) and its unit tests |
+//! | `uploader/` | the [`Uploader`] state machine ([`Phase`]), start-up phases, settling outcomes, unit tests |
 //! | `operations.rs` | platform operations followed in the background |
 //! | `backoff.rs` | backoff with jitter, `Retry-After`, the session rate limiter, batch growth |
 //! | `nexus/` | the Datature Nexus sink |
@@ -33,9 +33,6 @@ mod nexus;
 mod operations;
 mod sink;
 mod uploader;
-
-#[cfg(test)]
-mod uploader_tests;
 
 use std::sync::Arc;
 use std::time::Duration;

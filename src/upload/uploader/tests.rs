@@ -12,14 +12,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::sink::{Frame, Outcome, Report, Sink, Verdict};
-use super::uploader::{Controls, UploadStats, Uploader};
+use super::{Controls, UploadStats, Uploader};
 use crate::config::{
     BatchLimits, FsyncMode, OnFull, QueueConfig, RetryPolicy, SinkConfig, UploadConfig,
 };
 use crate::frame::FrameMeta;
 use crate::ops::health::Beat;
 use crate::queue::Queue;
+use crate::upload::sink::{Frame, Outcome, Report, Sink, Verdict};
 
 /// One call to the sink's `send`.
 #[derive(Debug, Clone)]

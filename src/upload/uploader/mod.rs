@@ -21,6 +21,11 @@
 //!
 //! Room for more phases ("upload window closed", "byte budget spent") is deliberate: a
 //! link policy is one more phase with its own wait, not a flag checked in every branch.
+//!
+//! This file holds the machine and its steady-state phases; `start.rs` the start-up
+//! phases (the project check, the recovery of the last run's sessions); `settle.rs` how
+//! outcomes reach the queue; `tests.rs` the unit tests (a scripted sink under tokio's
+//! paused clock).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +35,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+mod settle;
+mod start;
+#[cfg(test)]
+mod tests;
+
 use super::backoff::{Backoff, batch_size};
 use super::operations::{MAX_OPEN_OPERATIONS, Operations};
 use super::sink::{Frame, ImageStore, Outcome, Sink, Verdict};
@@ -37,6 +47,7 @@ use super::stopped;
 use crate::config::UploadConfig;
 use crate::ops::health::Beat;
 use crate::queue::Queue;
+use settle::blocking;
 
 /// Uploader counters (for the summary line and status).
 #[derive(Debug, Default)]
@@ -190,125 +201,15 @@ impl<S: Sink> Uploader<S> {
         }
     }
 
-    async fn checking(&mut self) -> Option<Phase> {
-        let verdict = tokio::select! {
-            v = self.sink.check() => v,
-            _ = stopped(&self.stop) => return None,
-        };
-        Some(match verdict {
-            Verdict::Ok | Verdict::Split(_) => {
-                if self.refusal_logged {
-                    info!("the platform accepts edgecap's key and project again: uploading");
-                }
-                self.checked = true;
-                self.refusal_logged = false;
-                if self.recovered {
-                    Phase::Idle
-                } else {
-                    Phase::Recovering
-                }
-            }
-            Verdict::OperatorMustAct(reason) => {
-                let d = self.cfg.retry.max;
-                if self.refusal_logged {
-                    debug!(
-                        reason,
-                        "the platform still refuses edgecap's key or project"
-                    );
-                } else {
-                    error!(
-                        reason,
-                        retry_in_secs = d.as_secs(),
-                        "the platform refuses edgecap's key or project: no upload until that is fixed (capture goes on; checked again every retry_max_secs)"
-                    );
-                    self.refusal_logged = true;
-                }
-                Phase::BackingOff {
-                    until: Instant::now() + d,
-                    since: None,
-                }
-            }
-            Verdict::Backoff {
+    /// The link is down: counted and logged once, then probed.
+    fn went_offline(&self, reason: String, since: Option<Instant>) -> Phase {
+        if self.stats.online.swap(false, Ordering::Relaxed) {
+            warn!(
                 reason,
-                retry_after,
-            } => {
-                let d = self
-                    .backoff
-                    .next_delay()
-                    .max(retry_after.unwrap_or_default());
-                warn!(
-                    reason,
-                    retry_in_ms = d.as_millis() as u64,
-                    "the project check failed; trying again"
-                );
-                Phase::BackingOff {
-                    until: Instant::now() + d,
-                    since: None,
-                }
-            }
-            Verdict::Offline(reason) => {
-                if self.stats.online.swap(false, Ordering::Relaxed) {
-                    warn!(
-                        reason,
-                        "uplink is down: frames stay queued; probing with backoff"
-                    );
-                }
-                Phase::Offline { since: None }
-            }
-        })
-    }
-
-    async fn recovering(&mut self) -> Option<Phase> {
-        self.recovered = true;
-        let q = Arc::clone(&self.queue);
-        let sessions = match blocking(&self.beat, "queue lease", move || q.lease_sessions()).await {
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                error!(error = %e, "cannot read the last run's sessions from the queue; their frames are sent again");
-                return Some(Phase::Idle);
-            }
-            None => return None,
-        };
-        let store: Arc<dyn ImageStore> = Arc::clone(&self.queue) as Arc<dyn ImageStore>;
-        let mut found = 0u64;
-        let mut offline = None;
-        for (session, leased) in sessions {
-            let frames: Vec<Frame> = leased
-                .into_iter()
-                .map(|l| Frame::stored(l, Arc::clone(&store)))
-                .collect();
-            let seqs: Vec<u64> = frames.iter().map(|f| f.seq).collect();
-            let report = self.sink.recover(session, frames).await;
-            found += report
-                .outcomes
-                .iter()
-                .filter(|(_, o)| matches!(o, Outcome::Accepted | Outcome::MetadataPending(_)))
-                .count() as u64;
-            self.apply(&seqs, &report.outcomes).await;
-            if let Verdict::Offline(r) = report.verdict {
-                offline = Some(r);
-            }
-        }
-        if found > 0 {
-            let q = Arc::clone(&self.queue);
-            blocking(&self.beat, "queue update", move || q.count_recovered(found)).await;
-            info!(
-                frames = found,
-                "frames of the last run found on the platform: not sent again"
+                "uplink is down: frames stay queued; probing with backoff"
             );
         }
-        Some(match offline {
-            Some(reason) => {
-                if self.stats.online.swap(false, Ordering::Relaxed) {
-                    warn!(
-                        reason,
-                        "uplink is down: frames stay queued; probing with backoff"
-                    );
-                }
-                Phase::Offline { since: None }
-            }
-            None => Phase::Idle,
-        })
+        Phase::Offline { since }
     }
 
     async fn idle(&mut self) -> Option<Phase> {
@@ -487,15 +388,7 @@ impl<S: Sink> Uploader<S> {
                     since,
                 }
             }
-            Verdict::Offline(reason) => {
-                if self.stats.online.swap(false, Ordering::Relaxed) {
-                    warn!(
-                        reason,
-                        "uplink is down: frames stay queued; probing with backoff"
-                    );
-                }
-                Phase::Offline { since }
-            }
+            Verdict::Offline(reason) => self.went_offline(reason, since),
         })
     }
 
@@ -557,81 +450,4 @@ impl<S: Sink> Uploader<S> {
             .await;
         }
     }
-
-    /// Applies outcomes: `seqs` are the frames decided here; any of them without an
-    /// outcome goes back to pending.
-    async fn apply(&self, seqs: &[u64], outcomes: &[(u64, Outcome)]) {
-        let mut accepted = Vec::new();
-        let mut retry: Vec<(u64, String)> = Vec::new();
-        let mut failed: Vec<(u64, String)> = Vec::new();
-        let mut rejected: Vec<(u64, String)> = Vec::new();
-        let mut metadata: Vec<(u64, String)> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for (seq, o) in outcomes {
-            seen.insert(*seq);
-            match o {
-                Outcome::Accepted => accepted.push(*seq),
-                Outcome::Retry(m) => retry.push((*seq, m.clone())),
-                Outcome::Failed(m) => failed.push((*seq, m.clone())),
-                Outcome::Rejected(m) => rejected.push((*seq, m.clone())),
-                Outcome::MetadataPending(m) => metadata.push((*seq, m.clone())),
-                Outcome::Gone => {}
-            }
-        }
-        for s in seqs {
-            if !seen.contains(s) {
-                retry.push((*s, "not sent".to_string()));
-            }
-        }
-        let stats = &self.stats;
-        stats
-            .accepted
-            .fetch_add(accepted.len() as u64, Ordering::Relaxed);
-        stats
-            .retried
-            .fetch_add(retry.len() as u64, Ordering::Relaxed);
-        let q = Arc::clone(&self.queue);
-        let max_attempts = self.cfg.max_attempts;
-        let dead = blocking(&self.beat, "queue update", move || {
-            q.ack(&accepted);
-            // One index update per distinct reason, not one per frame.
-            for (m, seqs) in by_reason(&retry) {
-                q.release(&seqs, Some(m));
-            }
-            for (m, seqs) in by_reason(&metadata) {
-                q.image_delivered(&seqs, m);
-            }
-            let mut dead = 0;
-            for (s, m) in &failed {
-                dead += q.fail(&[*s], m, max_attempts);
-            }
-            for (s, m) in &rejected {
-                dead += q.kill(&[*s], m);
-            }
-            dead
-        })
-        .await
-        .unwrap_or(0);
-        stats.dead.fetch_add(dead as u64, Ordering::Relaxed);
-    }
-}
-
-/// The frames of `list` grouped by their reason.
-fn by_reason(list: &[(u64, String)]) -> std::collections::BTreeMap<&str, Vec<u64>> {
-    let mut out: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
-    for (s, m) in list {
-        out.entry(m.as_str()).or_default().push(*s);
-    }
-    out
-}
-
-/// Runs a blocking queue call off the async threads, marking the uploader busy meanwhile
-/// (a queue call stuck on the disk stops the watchdog pings).
-async fn blocking<T: Send + 'static>(
-    beat: &Beat,
-    doing: &'static str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    let _busy = beat.busy(doing);
-    tokio::task::spawn_blocking(f).await.ok()
 }

@@ -1,0 +1,119 @@
+//! The uploader's start-up phases: the project check (before the first session, and
+//! after a refusal) and the recovery of the sessions the last run left behind.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::settle::blocking;
+use super::{Phase, Uploader};
+use crate::upload::sink::{Frame, ImageStore, Outcome, Sink, Verdict};
+use crate::upload::stopped;
+
+impl<S: Sink> Uploader<S> {
+    pub(super) async fn checking(&mut self) -> Option<Phase> {
+        let verdict = tokio::select! {
+            v = self.sink.check() => v,
+            _ = stopped(&self.stop) => return None,
+        };
+        Some(match verdict {
+            Verdict::Ok | Verdict::Split(_) => {
+                if self.refusal_logged {
+                    info!("the platform accepts edgecap's key and project again: uploading");
+                }
+                self.checked = true;
+                self.refusal_logged = false;
+                if self.recovered {
+                    Phase::Idle
+                } else {
+                    Phase::Recovering
+                }
+            }
+            Verdict::OperatorMustAct(reason) => {
+                let d = self.cfg.retry.max;
+                if self.refusal_logged {
+                    debug!(
+                        reason,
+                        "the platform still refuses edgecap's key or project"
+                    );
+                } else {
+                    error!(
+                        reason,
+                        retry_in_secs = d.as_secs(),
+                        "the platform refuses edgecap's key or project: no upload until that is fixed (capture goes on; checked again every retry_max_secs)"
+                    );
+                    self.refusal_logged = true;
+                }
+                Phase::BackingOff {
+                    until: Instant::now() + d,
+                    since: None,
+                }
+            }
+            Verdict::Backoff {
+                reason,
+                retry_after,
+            } => {
+                let d = self
+                    .backoff
+                    .next_delay()
+                    .max(retry_after.unwrap_or_default());
+                warn!(
+                    reason,
+                    retry_in_ms = d.as_millis() as u64,
+                    "the project check failed; trying again"
+                );
+                Phase::BackingOff {
+                    until: Instant::now() + d,
+                    since: None,
+                }
+            }
+            Verdict::Offline(reason) => self.went_offline(reason, None),
+        })
+    }
+
+    pub(super) async fn recovering(&mut self) -> Option<Phase> {
+        self.recovered = true;
+        let q = Arc::clone(&self.queue);
+        let sessions = match blocking(&self.beat, "queue lease", move || q.lease_sessions()).await {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                error!(error = %e, "cannot read the last run's sessions from the queue; their frames are sent again");
+                return Some(Phase::Idle);
+            }
+            None => return None,
+        };
+        let store: Arc<dyn ImageStore> = Arc::clone(&self.queue) as Arc<dyn ImageStore>;
+        let mut found = 0u64;
+        let mut offline = None;
+        for (session, leased) in sessions {
+            let frames: Vec<Frame> = leased
+                .into_iter()
+                .map(|l| Frame::stored(l, Arc::clone(&store)))
+                .collect();
+            let seqs: Vec<u64> = frames.iter().map(|f| f.seq).collect();
+            let report = self.sink.recover(session, frames).await;
+            found += report
+                .outcomes
+                .iter()
+                .filter(|(_, o)| matches!(o, Outcome::Accepted | Outcome::MetadataPending(_)))
+                .count() as u64;
+            self.apply(&seqs, &report.outcomes).await;
+            if let Verdict::Offline(r) = report.verdict {
+                offline = Some(r);
+            }
+        }
+        if found > 0 {
+            let q = Arc::clone(&self.queue);
+            blocking(&self.beat, "queue update", move || q.count_recovered(found)).await;
+            info!(
+                frames = found,
+                "frames of the last run found on the platform: not sent again"
+            );
+        }
+        Some(match offline {
+            Some(reason) => self.went_offline(reason, None),
+            None => Phase::Idle,
+        })
+    }
+}
