@@ -28,7 +28,7 @@ mod put;
 mod recover;
 mod wire;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -318,23 +318,26 @@ impl NexusSink {
         }
         let partial = (uploaded.len() < n).then_some(uploaded.len() as u64);
         let seqs: Vec<u64> = uploaded.iter().map(|(s, _)| *s).collect();
-        jobs_meta.retain(|j| seqs.contains(&j.seq));
+        let sent: HashSet<u64> = seqs.iter().copied().collect();
+        jobs_meta.retain(|j| sent.contains(&j.seq));
         let client = Arc::clone(&self.client);
         let stop = stop.clone();
         let fut = async move {
             let mut out = finish(&client, session_id, op_id, uploaded, partial, stop).await;
             // Bulk modes: a frame is delivered once its metadata is attached too.
+            let at: HashMap<u64, usize> =
+                out.iter().enumerate().map(|(i, (s, _))| (*s, i)).collect();
             let accepted: Vec<MetaJob> = jobs_meta
                 .into_iter()
                 .filter(|j| {
-                    out.iter()
-                        .any(|(s, o)| *s == j.seq && *o == Outcome::Accepted)
+                    at.get(&j.seq)
+                        .is_some_and(|i| out[*i].1 == Outcome::Accepted)
                 })
                 .collect();
             let (attached, _) = attach(&client, &accepted).await;
             for (seq, o) in attached {
-                if let Some(slot) = out.iter_mut().find(|(s, _)| *s == seq) {
-                    slot.1 = o;
+                if let Some(i) = at.get(&seq) {
+                    out[*i].1 = o;
                 }
             }
             out

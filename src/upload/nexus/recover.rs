@@ -9,6 +9,8 @@
 //!    normal path, which replaces it); absent → sent again; unknown (the platform could
 //!    not be asked) → sent again too, and the verdict tells the uploader the link is down.
 
+use std::collections::HashMap;
+
 use futures_util::stream::{self, StreamExt};
 use reqwest::Method;
 use tracing::{info, warn};
@@ -34,7 +36,7 @@ pub(super) async fn recover(c: &Client, session: SessionRef, frames: Vec<Frame>)
         .iter()
         .map(|f| (f.seq, f.meta.filename.clone()))
         .collect();
-    let lookups: Vec<(u64, Result<bool, String>)> = stream::iter(names)
+    let lookups: HashMap<u64, Result<bool, String>> = stream::iter(names)
         .map(|(seq, name)| async move { (seq, c.asset_exists(&name).await) })
         .buffer_unordered(LOOKUPS)
         .collect()
@@ -50,11 +52,7 @@ pub(super) async fn recover(c: &Client, session: SessionRef, frames: Vec<Frame>)
     let (mut present, mut absent, mut unknown) = (0usize, 0usize, 0usize);
     let mut last_error = None;
     for f in &frames {
-        let found = lookups
-            .iter()
-            .find(|(s, _)| *s == f.seq)
-            .map(|(_, r)| r.clone());
-        match found {
+        match lookups.get(&f.seq).cloned() {
             Some(Ok(true)) => {
                 present += 1;
                 outcomes.push((f.seq, delivered(f)));

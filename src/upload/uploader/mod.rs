@@ -324,10 +324,10 @@ impl<S: Sink> Uploader<S> {
                 .collect();
             report.verdict = Verdict::Ok;
         }
-        let later: Vec<u64> = report
+        let later: std::collections::HashSet<u64> = report
             .pending
             .as_ref()
-            .map(|p| p.seqs.clone())
+            .map(|p| p.seqs.iter().copied().collect())
             .unwrap_or_default();
         let now: Vec<u64> = seqs.into_iter().filter(|s| !later.contains(s)).collect();
         self.apply(&now, &report.outcomes).await;
