@@ -25,10 +25,12 @@ pub struct SessionPlan {
 }
 
 /// Frames with different groups need different sessions (a session has one group list),
-/// so with `group_sets` sets every set would open a session each `max_age`. When that is
-/// more than `limit` per `window`, the batch age is stretched to `window × group_sets /
-/// limit`, so the sets share the budget evenly instead of running into the limiter (which
-/// would stall all of them) — a busy set still sends a full batch as soon as it is full.
+/// so with `group_sets` sets every set would open a session each `max_age`. When there is
+/// more than one set and that is more than `limit` per `window`, the batch age is
+/// stretched to `window × group_sets / limit`, so the sets share the budget evenly instead
+/// of running into the limiter (which would stall all of them) — a busy set still sends a
+/// full batch as soon as it is full. A single set keeps its age: the limiter and the
+/// batch growth of `batch_size` already pace it.
 pub fn session_plan(
     group_sets: usize,
     max_age: Duration,
@@ -42,9 +44,14 @@ pub fn session_plan(
         window.as_millis().div_ceil(max_age.as_millis()) as u64
     };
     let fair = window.mul_f64(sets as f64 / f64::from(limit.max(1)));
+    let per_window = sets.saturating_mul(per_set);
     SessionPlan {
-        per_window: sets.saturating_mul(per_set),
-        batch_age: max_age.max(fair),
+        per_window,
+        batch_age: if sets > 1 && per_window > u64::from(limit) {
+            max_age.max(fair)
+        } else {
+            max_age
+        },
     }
 }
 
@@ -63,6 +70,10 @@ mod tests {
         let two = session_plan(2, Duration::from_secs(30), 15, w);
         assert_eq!(two.per_window, 20);
         assert_eq!(two.batch_age, Duration::from_secs(40));
+        // A single set keeps even a short age (the limiter and batch growth pace it).
+        let quick = session_plan(1, Duration::from_secs(1), 15, w);
+        assert_eq!(quick.per_window, 300);
+        assert_eq!(quick.batch_age, Duration::from_secs(1));
         // A long age is never shortened.
         let slow = session_plan(3, Duration::from_secs(600), 15, w);
         assert_eq!(slow.batch_age, Duration::from_secs(600));

@@ -270,6 +270,9 @@ fn session_budget_warning(c: &Config) -> Option<String> {
         return None;
     };
     let sets = c.group_sets();
+    if sets < 2 {
+        return None;
+    }
     let plan = super::platform::session_plan(
         sets,
         c.upload.batch.max_age,
