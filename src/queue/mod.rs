@@ -316,6 +316,12 @@ impl Queue {
         }
     }
 
+    /// The groups of the oldest pending frame: the group set the next lease takes.
+    pub fn oldest_pending_groups(&self) -> Option<Vec<String>> {
+        let (_, v) = self.trees.pending.first().ok()??;
+        index::decode_entry(&v).map(|e| e.groups)
+    }
+
     /// How long ago the oldest frame still waiting for upload (pending or in flight) was
     /// committed, from its spool file's modification time. `None` when nothing waits.
     pub fn oldest_waiting_age(&self) -> Option<Duration> {

@@ -7,8 +7,8 @@
 //!
 //! Batching: a batch is cut when `batch_max_frames` or `batch_max_bytes` are pending, or
 //! when frames have waited `batch_max_age_secs` (measured on the monotonic clock, so a
-//! clock jump cannot hold frames back). Only frames with equal groups share a batch (a
-//! Nexus session has one group list).
+//! clock jump cannot hold frames back) and their group set's last batch is at least that
+//! old. Only frames with equal groups share a batch (a Nexus session has one group list).
 //!
 //! Failures: transient ones (network, 5xx, 429, garbage responses) put the frames back and
 //! back off exponentially with jitter, honouring `Retry-After`. When the network itself is

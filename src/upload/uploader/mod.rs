@@ -133,6 +133,8 @@ pub struct Uploader<S: Sink> {
     refusal_logged: bool,
     /// The last run's sessions were recovered.
     recovered: bool,
+    /// When each group set last had a batch sent.
+    last_session: std::collections::HashMap<Vec<String>, Instant>,
 }
 
 impl<S: Sink> Uploader<S> {
@@ -158,6 +160,7 @@ impl<S: Sink> Uploader<S> {
             checked: false,
             refusal_logged: false,
             recovered: false,
+            last_session: Default::default(),
         }
     }
 
@@ -236,7 +239,15 @@ impl<S: Sink> Uploader<S> {
         }
         let full =
             s.pending.frames >= self.cap as u64 || s.pending.bytes >= self.cfg.batch.max_bytes;
-        let due = since + self.cfg.batch.max_age;
+        // A partial batch also waits one batch age after its group set's last session,
+        // so a set is never split into a second session needlessly (frames that arrived
+        // while its batch was being sent wait for the next one).
+        let age = self.cfg.batch.max_age;
+        let set_due = self
+            .queue
+            .oldest_pending_groups()
+            .and_then(|g| self.last_session.get(&g).map(|t| *t + age));
+        let due = (since + age).max(set_due.unwrap_or(since));
         if full || *self.drain.borrow() || Instant::now() >= due {
             return Some(Phase::Sending { since });
         }
@@ -310,6 +321,8 @@ impl<S: Sink> Uploader<S> {
             .collect();
         let seqs: Vec<u64> = batch.iter().map(|f| f.seq).collect();
         let n = seqs.len();
+        self.last_session
+            .insert(batch[0].meta.groups.clone(), Instant::now());
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         debug!(frames = n, first_seq = seqs[0], "sending a batch");
         let mut report = self.sink.send(batch, &self.stop).await;
