@@ -204,6 +204,13 @@ impl<S: Sink> Uploader<S> {
         }
     }
 
+    /// The next backoff delay, at least what the server asked for.
+    fn backoff_delay(&mut self, retry_after: Option<Duration>) -> Duration {
+        self.backoff
+            .next_delay()
+            .max(retry_after.unwrap_or_default())
+    }
+
     /// The link is down: counted and logged once, then probed.
     fn went_offline(&self, reason: String, since: Option<Instant>) -> Phase {
         if self.stats.online.swap(false, Ordering::Relaxed) {
@@ -371,10 +378,7 @@ impl<S: Sink> Uploader<S> {
                 reason,
                 retry_after,
             } => {
-                let d = self
-                    .backoff
-                    .next_delay()
-                    .max(retry_after.unwrap_or_default());
+                let d = self.backoff_delay(retry_after);
                 warn!(
                     reason,
                     retry_in_ms = d.as_millis() as u64,

@@ -54,10 +54,7 @@ impl<S: Sink> Uploader<S> {
                 reason,
                 retry_after,
             } => {
-                let d = self
-                    .backoff
-                    .next_delay()
-                    .max(retry_after.unwrap_or_default());
+                let d = self.backoff_delay(retry_after);
                 warn!(
                     reason,
                     retry_in_ms = d.as_millis() as u64,
