@@ -60,11 +60,16 @@ pub(super) fn status(cfg: &Config, json: bool) -> anyhow::Result<bool> {
 fn print_details(st: &Snapshot) {
     println!("  {}", st.line());
     println!(
-        "  dropped: budget {}, write errors {}, capture buffer {}; quarantined {}",
+        "  dropped: budget {} ({} queued frames evicted), write errors {}, capture buffer {}; quarantined {}",
         st.counters.dropped_budget,
+        st.counters.evicted,
         st.counters.dropped_write,
         st.run.dropped_buffer,
         st.counters.quarantined
+    );
+    println!(
+        "  sent again: after a crash or stop {}, after an error {}; index repaired {} time(s)",
+        st.counters.resent_after_crash, st.counters.resent_after_error, st.counters.index_repairs
     );
     for c in &st.cameras {
         println!(
@@ -122,14 +127,20 @@ pub(super) fn queue_stats(cfg: &Config, json: bool) -> anyhow::Result<()> {
         println!("  {name} {:>8} frames {:>14} bytes", t.frames, t.bytes);
     }
     println!(
-        "  lifetime: committed {}, uploaded {}, dropped (budget) {}, dropped (write errors) {}, quarantined {}, dead {}, interrupted {}",
+        "  lifetime: committed {}, uploaded {}, dropped (budget) {} of which evicted {}, dropped (write errors) {}, quarantined {}, dead {}, purged {}, interrupted {}",
         c.committed,
         c.uploaded,
         c.dropped_budget,
+        c.evicted,
         c.dropped_write,
         c.quarantined,
         c.dead,
+        c.purged,
         c.interrupted
+    );
+    println!(
+        "  sent again: after a crash or stop {}, after an error {}; index repaired {} time(s)",
+        c.resent_after_crash, c.resent_after_error, c.index_repairs
     );
     Ok(())
 }

@@ -334,6 +334,9 @@ struct StatusCtx {
 /// How often the status file and systemd's STATUS= are refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 
+/// How often the queue's counters are copied outside the index (`<queue>/counters`).
+const FLOOR_EVERY: Duration = Duration::from_secs(30);
+
 impl StatusCtx {
     fn snapshot(&self, state: &str) -> Snapshot {
         let cameras: Vec<CameraSnapshot> = self
@@ -383,13 +386,29 @@ impl StatusCtx {
             tokio::time::interval(ping_every.map_or(STATUS_EVERY, |p| p.min(STATUS_EVERY)));
         let mut write_failing = false;
         let mut stalled_logged = false;
+        let mut floor_written = Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = upload::stopped(&stop) => break,
             }
+            // A failed queue index is repaired from here too (not only before a lease),
+            // so it heals while the uplink is down; and the counters' floor is refreshed.
+            let write_floor = floor_written.elapsed() >= FLOOR_EVERY;
+            if write_floor {
+                floor_written = Instant::now();
+            }
             let ctx = self.clone();
-            let Ok(st) = tokio::task::spawn_blocking(move || ctx.snapshot("running")).await else {
+            let Ok(st) = tokio::task::spawn_blocking(move || {
+                let _ = ctx.queue.repair_if_failed();
+                ctx.queue.flush_counters();
+                if write_floor {
+                    ctx.queue.write_floor();
+                }
+                ctx.snapshot("running")
+            })
+            .await
+            else {
                 continue;
             };
             match snapshot::write(&self.path, &st) {

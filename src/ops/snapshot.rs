@@ -20,7 +20,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::queue::{Counters, Stats, Tally};
+use crate::queue::{Counters, IndexFailure, Stats, Tally};
 
 /// One camera, this run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -111,6 +111,9 @@ pub struct Snapshot {
     pub online: bool,
     /// A loop stuck longer than the stall limit (the watchdog stopped pinging), if any.
     pub stalled: Option<String>,
+    /// Set while the queue index has failed and waits for its repair (frames are still
+    /// committed and counted; nothing is uploaded meanwhile).
+    pub index_failed: Option<IndexFailure>,
     /// Per camera, this run.
     pub cameras: Vec<CameraSnapshot>,
 }
@@ -125,6 +128,7 @@ impl Snapshot {
         self.backlog_bytes = stats.pending.bytes + stats.inflight.bytes;
         self.oldest_pending_age_secs = oldest_secs;
         self.counters = stats.counters;
+        self.index_failed.clone_from(&stats.index_failed);
         self
     }
 
@@ -135,13 +139,17 @@ impl Snapshot {
             .map(|a| format!(", oldest {a} s"))
             .unwrap_or_default();
         format!(
-            "committed {}, uploaded {}, backlog {} frames ({:.1} MB{age}), dead {}, {}{}",
+            "committed {}, uploaded {}, backlog {} frames ({:.1} MB{age}), dead {}, {}{}{}",
             self.counters.committed,
             self.counters.uploaded,
             self.backlog_frames,
             self.backlog_bytes as f64 / 1e6,
             self.dead.frames,
             if self.online { "online" } else { "offline" },
+            self.index_failed
+                .as_ref()
+                .map(|f| format!(", QUEUE INDEX FAILED since {}: {}", f.since, f.error))
+                .unwrap_or_default(),
             self.stalled
                 .as_ref()
                 .map(|s| format!(", STALLED: {s}"))
@@ -166,7 +174,10 @@ impl Snapshot {
             dead = self.dead.frames,
             quarantined = c.quarantined,
             interrupted = c.interrupted,
+            resent_after_crash = c.resent_after_crash,
+            resent_after_error = c.resent_after_error,
             recovered = c.recovered,
+            index_failed = self.index_failed.is_some(),
             metadata_retried = c.metadata_retried,
             backlog_frames = self.backlog_frames,
             backlog_bytes = self.backlog_bytes,

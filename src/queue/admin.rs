@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
 use super::files::parse_frame_name;
-use super::index::{Entry, FrameState, decode_entry, encode_entry, seq_of};
-use super::{Queue, Tally, spool};
+use super::index::{Entry, FrameState, decode_entry, seq_of};
+use super::{Op, Queue, Tally, spool};
 use crate::frame::FrameMeta;
 
 /// One frame of [`Queue::list`].
@@ -73,8 +73,9 @@ impl Queue {
     /// Every frame in the index with its state, oldest first.
     pub fn list(&self) -> Vec<Listed> {
         let mut out = Vec::new();
+        let st = self.state();
         for state in FrameState::ALL {
-            for (k, v) in self.trees.of(state).iter().flatten() {
+            for (k, v) in st.store.trees.of(state).iter().flatten() {
                 if let (Some(seq), Some(entry)) = (seq_of(&k), decode_entry(&v)) {
                     out.push(Listed { seq, state, entry });
                 }
@@ -88,21 +89,29 @@ impl Queue {
     /// cause was fixed: a group created, a permission granted). Returns how many.
     pub fn retry_dead(&self) -> usize {
         let mut st = self.state();
-        let mut n = 0;
-        for (k, v) in self.trees.dead.iter().flatten() {
-            let Some(mut e) = decode_entry(&v) else {
+        let mut ops = Vec::new();
+        for (k, v) in st.store.trees.dead.iter().flatten() {
+            let (Some(seq), Some(mut e)) = (seq_of(&k), decode_entry(&v)) else {
                 continue;
             };
             e.attempts = 0;
-            if self.trees.pending.insert(&k, encode_entry(&e)).is_ok()
-                && self.trees.dead.remove(&k).is_ok()
-            {
-                st.dead.sub(e.bytes);
-                st.pending.add(e.bytes);
-                n += 1;
-            }
+            ops.push((seq, e));
         }
-        self.persist(&st);
+        let n = ops.len();
+        let ops: Vec<Op> = ops
+            .into_iter()
+            .map(|(seq, entry)| {
+                st.dead.sub(entry.bytes);
+                st.pending.add(entry.bytes);
+                Op::Move {
+                    seq,
+                    from: FrameState::Dead,
+                    to: FrameState::Pending,
+                    entry,
+                }
+            })
+            .collect();
+        st.apply(&ops);
         drop(st);
         if n > 0 {
             self.flush_index();
@@ -113,30 +122,31 @@ impl Queue {
     }
 
     /// Deletes every dead frame (file and index entry); returns the frames and bytes freed.
-    /// Each deletion is logged: this is a deliberate, operator-made loss.
+    /// Each deletion is logged and counted (`purged`): this is a deliberate, operator-made
+    /// loss.
     pub fn purge_dead(&self) -> Tally {
         let mut st = self.state();
         let mut freed = Tally::default();
-        for (k, v) in self.trees.dead.iter().flatten() {
-            let (Some(seq), Some(e)) = (seq_of(&k), decode_entry(&v)) else {
-                continue;
-            };
-            let path = self.path_of(seq);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => {
-                    warn!(file = %path.display(), error = %err, "cannot delete a dead frame's file; kept");
-                    continue;
-                }
-            }
-            if self.trees.dead.remove(&k).is_ok() {
-                st.dead.sub(e.bytes);
-                freed.add(e.bytes);
-                warn!(seq, filename = %e.filename, "dead frame purged by the operator");
-            }
+        let dead: Vec<(u64, Entry)> = st
+            .store
+            .trees
+            .dead
+            .iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((seq_of(&k)?, decode_entry(&v)?)))
+            .collect();
+        let mut ops = Vec::new();
+        for (seq, e) in dead {
+            st.dead.sub(e.bytes);
+            st.counters.purged += 1;
+            freed.add(e.bytes);
+            warn!(seq, filename = %e.filename, "dead frame purged by the operator");
+            ops.push(Op::Finish {
+                seq,
+                from: FrameState::Dead,
+            });
         }
-        self.persist(&st);
+        st.apply(&ops);
         drop(st);
         self.flush_index();
         freed

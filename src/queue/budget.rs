@@ -5,16 +5,22 @@
 use tracing::{error, warn};
 
 use super::index::{FrameState, decode_entry, seq_of};
-use super::{AddError, Queue, State};
+use super::{AddError, Op, Queue, State};
 use crate::config::OnFull;
 
 impl Queue {
-    /// Deletes one frame to make room; returns false when nothing may be dropped.
+    /// Drops one frame to make room (its file goes after the next flush of the index,
+    /// which records the drop); returns false when nothing may be dropped. While the
+    /// index has failed nothing is dropped: new frames are refused instead.
     pub(super) fn drop_one(&self, st: &mut State) -> bool {
-        let victim = match self.trees.dead.first() {
+        if st.store.is_failed() {
+            return false;
+        }
+        let trees = &st.store.trees;
+        let victim = match trees.dead.first() {
             Ok(Some(kv)) => Some((FrameState::Dead, kv)),
             _ => match self.on_full {
-                OnFull::DropOldest => match self.trees.pending.first() {
+                OnFull::DropOldest => match trees.pending.first() {
                     Ok(Some(kv)) => Some((FrameState::Pending, kv)),
                     _ => None,
                 },
@@ -24,26 +30,22 @@ impl Queue {
         let Some((state, (k, v))) = victim else {
             return false;
         };
-        let tree = self.trees.of(state);
         let was_dead = state == FrameState::Dead;
         let Some(seq) = seq_of(&k) else {
-            let _ = tree.remove(k);
+            let _ = st.store.trees.of(state).remove(k);
             return true;
         };
         let entry = decode_entry(&v);
         let bytes = entry.as_ref().map_or(0, |e| e.bytes);
-        if let Err(e) = tree.remove(k) {
-            error!(seq, error = %e, "cannot drop a frame from the index; refusing the new frame");
-            return false;
-        }
-        let path = self.path_of(seq);
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            error!(file = %path.display(), error = %e, "cannot delete a dropped frame's file");
+        st.counters.dropped_budget += 1;
+        st.counters.evicted += 1;
+        if !st.apply(&[Op::Finish { seq, from: state }]) {
+            error!(
+                seq,
+                "cannot record a frame's drop in the index; it is kept until the index is repaired"
+            );
         }
         st.tally(state).sub(bytes);
-        st.counters.dropped_budget += 1;
         let filename = entry.map(|e| e.filename).unwrap_or_default();
         if !st.full {
             st.full = true;
@@ -75,7 +77,7 @@ impl Queue {
                 } else {
                     warn!(policy = ?self.on_full, bytes, "refused a new frame: queue budget full");
                 }
-                self.persist(&st);
+                st.dirty = true;
                 return Err(AddError::Full {
                     policy: self.on_full,
                 });
@@ -93,6 +95,7 @@ impl Queue {
         st.reserved.sub(bytes);
         if lost {
             st.counters.dropped_write += 1;
+            st.dirty = true;
         }
     }
 }

@@ -5,11 +5,9 @@
 
 use tracing::{error, warn};
 
-use super::index::{
-    Entry, FrameState, SessionRef, decode_entry, encode_entry, index_err, key, seq_of,
-};
+use super::index::{Entry, FrameState, SessionRef, decode_entry, seq_of};
 use super::spool::{self, SpoolError};
-use super::{Counters, Queue, QueueError, ReadError, State};
+use super::{Counters, Op, Queue, QueueError, ReadError, State};
 use crate::frame::FrameMeta;
 
 /// A frame leased for upload.
@@ -29,19 +27,25 @@ pub struct Leased {
 
 impl Queue {
     /// Leases up to `max_frames` pending frames (at least one, at most `max_bytes` unless a
-    /// single frame is larger) that share the oldest pending frame's groups.
+    /// single frame is larger) that share the oldest pending frame's groups. While the
+    /// index has failed, a repair is tried first; if it cannot be done yet, nothing is
+    /// leased ([`QueueError::IndexFailed`]).
     pub fn lease(&self, max_frames: usize, max_bytes: u64) -> Result<Vec<Leased>, QueueError> {
-        let ie = index_err(&self.index);
+        self.repair_if_failed()?;
         let mut chosen: Vec<(u64, Entry)> = Vec::new();
         {
             let mut st = self.state();
             let mut groups: Option<Vec<String>> = None;
             let mut bytes = 0u64;
-            for kv in self.trees.pending.iter() {
+            let path = st.store.path.clone();
+            for kv in st.store.trees.pending.iter() {
                 if chosen.len() >= max_frames {
                     break;
                 }
-                let (k, v) = kv.map_err(&ie)?;
+                let (k, v) = kv.map_err(|e| QueueError::Index {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
                 let (Some(seq), Some(e)) = (seq_of(&k), decode_entry(&v)) else {
                     continue;
                 };
@@ -55,7 +59,7 @@ impl Queue {
                 bytes += e.bytes;
                 chosen.push((seq, e));
             }
-            self.move_in_flight(&mut st, &chosen)?;
+            Self::move_in_flight(&mut st, &mut chosen, true);
         }
         if !chosen.is_empty() {
             self.flush_index();
@@ -69,24 +73,38 @@ impl Queue {
     /// Moves `frames` from pending to in flight (the caller flushes once the state lock
     /// is released: durable before anything is sent, so after a crash the frames that may
     /// have reached the platform are exactly the ones found in flight, `interrupted`).
-    fn move_in_flight(&self, st: &mut State, frames: &[(u64, Entry)]) -> Result<(), QueueError> {
-        let ie = index_err(&self.index);
-        for (seq, e) in frames {
-            self.trees.pending.remove(key(*seq)).map_err(&ie)?;
-            self.trees
-                .inflight
-                .insert(key(*seq), encode_entry(e))
-                .map_err(&ie)?;
+    /// With `send`, each frame is about to be handed to the platform: a frame handed over
+    /// before is counted as a re-send, by cause.
+    fn move_in_flight(st: &mut State, frames: &mut [(u64, Entry)], send: bool) {
+        let mut ops = Vec::with_capacity(frames.len());
+        for (seq, e) in frames.iter_mut() {
+            if send && !e.image_delivered {
+                if e.sends > 0 || e.interrupted {
+                    if e.interrupted {
+                        st.counters.resent_after_crash += 1;
+                    } else {
+                        st.counters.resent_after_error += 1;
+                    }
+                }
+                e.sends = e.sends.saturating_add(1);
+                e.interrupted = false;
+            }
             st.pending.sub(e.bytes);
             st.inflight.add(e.bytes);
+            ops.push(Op::Move {
+                seq: *seq,
+                from: FrameState::Pending,
+                to: FrameState::InFlight,
+                entry: e.clone(),
+            });
         }
-        Ok(())
+        st.apply(&ops);
     }
 
     /// A frame just moved in flight, with the metadata of its spool file; a file that
     /// cannot be read is dealt with (quarantined, dropped, or released) and skipped.
     fn leased(&self, seq: u64, image_delivered: bool) -> Option<Leased> {
-        match spool::read_meta(&self.path_of(seq)) {
+        match spool::read_meta_of(&self.path_of(seq), seq) {
             Ok((h, meta)) => Some(Leased {
                 seq,
                 meta,
@@ -127,59 +145,53 @@ impl Queue {
     /// Removes an entry (any state) without touching files; counts via `count`.
     fn forget(&self, seq: u64, count: impl FnOnce(&mut Counters)) {
         let mut st = self.state();
+        let mut ops = Vec::new();
         for state in FrameState::ALL {
-            if let Ok(Some(v)) = self.trees.of(state).remove(key(seq)) {
-                let bytes = decode_entry(&v).map_or(0, |e| e.bytes);
-                st.tally(state).sub(bytes);
+            if let Some(e) = st.store.get(state, seq) {
+                st.tally(state).sub(e.bytes);
+                ops.push(Op::Forget { seq, from: state });
             }
         }
         count(&mut st.counters);
-        self.persist(&st);
+        st.apply(&ops);
+        drop(st);
+        self.flush_index();
     }
 
     /// Reads a leased frame's image, verifying its checksum. A corrupt file is quarantined.
     pub fn read_image(&self, seq: u64) -> Result<Vec<u8>, ReadError> {
-        match spool::read_frame(&self.path_of(seq)) {
+        match spool::read_frame_of(&self.path_of(seq), seq) {
             Ok((_, _, image)) => Ok(image),
             Err(e) => Err(self.handle_read_error(seq, e)),
         }
     }
 
-    /// The platform accepted these frames: delete them.
+    /// The platform accepted these frames: they leave the index (with a tombstone and the
+    /// count, in one transaction), the index is flushed, then their files are deleted.
+    /// After a crash an entry without a file therefore means a file lost outside edgecap,
+    /// and a file with a tombstone a delivered frame, never one to send again.
     pub fn ack(&self, seqs: &[u64]) {
         if seqs.is_empty() {
             return;
         }
         let mut st = self.state();
-        let mut delivered = Vec::with_capacity(seqs.len());
+        let mut ops = Vec::with_capacity(seqs.len());
         for &seq in seqs {
-            match self.trees.inflight.remove(key(seq)) {
-                Ok(Some(v)) => {
-                    let bytes = decode_entry(&v).map_or(0, |e| e.bytes);
-                    st.inflight.sub(bytes);
-                    st.counters.uploaded += 1;
-                    delivered.push(seq);
-                }
-                Ok(None) => {}
-                Err(e) => error!(seq, error = %e, "cannot remove an uploaded frame from the index"),
+            if let Some(e) = st.store.get(FrameState::InFlight, seq) {
+                st.inflight.sub(e.bytes);
+                st.counters.uploaded += 1;
+                ops.push(Op::Finish {
+                    seq,
+                    from: FrameState::InFlight,
+                });
             }
         }
         if st.pending.frames + st.inflight.frames + st.dead.frames < self.max_frames {
             st.full = false;
         }
-        self.persist(&st);
+        st.apply(&ops);
         drop(st);
-        // The index forgets the frames before their files go: after a crash, an entry
-        // without a file then always means a file lost outside edgecap, never an upload.
         self.flush_index();
-        for seq in delivered {
-            let path = self.path_of(seq);
-            if let Err(e) = std::fs::remove_file(&path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                warn!(file = %path.display(), error = %e, "cannot delete an uploaded frame's file");
-            }
-        }
     }
 
     /// Moves in-flight frames back to pending (a transient failure).
@@ -191,41 +203,55 @@ impl Queue {
     /// is unknown (shutdown while the platform processed them), and the next start asks
     /// the platform before sending them again. Flushed.
     pub fn release_for_recovery(&self, seqs: &[u64], error: &str) {
-        self.settle(seqs, Some(error), true, |_| false);
+        self.settle(seqs, Some(error), true, |e| {
+            e.interrupted = true;
+            false
+        });
         self.flush_index();
     }
 
     /// Records the session in-flight frames went into, durably, before any of their bytes
     /// are sent (so a crash leaves the platform something to be asked).
     pub fn record_session(&self, seqs: &[u64], session: &SessionRef) {
-        let _st = self.state();
+        let mut st = self.state();
+        let mut ops = Vec::with_capacity(seqs.len());
         for &seq in seqs {
-            let Ok(Some(v)) = self.trees.inflight.get(key(seq)) else {
-                continue;
-            };
-            let Some(mut e) = decode_entry(&v) else {
+            let Some(mut e) = st.store.get(FrameState::InFlight, seq) else {
                 continue;
             };
             e.session = Some(session.clone());
-            if let Err(err) = self.trees.inflight.insert(key(seq), encode_entry(&e)) {
-                warn!(seq, error = %err, "cannot record a frame's upload session");
-            }
+            ops.push(Op::Move {
+                seq,
+                from: FrameState::InFlight,
+                to: FrameState::InFlight,
+                entry: e,
+            });
         }
-        drop(_st);
+        if !st.apply(&ops) {
+            warn!(
+                frames = seqs.len(),
+                "cannot record a batch's upload session: the index has failed; after a crash these frames are counted as interrupted"
+            );
+        }
+        drop(st);
         self.flush_index();
     }
 
     /// Leases every pending frame with a recorded session (left by a crash or a stop while
     /// the platform processed it), grouped by session, for the start-up recovery.
     pub fn lease_sessions(&self) -> Result<Vec<(SessionRef, Vec<Leased>)>, QueueError> {
-        let ie = index_err(&self.index);
+        self.repair_if_failed()?;
         let mut by_session: std::collections::BTreeMap<SessionRef, Vec<(u64, bool)>> =
             Default::default();
         {
             let mut st = self.state();
             let mut moved = Vec::new();
-            for kv in self.trees.pending.iter() {
-                let (k, v) = kv.map_err(&ie)?;
+            let path = st.store.path.clone();
+            for kv in st.store.trees.pending.iter() {
+                let (k, v) = kv.map_err(|e| QueueError::Index {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
                 let (Some(seq), Some(e)) = (seq_of(&k), decode_entry(&v)) else {
                     continue;
                 };
@@ -237,7 +263,7 @@ impl Queue {
                     moved.push((seq, e));
                 }
             }
-            self.move_in_flight(&mut st, &moved)?;
+            Self::move_in_flight(&mut st, &mut moved, false);
         }
         if !by_session.is_empty() {
             self.flush_index();
@@ -257,22 +283,24 @@ impl Queue {
     pub fn count_recovered(&self, n: u64) {
         let mut st = self.state();
         st.counters.recovered += n;
-        self.persist(&st);
+        st.dirty = true;
+        drop(st);
+        self.flush_index();
     }
 
     /// The platform accepted these frames' images but not (yet) their metadata: they go
     /// back to pending marked so that only the metadata is sent again. Flushed, so a
     /// restart does not upload the images a second time. Counted in `metadata_retried`.
     pub fn image_delivered(&self, seqs: &[u64], error: &str) {
+        {
+            let mut st = self.state();
+            st.counters.metadata_retried += seqs.len() as u64;
+            st.dirty = true;
+        }
         self.settle(seqs, Some(error), false, |e| {
             e.image_delivered = true;
             false
         });
-        {
-            let mut st = self.state();
-            st.counters.metadata_retried += seqs.len() as u64;
-            self.persist(&st);
-        }
         self.flush_index();
     }
 
@@ -308,11 +336,9 @@ impl Queue {
         let mut st = self.state();
         let mut n_dead = 0;
         let mut n_back = 0;
+        let mut ops = Vec::with_capacity(seqs.len());
         for &seq in seqs {
-            let Ok(Some(v)) = self.trees.inflight.remove(key(seq)) else {
-                continue;
-            };
-            let Some(mut e) = decode_entry(&v) else {
+            let Some(mut e) = st.store.get(FrameState::InFlight, seq) else {
                 continue;
             };
             st.inflight.sub(e.bytes);
@@ -323,15 +349,6 @@ impl Queue {
                 e.last_error = Some(msg.chars().take(500).collect());
             }
             let to_dead = dead(&mut e);
-            let tree = if to_dead {
-                &self.trees.dead
-            } else {
-                &self.trees.pending
-            };
-            if let Err(err) = tree.insert(key(seq), encode_entry(&e)) {
-                error!(seq, error = %err, "cannot update a frame's index entry; it will be re-indexed at the next start");
-                continue;
-            }
             if to_dead {
                 st.dead.add(e.bytes);
                 st.counters.dead += 1;
@@ -342,8 +359,18 @@ impl Queue {
                 st.pending.add(e.bytes);
                 n_back += 1;
             }
+            ops.push(Op::Move {
+                seq,
+                from: FrameState::InFlight,
+                to: if to_dead {
+                    FrameState::Dead
+                } else {
+                    FrameState::Pending
+                },
+                entry: e,
+            });
         }
-        self.persist(&st);
+        st.apply(&ops);
         drop(st);
         if n_dead > 0 {
             self.flush_index();

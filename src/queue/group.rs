@@ -7,10 +7,10 @@ use std::path::PathBuf;
 
 use tracing::error;
 
-use super::files::{INDEX_MARGIN_BYTES, frame_name, free_bytes, is_storage_full};
-use super::index::{Entry, encode_entry, key};
+use super::files::{INDEX_MARGIN_BYTES, RESERVE_BYTES, frame_name, free_bytes, is_storage_full};
+use super::index::{Entry, FrameState};
 use super::spool::{self, SpoolError};
-use super::{AddError, Queue};
+use super::{AddError, Op, Queue};
 use crate::frame::FrameMeta;
 
 impl Queue {
@@ -68,8 +68,14 @@ impl Group<'_> {
         let bytes = (spool::HEADER_LEN + meta_json.len() + image.len()) as u64;
         let seq = self.q.reserve(bytes)?;
         // A frame that would leave the index no room is refused before it touches the
-        // disk (counted like any failed write): sled must never hit ENOSPC itself.
-        if free_bytes(&self.q.spool).is_some_and(|free| free < bytes + INDEX_MARGIN_BYTES) {
+        // disk (counted like any failed write): sled must never hit ENOSPC itself. While
+        // the index has failed, room for its repair is kept as well.
+        let margin = if self.q.index_failed() {
+            INDEX_MARGIN_BYTES + RESERVE_BYTES
+        } else {
+            INDEX_MARGIN_BYTES
+        };
+        if free_bytes(&self.q.spool).is_some_and(|free| free < bytes + margin) {
             self.q.unreserve(bytes, true);
             return Err(AddError::Write(SpoolError::Io {
                 path: self.q.spool.clone(),
@@ -83,21 +89,13 @@ impl Group<'_> {
             }));
         }
         let tmp = self.q.spool.join(format!("{}.tmp", frame_name(seq)));
-        match spool::write_unsynced(&tmp, &meta_json, image) {
+        match spool::write_unsynced(&tmp, seq, &meta_json, image) {
             Ok((file, _)) => {
                 self.staged.push(Staged {
                     seq,
                     file,
                     tmp,
-                    entry: Entry {
-                        bytes,
-                        filename: meta.filename.clone(),
-                        groups: meta.groups.clone(),
-                        attempts: 0,
-                        last_error: None,
-                        image_delivered: false,
-                        session: None,
-                    },
+                    entry: Entry::new(bytes, meta.filename.clone(), meta.groups.clone()),
                 });
                 Ok(seq)
             }
@@ -138,25 +136,35 @@ impl Group<'_> {
             }
         }
         if durable.is_empty() {
+            // Drops and lost writes counted since the last flush become durable all the
+            // same (at most once a second: on a full disk every frame is one).
+            q.flush_counters();
             return out;
         }
         if let Err(e) = spool::sync_dir(&q.spool) {
             error!(dir = %q.spool.display(), error = %e,
                 "cannot fsync the spool directory; the last frames may not survive a power cut");
         }
+        // The entries and the count land in one transaction, flushed with the group: a
+        // frame counted as committed is in the index, and one the index lost in a crash
+        // is above `committed_through`, counted when it is re-indexed.
         let mut st = q.state();
+        let mut ops = Vec::with_capacity(durable.len());
         for (seq, entry) in durable {
             st.reserved.sub(entry.bytes);
-            if let Err(e) = q.trees.pending.insert(key(seq), encode_entry(&entry)) {
-                error!(seq, error = %e, "cannot index a committed frame; it will be re-indexed at the next start");
-                continue;
-            }
             st.pending.add(entry.bytes);
             st.counters.committed += 1;
-            out.frames.push((seq, entry.filename));
+            st.counters.committed_through = st.counters.committed_through.max(seq);
+            out.frames.push((seq, entry.filename.clone()));
+            ops.push(Op::Put {
+                seq,
+                to: FrameState::Pending,
+                entry,
+            });
         }
-        q.persist(&st);
+        st.apply(&ops);
         drop(st);
+        q.flush_index();
         q.notify.notify_one();
         out
     }

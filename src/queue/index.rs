@@ -1,8 +1,10 @@
 //! The sled index: its trees, the key encoding, the entry codec and [`FrameState`].
 //!
 //! Keys are the big-endian `seq` (so sled's order is queue order); values are small JSON
-//! [`Entry`] records. One tree per [`FrameState`], plus `meta` for the counters. Nothing
-//! here touches the spool directory.
+//! [`Entry`] records. One tree per [`FrameState`], `meta` for the counters, and `gone`
+//! for tombstones: frames delivered or dropped whose files may not be deleted yet (written
+//! in the same transaction as the removal and the counter, so that a crash before the
+//! unlink never brings a finished frame back). Nothing here touches the spool directory.
 
 use std::path::Path;
 
@@ -79,6 +81,35 @@ pub struct Entry {
     /// the next start can ask the platform instead of sending it again.
     #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionRef>,
+    /// How many times the frame was handed to the platform (leased for sending). A lease
+    /// of a frame already handed over is a re-send, counted by cause.
+    #[serde(rename = "x", default, skip_serializing_if = "is_zero")]
+    pub sends: u32,
+    /// The frame was found in flight after a crash (or its session could not be confirmed
+    /// after a stop): its next send is counted as `resent_after_crash`.
+    #[serde(rename = "c", default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Entry {
+    /// A new entry for a frame just committed (or re-indexed from its file).
+    pub fn new(bytes: u64, filename: String, groups: Vec<String>) -> Self {
+        Self {
+            bytes,
+            filename,
+            groups,
+            attempts: 0,
+            last_error: None,
+            image_delivered: false,
+            session: None,
+            sends: 0,
+            interrupted: false,
+        }
+    }
 }
 
 /// A platform session (Nexus: an upload session and its operation).
@@ -98,6 +129,7 @@ pub(super) struct Trees {
     pub(super) inflight: sled::Tree,
     pub(super) dead: sled::Tree,
     pub(super) meta: sled::Tree,
+    pub(super) gone: sled::Tree,
 }
 
 impl Trees {
@@ -110,6 +142,7 @@ impl Trees {
             inflight: open(FrameState::InFlight)?,
             dead: open(FrameState::Dead)?,
             meta: db.open_tree("meta").map_err(&ie)?,
+            gone: db.open_tree("gone").map_err(&ie)?,
         })
     }
 

@@ -8,7 +8,10 @@
 //! <dir>/lock                     flock'd while a process has the queue open
 //! <dir>/spool/<seq:020>.frame    one committed frame per file
 //! <dir>/spool/<seq:020>.frame.tmp a frame being written (never counted, removed at open)
-//! <dir>/index/                   sled database (the index)
+//! <dir>/index/                   sled database (the index); `index.<n>/` after the n-th
+//!                                in-process repair (the newest one is used, older removed)
+//! <dir>/counters                 the lifetime counters as last made durable (JSON), a
+//!                                floor for the index's, rewritten every 30 s and at close
 //! <dir>/quarantine/              corrupt or unexpected files, moved aside, never deleted
 //! <dir>/reserve                  4 MiB of zeros, given back when the disk fills up
 //! ```
@@ -19,27 +22,36 @@
 //! A frame is not even tried when it would leave less than `INDEX_MARGIN_BYTES` free, so
 //! sled itself never hits ENOSPC (it stays unusable after an I/O error). If another
 //! program fills the disk anyway, the first ENOSPC deletes `reserve`, so that sled can
-//! still record the uploads that free space. If the disk is full at start-up and sled cannot open, the reserve is given
-//! back and the open retried: a full disk never keeps the daemon from starting and
-//! draining (it is not mistaken for a broken index either). The reserve is set aside again
-//! at the next start with room to spare.
+//! still record the uploads that free space. If the disk is full at start-up and sled
+//! cannot open, the reserve is given back and the open retried: a full disk never keeps
+//! the daemon from starting and draining (it is not mistaken for a broken index either).
+//! The reserve is set aside again at the next start with room to spare.
 //!
-//! # Spool file format, version 1 (all integers little-endian)
+//! When sled fails at run time all the same (another program took the last bytes, an
+//! I/O error), the index *fails* (`store.rs`): ERROR once, `index_failed` in the status,
+//! frames still committed and counted (within the budget, and leaving room for the
+//! repair), nothing leased; `repair.rs` rebuilds it in-process once there is room, and
+//! uploads resume without a restart.
+//!
+//! # Spool file format, version 2 (all integers little-endian)
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0  | 8 | magic `EDGECAPF` |
-//! | 8  | 2 | format version = 1 |
+//! | 8  | 2 | format version = 2 |
 //! | 10 | 2 | flags, 0 (reserved) |
 //! | 12 | 4 | `meta_len`: length of the metadata JSON |
 //! | 16 | 4 | `image_len`: length of the image |
 //! | 20 | 4 | CRC-32C of the image bytes (what Nexus gets, before its i32 cast) |
-//! | 24 | 4 | CRC-32C of bytes 0..24 followed by the metadata JSON |
-//! | 28 | `meta_len` | metadata: [`crate::frame::FrameMeta`] as JSON |
-//! | 28 + `meta_len` | `image_len` | the encoded image, exactly as it will be uploaded |
+//! | 24 | 8 | `seq`: the frame's sequence number, its identity (the file's name repeats it) |
+//! | 32 | 4 | CRC-32C of bytes 0..32 followed by the metadata JSON |
+//! | 36 | `meta_len` | metadata: [`crate::frame::FrameMeta`] as JSON |
+//! | 36 + `meta_len` | `image_len` | the encoded image, exactly as it will be uploaded |
 //!
-//! A file is valid when its length is exactly `28 + meta_len + image_len`, the magic and
-//! version match and the header checksum holds. The image checksum is checked whenever the
+//! A file is valid when its length is exactly `36 + meta_len + image_len`, the magic and
+//! version match, the header checksum holds and `seq` is the one its name says (a valid
+//! file copied over another is quarantined, not sent under the other's name). Version 1
+//! files (no `seq`, a 28-byte header with its checksum at offset 24) are still read. The image checksum is checked whenever the
 //! image is read for upload. Two checksums keep start-up cheap: reconciling reads only
 //! headers (an SD card reads ~20–40 MB/s; re-reading a 2 GB backlog at every boot would
 //! take a minute), while no image is ever sent without its checksum verified.
@@ -49,7 +61,8 @@
 //! 1. each frame of a group is written to `<seq>.frame.tmp` as it arrives (no fsync);
 //! 2. at the end of the group window every file is `fdatasync`'d, then renamed to
 //!    `<seq>.frame`, then the spool directory is fsync'd once;
-//! 3. only then are the frames inserted into the index and counted as committed.
+//! 3. only then are the frames inserted into the index and counted as committed, in one
+//!    transaction (with `committed_through`, the highest seq counted), flushed.
 //!
 //! A crash before step 3 loses at most the frames of the open group, none of which was
 //! counted as captured; their `.tmp` files are removed at the next open. Renames happen in
@@ -62,9 +75,14 @@
 //! Trees `pending`, `inflight` and `dead`, keyed by the big-endian `seq`, hold small JSON
 //! [`Entry`] values: `b` size, `f` filename, `g` groups, `a` attempts, `e` last error,
 //! `m` true once the platform has the image but not yet the metadata, `s` the platform
-//! session (`i` id, `o` operation) the frame went into while its fate is unknown. Fields
-//! added later default when absent, so an older index opens as it is. Tree `meta` holds
-//! the counters.
+//! session (`i` id, `o` operation) the frame went into while its fate is unknown, `x` how
+//! often it was handed to the platform, `c` true when a crash or stop left its fate
+//! unknown. Fields added later default when absent, so an older index opens as it is.
+//! Tree `meta` holds the counters; tree `gone` the tombstones of frames delivered or
+//! dropped whose files may not be deleted yet. Every change lands in one transaction with
+//! the counters that count it (`store.rs`), so after a crash an event and its count are
+//! both there or both not; the counters operators see are those of the last flush, so a
+//! counter once shown never goes back.
 //! sled is not trusted for durability (it flushes with `sync_file_range`, and it keeps
 //! values above ~128 KB in blob files it never fsyncs), so the index only ever holds small
 //! values and is rebuilt from the spool files whenever the two disagree. Its page cache is
@@ -74,12 +92,19 @@
 //!
 //! - `*.tmp` in the spool → removed (never committed);
 //! - an index entry without a valid file → dropped from the index, counted;
-//! - a valid file without an entry → re-indexed as pending (its index write was lost);
+//! - a file with a tombstone → deleted (a delivered or dropped frame whose unlink a crash
+//!   interrupted; never sent again);
+//! - a valid file without an entry → re-indexed as pending (its index write was lost), and
+//!   counted as committed when its seq is above `committed_through`;
 //! - a file that fails a check (truncated, bad magic, bad checksum, bad JSON) → moved to
 //!   `quarantine/`, counted, logged; the same happens when an image checksum fails at read;
 //! - entries left `inflight` by a crash → pending again, counted as `interrupted` (they may
 //!   reach the platform twice; names are stable, so a re-upload replaces);
 //! - an index that sled cannot open → moved to `quarantine/index-<ms>`, rebuilt from files;
+//! - an index that recovered an older state than it had (its counters behind the floor in
+//!   `<dir>/counters`, or a file at or below its `committed_through` it does not know) →
+//!   logged at WARN with what differed, moved to `quarantine/index-older-<ms>`, rebuilt from
+//!   the files with the floor's counters (dead frames are then tried again);
 //! - the next `seq` is above every seq seen in files, index and stored counter.
 //!
 //! One process opens a queue directory once. sled 0.34 finishes some work after a `Db` is
@@ -121,11 +146,13 @@
 //!
 //! | file | role |
 //! |---|---|
-//! | `mod.rs` | this spec, [`Queue`] and its shared state, the errors |
+//! | `mod.rs` | this spec, [`Queue`] and its shared state, the flush, the errors |
 //! | [`spool`] | the spool file codec |
 //! | `index.rs` | sled trees, key encoding, [`Entry`] and [`FrameState`] |
+//! | `store.rs` | changes applied with their counters in one transaction; the failed state |
+//! | `repair.rs` | the in-process rebuild of a failed index |
 //! | `files.rs` | frame file names, the disk-full reserve, free space, quarantine |
-//! | `open.rs` | the lock, opening the index, the reconcile |
+//! | `open.rs` | the lock, opening the index (older states detected), the reconcile, the floor |
 //! | `budget.rs` | the budget and the drops it makes |
 //! | `group.rs` | group commit |
 //! | `delivery.rs` | lease, read, ack/release/fail/kill |
@@ -140,7 +167,9 @@ mod files;
 mod group;
 mod index;
 mod open;
+mod repair;
 pub mod spool;
+mod store;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -150,17 +179,18 @@ use std::time::{Duration, SystemTime};
 use tracing::warn;
 
 pub use admin::{Damaged, Listed, Spooled, scan_spool};
-pub use counters::{Counters, Stats, Tally};
+pub use counters::{Counters, IndexFailure, Stats, Tally};
 pub use delivery::Leased;
 pub use files::{INDEX_MARGIN_BYTES, RESERVE_BYTES};
 pub use group::{Committed, Group};
 pub use index::{Entry, FrameState, SessionRef};
 pub use open::OpenReport;
+pub use repair::RETRY_EVERY as REPAIR_EVERY;
 
 use crate::config::OnFull;
 use files::frame_name;
-use index::Trees;
 use spool::SpoolError;
+use store::{Op, Store};
 
 /// Errors opening or using the queue.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +210,12 @@ pub enum QueueError {
     Locked {
         /// The queue directory.
         path: PathBuf,
+    },
+    /// The index failed at run time and cannot be repaired yet (nothing is leased).
+    #[error("the queue index has failed and waits for its repair: {error}")]
+    IndexFailed {
+        /// What failed.
+        error: String,
     },
     /// The index failed.
     #[error("queue index {path}: {message}")]
@@ -232,14 +268,23 @@ pub enum ReadError {
     },
 }
 
-/// The in-memory state behind the queue's lock.
+/// The in-memory state behind the queue's lock (the index included: every index access
+/// holds it, so a repair can swap the index under it).
 pub(super) struct State {
     next_seq: u64,
     pending: Tally,
     inflight: Tally,
     dead: Tally,
     reserved: Tally,
+    /// The lifetime counters, as changed; written with every index change.
     counters: Counters,
+    /// The counters as of the last successful flush: what operators see.
+    durable: Counters,
+    /// Counters changed without an index change since the last write of them.
+    dirty: bool,
+    /// When the index was last flushed.
+    flushed_at: std::time::Instant,
+    store: Store,
     /// Whether the last add found the budget full (to log the first drop at ERROR).
     full: bool,
 }
@@ -248,13 +293,11 @@ pub(super) struct State {
 pub struct Queue {
     dir: PathBuf,
     spool: PathBuf,
-    index: PathBuf,
     quarantine: PathBuf,
     max_frames: u64,
     max_bytes: u64,
     on_full: OnFull,
-    db: sled::Db,
-    trees: Trees,
+    index_cache_bytes: u64,
     state: Mutex<State>,
     notify: tokio::sync::Notify,
     _lock: File,
@@ -268,6 +311,13 @@ impl State {
             FrameState::InFlight => &mut self.inflight,
             FrameState::Dead => &mut self.dead,
         }
+    }
+
+    /// Applies index changes with the counters (see [`Store::apply`]).
+    fn apply(&mut self, ops: &[Op]) -> bool {
+        self.dirty = false;
+        let c = self.counters;
+        self.store.apply(ops, &c)
     }
 }
 
@@ -297,28 +347,29 @@ impl Queue {
         &self.dir
     }
 
-    pub(super) fn persist(&self, st: &State) {
-        if let Ok(v) = serde_json::to_vec(&st.counters)
-            && let Err(e) = self.trees.meta.insert("counters", v)
-        {
-            warn!(error = %e, "cannot store queue counters in the index");
-        }
-    }
-
-    /// A snapshot of sizes and counters.
+    /// A snapshot of sizes and counters. The counters are the durable ones (as of the
+    /// last flush of the index), so none shown here can go back after a crash.
     pub fn stats(&self) -> Stats {
         let st = self.state();
         Stats {
             pending: st.pending,
             inflight: st.inflight,
             dead: st.dead,
-            counters: st.counters,
+            counters: st.durable,
+            index_failed: st.store.failed.as_ref().map(|f| IndexFailure {
+                since: crate::frame::rfc3339_utc(f.since),
+                error: f.error.clone(),
+            }),
         }
     }
 
     /// The groups of the oldest pending frame: the group set the next lease takes.
     pub fn oldest_pending_groups(&self) -> Option<Vec<String>> {
-        let (_, v) = self.trees.pending.first().ok()??;
+        let st = self.state();
+        if st.store.is_failed() {
+            return None;
+        }
+        let (_, v) = st.store.trees.pending.first().ok()??;
         index::decode_entry(&v).map(|e| e.groups)
     }
 
@@ -332,9 +383,18 @@ impl Queue {
                 .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
                 .map(u64::from_be_bytes)
         };
-        let seq = match (first(&self.trees.pending), first(&self.trees.inflight)) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
+        let seq = {
+            let st = self.state();
+            if st.store.is_failed() {
+                return None;
+            }
+            match (
+                first(&st.store.trees.pending),
+                first(&st.store.trees.inflight),
+            ) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b)?,
+            }
         };
         let modified = std::fs::metadata(self.path_of(seq)).ok()?.modified().ok()?;
         Some(
@@ -349,20 +409,87 @@ impl Queue {
         &self.notify
     }
 
-    /// Flushes the index (a failure is logged; files stay the truth).
-    pub(super) fn flush_index(&self) {
-        if let Err(e) = self.db.flush() {
-            warn!(error = %e, "cannot flush the queue index");
+    /// Makes every index change and counter so far durable, then deletes the files of
+    /// the frames finished meanwhile and updates the counters operators see. Returns
+    /// false when the index has failed (the failure is recorded, logged once).
+    pub(super) fn flush_index(&self) -> bool {
+        let (db, generation, snap, upto) = {
+            let mut st = self.state();
+            if st.store.is_failed() {
+                return false;
+            }
+            if st.dirty && !st.apply(&[]) {
+                return false;
+            }
+            (
+                st.store.db.clone(),
+                st.store.generation,
+                st.counters,
+                st.store.last_change(),
+            )
+        };
+        let res = db.flush();
+        let mut st = self.state();
+        if st.store.generation != generation {
+            // A repair replaced the index meanwhile; it dealt with everything.
+            return false;
+        }
+        match res {
+            Ok(_) => {
+                st.durable = snap;
+                st.flushed_at = std::time::Instant::now();
+                let unlink: Vec<u64> = st
+                    .store
+                    .finished
+                    .iter()
+                    .filter(|(n, _)| *n <= upto)
+                    .map(|(_, seq)| *seq)
+                    .collect();
+                st.store.durable_upto(upto);
+                drop(st);
+                if unlink.is_empty() {
+                    return true;
+                }
+                for &seq in &unlink {
+                    let path = self.path_of(seq);
+                    if let Err(e) = std::fs::remove_file(&path)
+                        && e.kind() != std::io::ErrorKind::NotFound
+                    {
+                        warn!(file = %path.display(), error = %e, "cannot delete a finished frame's file");
+                    }
+                }
+                let bury: Vec<Op> = unlink.into_iter().map(|seq| Op::Bury { seq }).collect();
+                self.state().apply(&bury);
+                true
+            }
+            Err(e) => {
+                st.store.fail(&e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Makes counters changed without an index change (refused and lost frames) durable,
+    /// at most once a second.
+    pub fn flush_counters(&self) {
+        let due = {
+            let st = self.state();
+            st.dirty && st.flushed_at.elapsed() >= Duration::from_secs(1)
+        };
+        if due {
+            self.flush_index();
         }
     }
 
     /// Flushes the index (best effort; files stay the truth).
     pub fn flush(&self) {
-        {
-            let st = self.state();
-            self.persist(&st);
-        }
+        self.state().dirty = true;
         self.flush_index();
+    }
+
+    /// Whether the index has failed and waits for a repair.
+    pub fn index_failed(&self) -> bool {
+        self.state().store.is_failed()
     }
 }
 
@@ -371,5 +498,6 @@ impl Drop for Queue {
     /// it back.
     fn drop(&mut self) {
         self.flush();
+        self.write_floor();
     }
 }

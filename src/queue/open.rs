@@ -1,17 +1,18 @@
-//! Opening a queue: the directory lock, the index (rebuilt when sled cannot open it, the
-//! reserve given back when the disk is full), and the reconcile of index and spool files
-//! whose rules the parent module's docs list.
+//! Opening a queue: the directory lock, the index (the newest index directory; rebuilt
+//! when sled cannot open it or it recovered an older state, the reserve given back when
+//! the disk is full), and the reconcile of index and spool files whose rules the parent
+//! module's docs list.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use sled::Transactional;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::files::{RESERVE_BYTES, ensure_reserve, is_storage_full, parse_frame_name};
-use super::index::{Entry, FrameState, Trees, decode_entry, encode_entry, index_err, key, seq_of};
+use super::index::{Entry, FrameState, Trees, decode_entry, index_err, seq_of};
+use super::store::{Op, Store};
 use super::{Counters, Queue, QueueError, State, Tally, io_err, spool};
 use crate::config::QueueConfig;
 
@@ -28,8 +29,12 @@ pub struct OpenReport {
     pub reindexed: u64,
     /// In-flight entries put back to pending.
     pub interrupted: u64,
-    /// The index could not be opened and was rebuilt.
+    /// The index was rebuilt from the spool files: it could not be opened, it was
+    /// missing, or it had recovered an older state.
     pub index_rebuilt: bool,
+    /// Spool files of finished frames (delivered, dropped) whose deletion a crash
+    /// interrupted, deleted now.
+    pub finished_removed: u64,
     /// The disk was full and the reserve was given back to open the index.
     pub reserve_released: bool,
 }
@@ -45,7 +50,7 @@ struct OnDisk {
 const MISSING_LOGGED: u64 = 10;
 
 /// Why sled could not open the index.
-enum SledOpen {
+pub(super) enum SledOpen {
     /// The file system is full: not a broken index.
     Full(String),
     /// Anything else (corruption, a panic inside sled, …).
@@ -53,14 +58,50 @@ enum SledOpen {
 }
 
 impl SledOpen {
-    fn message(self) -> String {
+    pub(super) fn message(self) -> String {
         match self {
             Self::Full(m) | Self::Broken(m) => m,
         }
     }
 }
 
-fn open_sled(path: &Path, cache: u64) -> Result<sled::Db, SledOpen> {
+/// The index directories in `dir` (`index` is generation 0, `index.<n>` generation n),
+/// newest last.
+fn index_dirs(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let generation = if name == "index" {
+                0
+            } else {
+                name.strip_prefix("index.")?.parse().ok()?
+            };
+            Some((generation, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The path of index generation `n` in `dir`.
+pub(super) fn index_path(dir: &Path, generation: u64) -> PathBuf {
+    if generation == 0 {
+        dir.join("index")
+    } else {
+        dir.join(format!("index.{generation}"))
+    }
+}
+
+/// The counters kept outside the index (`<dir>/counters`), a floor should the index roll
+/// back.
+pub(super) fn read_floor(dir: &Path) -> Option<Counters> {
+    serde_json::from_slice(&std::fs::read(dir.join("counters")).ok()?).ok()
+}
+
+pub(super) fn open_sled(path: &Path, cache: u64) -> Result<sled::Db, SledOpen> {
     let cfg = sled::Config::new()
         .path(path)
         .cache_capacity(cache)
@@ -99,7 +140,6 @@ impl Queue {
         let dir = cfg.dir.clone();
         let spool = dir.join("spool");
         let quarantine = dir.join("quarantine");
-        let index = dir.join("index");
         for d in [&dir, &spool, &quarantine] {
             std::fs::create_dir_all(d).map_err(io_err("cannot create directory", d))?;
         }
@@ -120,14 +160,108 @@ impl Queue {
             }
         }
         let mut report = OpenReport::default();
+        // The newest index directory is the index; older ones are left-overs of a repair.
+        let mut dirs = index_dirs(&dir);
+        let (mut generation, mut index) = dirs.pop().unwrap_or((0, dir.join("index")));
+        for (_, old) in dirs {
+            match std::fs::remove_dir_all(&old) {
+                Ok(()) => info!(index = %old.display(), "removed an index replaced by a repair"),
+                Err(e) => warn!(index = %old.display(), error = %e, "cannot remove an old index"),
+            }
+        }
+        let existed = index.exists();
+        let mut db = Self::open_index(&dir, &index, cfg.index_cache_bytes, &mut report)?;
+        let mut trees = Trees::open(&db, &index)?;
+        let stored: Counters = trees
+            .meta
+            .get("counters")
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .unwrap_or_default();
+        let floor = read_floor(&dir).unwrap_or_default();
+        // An index that recovered an older state than one it once made durable: its
+        // counters are behind the floor, or it does not know a frame it had counted.
+        let mut older = stored.behind(&floor);
+        let unknown = Self::unknown_counted(&spool, &trees, stored.committed_through);
+        if unknown > 0 {
+            older.push(format!(
+                "{unknown} committed frame(s) on disk unknown to the index"
+            ));
+        }
+        if existed && !older.is_empty() {
+            let aside = quarantine.join(format!(
+                "index-older-{}",
+                crate::frame::unix_ms(std::time::SystemTime::now())
+            ));
+            warn!(index = %index.display(), differences = older.join(", "), moved_to = %aside.display(),
+                "the queue index recovered an older state than it had (damaged, or rolled back); rebuilding it from the spool files");
+            drop(trees);
+            drop(db);
+            if let Err(e) = std::fs::rename(&index, &aside) {
+                warn!(index = %index.display(), error = %e, "cannot move the older index aside");
+            }
+            generation += 1;
+            index = index_path(&dir, generation);
+            db = Self::open_index(&dir, &index, cfg.index_cache_bytes, &mut report)?;
+            trees = Trees::open(&db, &index)?;
+            report.index_rebuilt = true;
+        }
+        let counters = stored.max(floor);
+        let store = Store::new(db, trees, index.clone(), generation);
+        let q = Queue {
+            dir,
+            spool,
+            quarantine,
+            max_frames: cfg.max_frames,
+            max_bytes: cfg.max_bytes,
+            on_full: cfg.on_full,
+            index_cache_bytes: cfg.index_cache_bytes,
+            state: Mutex::new(State {
+                next_seq: 1,
+                pending: Tally::default(),
+                inflight: Tally::default(),
+                dead: Tally::default(),
+                reserved: Tally::default(),
+                counters,
+                durable: counters,
+                dirty: false,
+                flushed_at: std::time::Instant::now(),
+                store,
+                full: false,
+            }),
+            notify: tokio::sync::Notify::new(),
+            _lock: lock,
+        };
+        q.reconcile(&mut report)?;
+        if !existed && q.stats().pending.frames > 0 {
+            report.index_rebuilt = true;
+        }
+        q.write_floor();
+        // Set the reserve aside again once there is room (not right after giving it back:
+        // the frames that filled the disk must drain first).
+        if !report.reserve_released {
+            ensure_reserve(&q.dir.join("reserve"));
+        }
+        Ok((q, report))
+    }
+
+    /// Opens the index at `index`: a full disk gives back the reserve and tries again; an
+    /// index sled cannot open is moved to quarantine and started afresh.
+    fn open_index(
+        dir: &Path,
+        index: &Path,
+        cache: u64,
+        report: &mut OpenReport,
+    ) -> Result<sled::Db, QueueError> {
         let reserve = dir.join("reserve");
-        let db = match open_sled(&index, cfg.index_cache_bytes) {
-            Ok(db) => db,
+        match open_sled(index, cache) {
+            Ok(db) => Ok(db),
             // A full disk is not a broken index: give back the reserve and try again.
             Err(SledOpen::Full(msg)) => {
                 if std::fs::remove_file(&reserve).is_err() {
                     return Err(QueueError::Index {
-                        path: index.clone(),
+                        path: index.to_path_buf(),
                         message: format!(
                             "{msg}; the disk is full and edgecap's reserve is already used: free some space"
                         ),
@@ -136,69 +270,66 @@ impl Queue {
                 report.reserve_released = true;
                 error!(dir = %dir.display(), reserve_bytes = RESERVE_BYTES,
                     "the disk is full: released edgecap's reserve so that the queue can open; free space, or let the uploader drain the queue");
-                open_sled(&index, cfg.index_cache_bytes).map_err(|e| QueueError::Index {
-                    path: index.clone(),
+                open_sled(index, cache).map_err(|e| QueueError::Index {
+                    path: index.to_path_buf(),
                     message: e.message(),
-                })?
+                })
             }
             Err(SledOpen::Broken(msg)) => {
-                let aside = quarantine.join(format!(
+                let aside = dir.join("quarantine").join(format!(
                     "index-{}",
                     crate::frame::unix_ms(std::time::SystemTime::now())
                 ));
                 warn!(index = %index.display(), moved_to = %aside.display(), error = %msg,
                     "queue index cannot be opened; moving it aside and rebuilding it from the spool files");
                 if index.exists() {
-                    std::fs::rename(&index, &aside)
-                        .map_err(io_err("cannot move broken index aside", &index))?;
+                    std::fs::rename(index, &aside)
+                        .map_err(io_err("cannot move broken index aside", index))?;
                 }
                 report.index_rebuilt = true;
-                open_sled(&index, cfg.index_cache_bytes).map_err(|e| QueueError::Index {
-                    path: index.clone(),
+                open_sled(index, cache).map_err(|e| QueueError::Index {
+                    path: index.to_path_buf(),
                     message: e.message(),
-                })?
+                })
             }
-        };
-        let trees = Trees::open(&db, &index)?;
-        let counters: Counters = trees
-            .meta
-            .get("counters")
-            .ok()
-            .flatten()
-            .and_then(|v| serde_json::from_slice(&v).ok())
-            .unwrap_or_default();
-        let q = Queue {
-            dir,
-            spool,
-            index: index.clone(),
-            quarantine,
-            max_frames: cfg.max_frames,
-            max_bytes: cfg.max_bytes,
-            on_full: cfg.on_full,
-            db,
-            trees,
-            state: Mutex::new(State {
-                next_seq: 1,
-                pending: Tally::default(),
-                inflight: Tally::default(),
-                dead: Tally::default(),
-                reserved: Tally::default(),
-                counters,
-                full: false,
-            }),
-            notify: tokio::sync::Notify::new(),
-            _lock: lock,
-        };
-        q.reconcile(&mut report)?;
-        // Set the reserve aside again once there is room (not right after giving it back:
-        // the frames that filled the disk must drain first).
-        if !report.reserve_released {
-            ensure_reserve(&reserve);
         }
-        Ok((q, report))
+    }
+
+    /// Spool files at or below `through` (so counted as committed in the index's state)
+    /// that the index has neither an entry nor a tombstone for. A consistent index has
+    /// none: every commit lands with its count.
+    fn unknown_counted(spool: &Path, trees: &Trees, through: u64) -> u64 {
+        let known = |seq: u64| {
+            let k = super::index::key(seq);
+            FrameState::ALL
+                .iter()
+                .any(|s| trees.of(*s).contains_key(k).unwrap_or(true))
+                || trees.gone.contains_key(k).unwrap_or(true)
+        };
+        std::fs::read_dir(spool)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| parse_frame_name(&e.file_name().to_string_lossy()))
+            .filter(|&seq| seq <= through && !known(seq))
+            .count() as u64
     }
 
     fn reconcile(&self, report: &mut OpenReport) -> Result<(), QueueError> {
+        let mut st = self.state();
+        let index_path = st.store.path.clone();
+        let ie = index_err(&index_path);
+        let ie = |e| ie(e);
+        // Finished frames whose file deletion a crash interrupted: delete them now.
+        let mut finished: BTreeSet<u64> = BTreeSet::new();
+        let mut bury = Vec::new();
+        for kv in st.store.trees.gone.iter() {
+            let (k, _) = kv.map_err(ie)?;
+            if let Some(seq) = seq_of(&k) {
+                finished.insert(seq);
+                bury.push(Op::Bury { seq });
+            }
+        }
         // Per spool file only what the index needs (its custom metadata is dropped at once:
         // with a 10,000-frame backlog holding whole metadata here cost ~30 MiB of heap).
         let mut files: BTreeMap<u64, OnDisk> = BTreeMap::new();
@@ -223,7 +354,16 @@ impl Queue {
                 report.quarantined += 1;
                 continue;
             };
-            match spool::read_meta(&path) {
+            if finished.contains(&seq) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => report.finished_removed += 1,
+                    Err(e) => {
+                        warn!(file = %path.display(), error = %e, "cannot delete a finished frame's file")
+                    }
+                }
+                continue;
+            }
+            match spool::read_meta_of(&path, seq) {
                 Ok((h, m)) => {
                     files.insert(
                         seq,
@@ -241,21 +381,16 @@ impl Queue {
                 }
             }
         }
-        let ie = index_err(&self.index);
         let mut max_seq = 0u64;
         let mut indexed: BTreeSet<u64> = BTreeSet::new();
-        let mut st = self.state();
-        // Index changes that must land atomically with the counters (see below).
-        let mut interrupted: Vec<(u64, Entry)> = Vec::new();
-        let mut reindexed: Vec<(u64, Entry)> = Vec::new();
+        // Index changes that land atomically with the counters (see below).
+        let mut ops: Vec<Op> = bury;
         for state in FrameState::ALL {
-            let tree = self.trees.of(state);
-            let mut to_drop = Vec::new();
-            let mut to_pending = Vec::new();
-            for kv in tree.iter() {
-                let (k, v) = kv.map_err(&ie)?;
+            let mut moved = Vec::new();
+            for kv in st.store.trees.of(state).iter() {
+                let (k, v) = kv.map_err(ie)?;
                 let Some(seq) = seq_of(&k) else {
-                    to_drop.push(k.to_vec());
+                    let _ = st.store.trees.of(state).remove(k);
                     continue;
                 };
                 max_seq = max_seq.max(seq);
@@ -266,50 +401,55 @@ impl Queue {
                         e.bytes = f.file_len;
                         e.filename.clone_from(&f.filename);
                         match state {
-                            FrameState::InFlight => to_pending.push((seq, e)),
+                            FrameState::InFlight => moved.push((seq, e)),
                             FrameState::Dead => st.dead.add(f.file_len),
                             FrameState::Pending => st.pending.add(f.file_len),
                         }
                     }
                     (found, entry) => {
-                        to_drop.push(k.to_vec());
-                        if found.is_none() && !bad.contains(&seq) {
+                        ops.push(Op::Forget { seq, from: state });
+                        if found.is_none() && !bad.contains(&seq) && !finished.contains(&seq) {
                             report.index_dropped += 1;
                             if report.index_dropped <= MISSING_LOGGED {
                                 let filename = entry.map(|e| e.filename).unwrap_or_default();
                                 error!(seq, filename, spool = %self.spool.display(),
-                                    "a queued frame's spool file is missing (deleted outside edgecap, or dropped by the disk budget just before a crash); the frame is lost and dropped from the index");
+                                    "a queued frame's spool file is missing (deleted outside edgecap); the frame is lost and dropped from the index");
                             }
                         }
                     }
                 }
             }
-            for k in to_drop {
-                tree.remove(k).map_err(&ie)?;
-            }
-            for (seq, e) in to_pending {
+            for (seq, mut e) in moved {
                 st.pending.add(e.bytes);
                 report.interrupted += 1;
-                interrupted.push((seq, e));
+                e.interrupted = true;
+                ops.push(Op::Move {
+                    seq,
+                    from: FrameState::InFlight,
+                    to: FrameState::Pending,
+                    entry: e,
+                });
             }
         }
+        let through = st.counters.committed_through;
         for (seq, f) in files {
             max_seq = max_seq.max(seq);
             if indexed.contains(&seq) {
                 continue;
             }
-            let e = Entry {
-                bytes: f.file_len,
-                filename: f.filename,
-                groups: f.groups,
-                attempts: 0,
-                last_error: None,
-                image_delivered: false,
-                session: None,
-            };
+            let e = Entry::new(f.file_len, f.filename, f.groups);
             st.pending.add(e.bytes);
             report.reindexed += 1;
-            reindexed.push((seq, e));
+            // Committed after the index's last durable state: not counted yet.
+            if seq > through {
+                st.counters.committed += 1;
+                st.counters.committed_through = st.counters.committed_through.max(seq);
+            }
+            ops.push(Op::Put {
+                seq,
+                to: FrameState::Pending,
+                entry: e,
+            });
         }
         if report.index_dropped > MISSING_LOGGED {
             error!(missing = report.index_dropped, spool = %self.spool.display(),
@@ -324,30 +464,36 @@ impl Queue {
         // The moves and the counters that report them land together: a crash (or sled's
         // background flush) can never leave frames moved out of `inflight` without their
         // `interrupted` count, so the lifetime counter bounds the duplicates exactly.
-        let counters = serde_json::to_vec(&st.counters).unwrap_or_default();
-        drop(st);
-        let trees = (&self.trees.pending, &self.trees.inflight, &self.trees.meta);
-        trees
-            .transaction(|(pending, inflight, meta)| {
-                for (seq, e) in &interrupted {
-                    inflight.remove(&key(*seq)[..])?;
-                    pending.insert(&key(*seq)[..], encode_entry(e))?;
-                }
-                for (seq, e) in &reindexed {
-                    pending.insert(&key(*seq)[..], encode_entry(e))?;
-                }
-                if !counters.is_empty() {
-                    meta.insert("counters", counters.as_slice())?;
-                }
-                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(e) => ie(e),
-                sled::transaction::TransactionError::Abort(()) => {
-                    ie(sled::Error::Unsupported("reconcile aborted".into()))
-                }
-            })?;
-        self.db.flush().map_err(&ie)?;
+        if !st.apply(&ops) {
+            return Err(QueueError::Index {
+                path: index_path.clone(),
+                message: "cannot write the reconciled index".to_string(),
+            });
+        }
+        st.store.db.flush().map_err(ie)?;
+        let upto = st.store.last_change();
+        st.store.durable_upto(upto);
+        st.durable = st.counters;
         Ok(())
+    }
+
+    /// Writes the durable counters to `<dir>/counters` (temporary file, fsync, rename): a
+    /// floor for the next open should the index roll back. Best effort.
+    pub fn write_floor(&self) {
+        let c = self.state().durable;
+        let path = self.dir.join("counters");
+        let tmp = self.dir.join("counters.tmp");
+        let res = (|| -> std::io::Result<()> {
+            let v = serde_json::to_vec(&c).map_err(std::io::Error::other)?;
+            let mut f = File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &v)?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &path)?;
+            spool::sync_dir(&self.dir)
+        })();
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::debug!(file = %path.display(), error = %e, "cannot write the counters floor");
+        }
     }
 }

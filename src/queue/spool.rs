@@ -11,10 +11,12 @@ use crate::frame::FrameMeta;
 
 /// First 8 bytes of every spool file.
 pub const MAGIC: &[u8; 8] = b"EDGECAPF";
-/// Current format version.
-pub const VERSION: u16 = 1;
-/// Size of the fixed header.
-pub const HEADER_LEN: usize = 28;
+/// Current format version (2: the header carries the frame's sequence number).
+pub const VERSION: u16 = 2;
+/// Size of the fixed header of the current version.
+pub const HEADER_LEN: usize = 36;
+/// Size of the fixed header of version 1 (still read).
+pub const HEADER_LEN_V1: usize = 28;
 /// Largest metadata block accepted when reading (a corrupt length must not allocate GBs).
 pub const MAX_META_LEN: u32 = 1024 * 1024;
 /// Largest image accepted when reading.
@@ -65,17 +67,28 @@ pub struct Header {
     pub image_len: u32,
     /// CRC-32C of the image bytes (the value Nexus wants, before its i32 cast).
     pub image_crc: u32,
+    /// The frame's sequence number (its identity; `None` in a version-1 file).
+    pub seq: Option<u64>,
 }
 
 impl Header {
+    /// Length of the fixed header.
+    fn head_len(&self) -> usize {
+        if self.seq.is_some() {
+            HEADER_LEN
+        } else {
+            HEADER_LEN_V1
+        }
+    }
+
     /// Total file length this header implies.
     pub fn file_len(&self) -> u64 {
-        HEADER_LEN as u64 + u64::from(self.meta_len) + u64::from(self.image_len)
+        self.head_len() as u64 + u64::from(self.meta_len) + u64::from(self.image_len)
     }
 }
 
-/// Encodes header + metadata (everything before the image).
-pub fn encode_head(meta_json: &[u8], image: &[u8]) -> Option<(Vec<u8>, Header)> {
+/// Encodes header + metadata (everything before the image) of frame `seq`.
+pub fn encode_head(seq: u64, meta_json: &[u8], image: &[u8]) -> Option<(Vec<u8>, Header)> {
     let meta_len = u32::try_from(meta_json.len()).ok()?;
     let image_len = u32::try_from(image.len()).ok()?;
     let image_crc = crc32c::crc32c(image);
@@ -86,6 +99,7 @@ pub fn encode_head(meta_json: &[u8], image: &[u8]) -> Option<(Vec<u8>, Header)> 
     head.extend_from_slice(&meta_len.to_le_bytes());
     head.extend_from_slice(&image_len.to_le_bytes());
     head.extend_from_slice(&image_crc.to_le_bytes());
+    head.extend_from_slice(&seq.to_le_bytes());
     let header_crc = crc32c::crc32c_append(crc32c::crc32c(&head), meta_json);
     head.extend_from_slice(&header_crc.to_le_bytes());
     head.extend_from_slice(meta_json);
@@ -93,6 +107,7 @@ pub fn encode_head(meta_json: &[u8], image: &[u8]) -> Option<(Vec<u8>, Header)> 
         meta_len,
         image_len,
         image_crc,
+        seq: Some(seq),
     };
     Some((head, header))
 }
@@ -103,23 +118,22 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(x)
 }
 
-/// Checks the version and header checksum of a `HEADER_LEN`-byte header whose magic
-/// [`read_head`] already checked, and decodes the metadata that follows it.
+/// Checks the header checksum of a fixed header whose magic and version [`read_head`]
+/// already checked, and decodes the metadata that follows it.
 fn decode_head(path: &Path, head: &[u8], meta: &[u8]) -> Result<(Header, FrameMeta), SpoolError> {
-    let version = u16::from_le_bytes([head[8], head[9]]);
-    if version != VERSION {
-        return Err(SpoolError::corrupt(
-            path,
-            format!("unknown format version {version}"),
-        ));
-    }
+    let crc_at = head.len() - 4;
     let h = Header {
         meta_len: le_u32(head, 12),
         image_len: le_u32(head, 16),
         image_crc: le_u32(head, 20),
+        seq: (head.len() == HEADER_LEN).then(|| {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&head[24..32]);
+            u64::from_le_bytes(x)
+        }),
     };
-    let stored = le_u32(head, 24);
-    let actual = crc32c::crc32c_append(crc32c::crc32c(&head[..24]), meta);
+    let stored = le_u32(head, crc_at);
+    let actual = crc32c::crc32c_append(crc32c::crc32c(&head[..crc_at]), meta);
     if stored != actual {
         return Err(SpoolError::corrupt(path, "header checksum mismatch"));
     }
@@ -130,24 +144,44 @@ fn decode_head(path: &Path, head: &[u8], meta: &[u8]) -> Result<(Header, FrameMe
 
 fn read_head(path: &Path, f: &mut File) -> Result<(Header, FrameMeta, u64), SpoolError> {
     let len = f.metadata().map_err(|e| SpoolError::io(path, e))?.len();
-    if len < HEADER_LEN as u64 {
+    if len < HEADER_LEN_V1 as u64 {
         return Err(SpoolError::corrupt(
             path,
             format!("truncated: {len} bytes, shorter than the header"),
         ));
     }
     let mut head = [0u8; HEADER_LEN];
-    f.read_exact(&mut head)
+    f.read_exact(&mut head[..HEADER_LEN_V1])
         .map_err(|e| SpoolError::io(path, e))?;
-    let meta_len = le_u32(&head, 12);
-    let image_len = le_u32(&head, 16);
     if &head[..8] != MAGIC {
         return Err(SpoolError::corrupt(path, "bad magic"));
     }
+    let head_len = match u16::from_le_bytes([head[8], head[9]]) {
+        1 => HEADER_LEN_V1,
+        2 => HEADER_LEN,
+        v => {
+            return Err(SpoolError::corrupt(
+                path,
+                format!("unknown format version {v}"),
+            ));
+        }
+    };
+    if head_len > HEADER_LEN_V1 {
+        if len < head_len as u64 {
+            return Err(SpoolError::corrupt(
+                path,
+                format!("truncated: {len} bytes, shorter than the header"),
+            ));
+        }
+        f.read_exact(&mut head[HEADER_LEN_V1..head_len])
+            .map_err(|e| SpoolError::io(path, e))?;
+    }
+    let meta_len = le_u32(&head, 12);
+    let image_len = le_u32(&head, 16);
     if meta_len > MAX_META_LEN || image_len > MAX_IMAGE_LEN {
         return Err(SpoolError::corrupt(path, "implausible lengths in header"));
     }
-    let expect = HEADER_LEN as u64 + u64::from(meta_len) + u64::from(image_len);
+    let expect = head_len as u64 + u64::from(meta_len) + u64::from(image_len);
     if len != expect {
         return Err(SpoolError::corrupt(
             path,
@@ -157,8 +191,34 @@ fn read_head(path: &Path, f: &mut File) -> Result<(Header, FrameMeta, u64), Spoo
     let mut meta = vec![0u8; meta_len as usize];
     f.read_exact(&mut meta)
         .map_err(|e| SpoolError::io(path, e))?;
-    let (h, m) = decode_head(path, &head, &meta)?;
+    let (h, m) = decode_head(path, &head[..head_len], &meta)?;
     Ok((h, m, len))
+}
+
+/// Checks that the file of frame `seq` is that frame's (a valid file copied over another
+/// one carries the other's sequence number).
+fn check_identity(path: &Path, h: &Header, seq: u64) -> Result<(), SpoolError> {
+    match h.seq {
+        Some(s) if s != seq => Err(SpoolError::corrupt(
+            path,
+            format!("the file holds frame {s}, not frame {seq} (copied over another?)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// [`read_meta`] of the file that must hold frame `seq`.
+pub fn read_meta_of(path: &Path, seq: u64) -> Result<(Header, FrameMeta), SpoolError> {
+    let (h, m) = read_meta(path)?;
+    check_identity(path, &h, seq)?;
+    Ok((h, m))
+}
+
+/// [`read_frame`] of the file that must hold frame `seq`.
+pub fn read_frame_of(path: &Path, seq: u64) -> Result<(Header, FrameMeta, Vec<u8>), SpoolError> {
+    let (h, m, image) = read_frame(path)?;
+    check_identity(path, &h, seq)?;
+    Ok((h, m, image))
 }
 
 /// Reads and checks header and metadata only (cheap: used when reconciling at start-up and
@@ -182,14 +242,15 @@ pub fn read_frame(path: &Path) -> Result<(Header, FrameMeta, Vec<u8>), SpoolErro
     Ok((h, m, image))
 }
 
-/// Writes a frame to `path` (which must not exist) without syncing it; returns the open
-/// file for the caller to fsync, and the header written.
+/// Writes frame `seq` to `path` (which must not exist) without syncing it; returns the
+/// open file for the caller to fsync, and the header written.
 pub fn write_unsynced(
     path: &Path,
+    seq: u64,
     meta_json: &[u8],
     image: &[u8],
 ) -> Result<(File, Header), SpoolError> {
-    let (head, header) = encode_head(meta_json, image)
+    let (head, header) = encode_head(seq, meta_json, image)
         .ok_or_else(|| SpoolError::corrupt(path, "frame larger than 4 GiB"))?;
     let mut f = OpenOptions::new()
         .write(true)

@@ -29,6 +29,7 @@
 
 mod backoff;
 pub mod directory;
+mod link_rate;
 mod nexus;
 mod operations;
 mod sink;

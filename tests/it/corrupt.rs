@@ -163,6 +163,7 @@ async fn index_case(garbage: bool) {
         assert!(q.iter().any(|n| n.starts_with("index-")), "{q:?}");
     }
     assert!(log.contains("reindexed=30"), "{log}");
+    assert!(log.contains("index_rebuilt=true"), "{log}");
     assert_eq!(stats["pending"]["frames"], 0, "{stats}");
     let new = committed_filenames(&log);
     server.with(|s| {

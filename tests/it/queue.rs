@@ -95,7 +95,10 @@ fn a_lost_index_is_rebuilt_from_the_spool_files() {
     std::fs::remove_dir_all(dir.as_path().join("index")).unwrap();
     let (q, report) = Queue::open(&cfg).unwrap();
     assert_eq!(report.reindexed, 5);
+    assert!(report.index_rebuilt, "{report:?}");
     assert_eq!(q.stats().pending.frames, 5);
+    // Counted once: the counters' floor outside the index knew these five.
+    assert_eq!(q.stats().counters.committed, 5);
     let leased = q.lease(10, u64::MAX).unwrap();
     let names: Vec<_> = leased.iter().map(|l| l.meta.filename.clone()).collect();
     assert_eq!(
@@ -105,6 +108,45 @@ fn a_lost_index_is_rebuilt_from_the_spool_files() {
             .collect::<Vec<_>>()
     );
     assert_eq!(q.read_image(leased[2].seq).unwrap(), image(2, 1000));
+}
+
+#[test]
+fn a_valid_spool_file_copied_over_another_is_told_apart_and_quarantined() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = tmp.path().join("q");
+    let cfg = qcfg(&first, 100, 1 << 30, OnFull::DropOldest);
+    {
+        let (q, _) = Queue::open(&cfg).unwrap();
+        commit_n(&q, 5);
+    }
+    let dir = restart(&first);
+    let files = spool_files(&dir);
+    // A valid file of frame 1 under the name of frame 4 (a restore gone wrong).
+    std::fs::copy(&files[0], &files[3]).unwrap();
+    let (q, report) = Queue::open(&qcfg(&dir, 100, 1 << 30, OnFull::DropOldest)).unwrap();
+    assert_eq!(report.quarantined, 1, "{report:?}");
+    assert_eq!(q.stats().pending.frames, 4);
+    let quarantined: Vec<String> = std::fs::read_dir(dir.join("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        quarantined,
+        vec![files[3].file_name().unwrap().to_string_lossy().into_owned()]
+    );
+    let names: Vec<String> = q
+        .lease(10, u64::MAX)
+        .unwrap()
+        .iter()
+        .map(|l| l.meta.filename.clone())
+        .collect();
+    assert_eq!(names.len(), 4);
+    assert!(!names.contains(&"dev_cam_000003.jpg".to_string()));
+    assert_eq!(
+        names.iter().filter(|n| *n == "dev_cam_000000.jpg").count(),
+        1,
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -345,7 +387,9 @@ fn run_model(ops: Vec<Op>, policy: OnFull) -> Result<(), TestCaseError> {
                 n += 1;
                 let m = meta(n, &groups_of(group));
                 let img = image(n, len);
-                let bytes = (28 + serde_json::to_vec(&m).unwrap().len() + img.len()) as u64;
+                let bytes = (edgecap::queue::spool::HEADER_LEN
+                    + serde_json::to_vec(&m).unwrap().len()
+                    + img.len()) as u64;
                 // Model the budget: dead first, then the policy.
                 let accepted = loop {
                     let frames = model.len() as u64;
@@ -463,6 +507,10 @@ fn run_model(ops: Vec<Op>, policy: OnFull) -> Result<(), TestCaseError> {
                 q = Some(nq);
             }
         }
+        // Counters are shown as durable, and dropped frames' files go, at a flush of the
+        // index (each group commit, ack and lease flushes; a refused frame alone waits up
+        // to a second).
+        q.as_ref().unwrap().flush();
         let s = q.as_ref().unwrap().stats();
         let tally = |st: St| {
             let v: Vec<_> = model.values().filter(|f| f.st == st).collect();

@@ -41,12 +41,13 @@ mod start;
 mod tests;
 
 use super::backoff::{Backoff, batch_size};
+use super::link_rate::LinkRate;
 use super::operations::{MAX_OPEN_OPERATIONS, Operations};
 use super::sink::{Frame, ImageStore, Outcome, Sink, Verdict};
 use super::stopped;
 use crate::config::UploadConfig;
 use crate::ops::health::Beat;
-use crate::queue::Queue;
+use crate::queue::{Queue, QueueError};
 use settle::blocking;
 
 /// Uploader counters (for the summary line and status).
@@ -135,6 +136,8 @@ pub struct Uploader<S: Sink> {
     recovered: bool,
     /// When each group set last had a batch sent.
     last_session: std::collections::HashMap<Vec<String>, Instant>,
+    /// The link's measured speed (batches are cut to fit it).
+    link: LinkRate,
 }
 
 impl<S: Sink> Uploader<S> {
@@ -161,6 +164,7 @@ impl<S: Sink> Uploader<S> {
             refusal_logged: false,
             recovered: false,
             last_session: Default::default(),
+            link: LinkRate::default(),
         }
     }
 
@@ -199,6 +203,7 @@ impl<S: Sink> Uploader<S> {
     fn after(&self, since: Option<Instant>) -> Phase {
         match since {
             _ if !self.checked => Phase::Checking,
+            _ if !self.recovered => Phase::Recovering,
             Some(since) => Phase::Filling { since },
             None => Phase::Idle,
         }
@@ -244,8 +249,9 @@ impl<S: Sink> Uploader<S> {
         if s.pending.frames == 0 {
             return Some(Phase::Idle);
         }
-        let full =
-            s.pending.frames >= self.cap as u64 || s.pending.bytes >= self.cfg.batch.max_bytes;
+        let avg = s.pending.bytes / s.pending.frames.max(1);
+        let full = s.pending.frames >= self.cap as u64
+            || s.pending.bytes >= self.link.fit(self.cfg.batch.max_bytes, avg);
         // A partial batch also waits one batch age after its group set's last session,
         // so a set is never split into a second session needlessly (frames that arrived
         // while its batch was being sent wait for the next one).
@@ -294,6 +300,20 @@ impl<S: Sink> Uploader<S> {
         } else {
             (self.cap, max.max_bytes)
         };
+        // On a slow link a batch is cut so that it takes about a minute: a stop in the
+        // middle then costs at most that, and a device stopped often still gets through.
+        let fitted = self
+            .link
+            .fit(max_bytes, s.pending.bytes / s.pending.frames.max(1));
+        if fitted < max_bytes {
+            debug!(
+                max_bytes,
+                fitted,
+                link_bytes_per_sec = self.link.bytes_per_sec().unwrap_or(0.0) as u64,
+                "batch cut to what the link carries in a minute"
+            );
+        }
+        let max_bytes = fitted;
         if frames > self.cap || max_bytes > max.max_bytes {
             debug!(
                 frames,
@@ -309,6 +329,17 @@ impl<S: Sink> Uploader<S> {
         .await
         {
             Some(Ok(l)) => l,
+            Some(Err(QueueError::IndexFailed { error })) => {
+                // Logged once by the queue; the repair is tried again before the next lease.
+                debug!(
+                    error,
+                    "the queue index waits for its repair; nothing to lease"
+                );
+                return Some(Phase::BackingOff {
+                    until: Instant::now() + crate::queue::REPAIR_EVERY,
+                    since: Some(since),
+                });
+            }
             Some(Err(e)) => {
                 error!(error = %e, "cannot lease frames from the queue");
                 return Some(Phase::BackingOff {
@@ -321,6 +352,11 @@ impl<S: Sink> Uploader<S> {
         if leased.is_empty() {
             return Some(Phase::Filling { since });
         }
+        let sent_bytes: u64 = leased
+            .iter()
+            .filter(|l| !l.image_delivered)
+            .map(|l| u64::from(l.image_len))
+            .sum();
         let store: Arc<dyn ImageStore> = Arc::clone(&self.queue) as Arc<dyn ImageStore>;
         let batch: Vec<Frame> = leased
             .into_iter()
@@ -332,7 +368,11 @@ impl<S: Sink> Uploader<S> {
             .insert(batch[0].meta.groups.clone(), Instant::now());
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         debug!(frames = n, first_seq = seqs[0], "sending a batch");
+        let started = Instant::now();
         let mut report = self.sink.send(batch, &self.stop).await;
+        if report.verdict == Verdict::Ok {
+            self.link.sample(sent_bytes, started.elapsed());
+        }
         if let Verdict::Split(reason) = &report.verdict
             && n <= 1
         {

@@ -8,6 +8,7 @@ use tracing::{debug, error, info, warn};
 
 use super::settle::blocking;
 use super::{Phase, Uploader};
+use crate::queue::QueueError;
 use crate::upload::sink::{Frame, ImageStore, Outcome, Sink, Verdict};
 use crate::upload::stopped;
 
@@ -74,6 +75,18 @@ impl<S: Sink> Uploader<S> {
         let q = Arc::clone(&self.queue);
         let sessions = match blocking(&self.beat, "queue lease", move || q.lease_sessions()).await {
             Some(Ok(s)) => s,
+            Some(Err(QueueError::IndexFailed { error })) => {
+                // Tried again once the index is repaired (nothing is leased before).
+                self.recovered = false;
+                debug!(
+                    error,
+                    "the queue index waits for its repair; recovery waits too"
+                );
+                return Some(Phase::BackingOff {
+                    until: Instant::now() + crate::queue::REPAIR_EVERY,
+                    since: None,
+                });
+            }
             Some(Err(e)) => {
                 error!(error = %e, "cannot read the last run's sessions from the queue; their frames are sent again");
                 return Some(Phase::Idle);

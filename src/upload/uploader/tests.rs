@@ -44,6 +44,8 @@ struct Scripted {
     rec: Arc<Record>,
     answer: Answer,
     probe: ProbeAnswer,
+    /// A link of this many bytes per second: a send takes its images' bytes over it.
+    link: Option<u64>,
 }
 
 impl Sink for Scripted {
@@ -61,6 +63,10 @@ impl Sink for Scripted {
             });
             s.len() - 1
         };
+        if let Some(rate) = self.link {
+            let bytes: u64 = batch.iter().map(|f| u64::from(f.image_len)).sum();
+            tokio::time::sleep(Duration::from_secs_f64(bytes as f64 / rate as f64)).await;
+        }
         (self.answer)(n, &batch)
     }
 
@@ -91,6 +97,8 @@ struct Harness {
     drain: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
     t0: Instant,
+    /// The scripted sink's link speed (bytes per second), if slow.
+    link: Option<u64>,
 }
 
 fn upload_config(max_frames: usize, max_bytes: u64, max_age_secs: u64) -> UploadConfig {
@@ -134,6 +142,7 @@ impl Harness {
             drain: watch::channel(false).0,
             task: None,
             t0: Instant::now(),
+            link: None,
         }
     }
 
@@ -165,6 +174,7 @@ impl Harness {
             rec: Arc::clone(&self.rec),
             answer: Box::new(answer),
             probe: Box::new(probe),
+            link: self.link,
         };
         let up = Uploader::new(
             Arc::clone(&self.queue),
@@ -239,9 +249,9 @@ async fn full_batches_go_at_once_and_the_rest_waits_for_its_age() {
 async fn a_batch_is_cut_by_bytes() {
     let mut h = Harness::new();
     h.commit(12, 1000);
-    // Each spool file is ~1,100 bytes: 4 fit in 4,500, and 4 left (4,400 bytes) are not
+    // Each spool file is ~1,130 bytes: 4 fit in 4,700, and 4 left (~4,520 bytes) are not
     // a full batch, so they wait for their age.
-    h.start(upload_config(500, 4500, 30), |_, b| accept(b), |_| Ok(()));
+    h.start(upload_config(500, 4700, 30), |_, b| accept(b), |_| Ok(()));
     h.until(Duration::from_secs(60), |h| h.waiting() == 0).await;
     let sends = h.sends();
     let sizes: Vec<usize> = sends.iter().map(|s| s.seqs.len()).collect();
@@ -417,4 +427,30 @@ async fn stop_ends_the_uploader_and_leaves_unsent_frames_pending() {
         (6, 0, 0)
     );
     assert_eq!(h.sends().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_a_slow_link_batches_are_cut_to_about_a_minute_each() {
+    let mut h = Harness::new();
+    // 120 frames of 20 kB over a 2 kB/s link: a batch of 100 would take 1,000 s.
+    h.link = Some(2_000);
+    h.commit(120, 20_000);
+    h.start(
+        upload_config(100, 64 << 20, 1),
+        |_, b| accept(b),
+        |_| Ok(()),
+    );
+    h.until(Duration::from_secs(4000), |h| h.waiting() == 0)
+        .await;
+    let sends = h.sends();
+    let sizes: Vec<usize> = sends.iter().map(|s| s.seqs.len()).collect();
+    // The first batch is sent as configured (nothing measured yet); every later one
+    // carries what the link moves in about a minute (120 kB: 6 frames).
+    assert_eq!(sizes[0], 100, "{sizes:?}");
+    assert!(sizes[1..].iter().all(|&n| n <= 6), "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), 120);
+    for w in sends[1..].windows(2) {
+        assert!(w[1].at - w[0].at <= Duration::from_secs(65), "{sends:?}");
+    }
+    h.stop().await;
 }

@@ -1,0 +1,277 @@
+//! The index store: the sled database and its trees, every change to them written in one
+//! transaction together with the lifetime counters, and the *failed* state the store
+//! enters when sled stops working at run time.
+//!
+//! # Changes land with their counters
+//!
+//! Every index change is an [`Op`] list applied by [`Store::apply`] in one sled
+//! transaction that also stores the counters, so that after a crash an event and its
+//! count are durable together or not at all (the counters never disagree with the index
+//! they describe). Nothing is durable before a flush ([`super::Queue::flush_index`]);
+//! what operators see of the counters is the value of the last successful flush
+//! (`State::durable`), so a lifetime counter that was shown can never go back.
+//!
+//! # When sled fails
+//!
+//! sled keeps the first I/O error of its writer (ENOSPC from a disk filled by another
+//! program, an EIO) and refuses every later write of that database for good. The store
+//! then *fails* ([`Failure`]): the error is logged once at ERROR, and every later change
+//! is kept in memory instead (the overlay: per frame, where it stands now or that it is
+//! gone), so counting and the budget go on exactly. Frames keep being committed (their
+//! files are the truth) but no frame is leased until the index is repaired; files of
+//! frames finished meanwhile are kept until the repair has recorded them.
+//!
+//! `repair.rs` rebuilds the index into a fresh directory once the cause is gone. A fresh
+//! directory, not the same one: sled 0.34 finishes work for a dropped database in
+//! background threads, and a new database in the same place could read a file while the
+//! old one truncates it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use tracing::error;
+
+use super::index::{Entry, FrameState, Trees, decode_entry, encode_entry, key};
+use super::{Counters, QueueError};
+
+/// One change to the index.
+#[derive(Debug, Clone)]
+pub(super) enum Op {
+    /// A frame enters the index in `to` (committed, re-indexed).
+    Put {
+        /// The frame.
+        seq: u64,
+        /// Its state.
+        to: FrameState,
+        /// Its entry.
+        entry: Entry,
+    },
+    /// A frame moves from `from` to `to` (equal for an update in place).
+    Move {
+        /// The frame.
+        seq: u64,
+        /// Where it was.
+        from: FrameState,
+        /// Where it goes.
+        to: FrameState,
+        /// Its new entry.
+        entry: Entry,
+    },
+    /// A frame is finished (delivered, dropped): removed, with a tombstone until its file
+    /// is deleted.
+    Finish {
+        /// The frame.
+        seq: u64,
+        /// Where it was.
+        from: FrameState,
+    },
+    /// A frame is forgotten (its file is already gone: quarantined, missing).
+    Forget {
+        /// The frame.
+        seq: u64,
+        /// Where it was.
+        from: FrameState,
+    },
+    /// A finished frame's file is deleted: its tombstone goes.
+    Bury {
+        /// The frame.
+        seq: u64,
+    },
+}
+
+/// The index failed at run time: since when and why.
+#[derive(Debug)]
+pub(super) struct Failure {
+    /// When it failed.
+    pub(super) since: SystemTime,
+    /// sled's error.
+    pub(super) error: String,
+    /// When a repair was last tried.
+    pub(super) last_try: Option<Instant>,
+    /// Repairs tried.
+    pub(super) tries: u64,
+}
+
+/// Where a frame changed since the last successful flush stands now (`None`: finished or
+/// forgotten), with the number of the change.
+type Change = (u64, Option<(FrameState, Entry)>);
+
+/// The sled database, its trees, and its failure if it failed.
+pub(super) struct Store {
+    pub(super) db: sled::Db,
+    pub(super) trees: Trees,
+    /// The index directory in use (`index`, or `index.<n>` after the n-th repair).
+    pub(super) path: PathBuf,
+    /// Bumped by every repair (a flush of a replaced database must not fail this one).
+    pub(super) generation: u64,
+    pub(super) failed: Option<Failure>,
+    /// Every frame changed since the last successful flush (all of them once failed):
+    /// what a repair lays over the last durable state.
+    pub(super) changes: BTreeMap<u64, Change>,
+    /// Frames finished since the last successful flush (their files wait for it).
+    pub(super) finished: Vec<(u64, u64)>,
+    /// Numbers the changes.
+    changed: u64,
+    /// The entries of the frames in flight (few: a batch or a handful of batches). Kept in
+    /// memory so that settling them never reads a failed sled, whose reads can spin
+    /// forever trying to finish a write.
+    pub(super) inflight: BTreeMap<u64, Entry>,
+}
+
+impl Store {
+    /// A store over an open database.
+    pub(super) fn new(db: sled::Db, trees: Trees, path: PathBuf, generation: u64) -> Self {
+        Self {
+            db,
+            trees,
+            path,
+            generation,
+            failed: None,
+            changes: BTreeMap::new(),
+            finished: Vec::new(),
+            changed: 0,
+            inflight: BTreeMap::new(),
+        }
+    }
+
+    /// Whether the index failed and waits for a repair.
+    pub(super) fn is_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// The number of the last change (a flush that began after it makes it durable).
+    pub(super) fn last_change(&self) -> u64 {
+        self.changed
+    }
+
+    /// The changes up to `upto` are durable: forget them.
+    pub(super) fn durable_upto(&mut self, upto: u64) {
+        if self.failed.is_none() {
+            self.changes.retain(|_, (n, _)| *n > upto);
+            self.finished.retain(|(n, _)| *n > upto);
+        }
+    }
+
+    /// Enters the failed state (logged once at ERROR).
+    pub(super) fn fail(&mut self, error: &str) {
+        if self.failed.is_some() {
+            return;
+        }
+        error!(index = %self.path.display(), error,
+            "the queue index failed (a full disk or an I/O error); frames are still written and counted, uploads wait, and the index is rebuilt from the spool files as soon as it can be");
+        self.failed = Some(Failure {
+            since: SystemTime::now(),
+            error: error.to_string(),
+            last_try: None,
+            tries: 0,
+        });
+    }
+
+    /// The entry of `seq` if it is in `state` now. Never reads a failed sled.
+    pub(super) fn get(&self, state: FrameState, seq: u64) -> Option<Entry> {
+        if let Some((_, now)) = self.changes.get(&seq) {
+            return match now {
+                Some((s, e)) if *s == state => Some(e.clone()),
+                _ => None,
+            };
+        }
+        if state == FrameState::InFlight {
+            return self.inflight.get(&seq).cloned();
+        }
+        if self.failed.is_some() {
+            return None;
+        }
+        let v = self.trees.of(state).get(key(seq)).ok()??;
+        decode_entry(&v)
+    }
+
+    /// Applies `ops` and stores `counters`, atomically. Once failed (or when this write
+    /// fails) they are only remembered, for the repair; returns whether they reached sled.
+    pub(super) fn apply(&mut self, ops: &[Op], counters: &Counters) -> bool {
+        for op in ops {
+            self.changed += 1;
+            let n = self.changed;
+            match op {
+                Op::Put { seq, to, entry } | Op::Move { seq, to, entry, .. } => {
+                    if *to == FrameState::InFlight {
+                        self.inflight.insert(*seq, entry.clone());
+                    } else {
+                        self.inflight.remove(seq);
+                    }
+                    self.changes.insert(*seq, (n, Some((*to, entry.clone()))));
+                }
+                Op::Finish { seq, .. } => {
+                    self.inflight.remove(seq);
+                    self.changes.insert(*seq, (n, None));
+                    self.finished.push((n, *seq));
+                }
+                Op::Forget { seq, .. } => {
+                    self.inflight.remove(seq);
+                    self.changes.insert(*seq, (n, None));
+                }
+                Op::Bury { .. } => {}
+            }
+        }
+        if self.failed.is_none() {
+            match self.transaction(ops, counters) {
+                Ok(()) => return true,
+                Err(e) => self.fail(&e.to_string()),
+            }
+        }
+        false
+    }
+    fn transaction(&self, ops: &[Op], counters: &Counters) -> Result<(), QueueError> {
+        use sled::Transactional;
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        let t = &self.trees;
+        let all = [&t.pending, &t.inflight, &t.dead, &t.meta, &t.gone];
+        let idx = |s: FrameState| match s {
+            FrameState::Pending => 0,
+            FrameState::InFlight => 1,
+            FrameState::Dead => 2,
+        };
+        let counters = serde_json::to_vec(counters).unwrap_or_default();
+        let res = all[..].transaction(|tx| {
+            for op in ops {
+                match op {
+                    Op::Put { seq, to, entry } => {
+                        tx[idx(*to)].insert(&key(*seq)[..], encode_entry(entry))?;
+                    }
+                    Op::Move {
+                        seq,
+                        from,
+                        to,
+                        entry,
+                    } => {
+                        if from != to {
+                            tx[idx(*from)].remove(&key(*seq)[..])?;
+                        }
+                        tx[idx(*to)].insert(&key(*seq)[..], encode_entry(entry))?;
+                    }
+                    Op::Finish { seq, from } => {
+                        tx[idx(*from)].remove(&key(*seq)[..])?;
+                        tx[4].insert(&key(*seq)[..], &[1u8][..])?;
+                    }
+                    Op::Forget { seq, from } => {
+                        tx[idx(*from)].remove(&key(*seq)[..])?;
+                    }
+                    Op::Bury { seq } => {
+                        tx[4].remove(&key(*seq)[..])?;
+                    }
+                }
+            }
+            if !counters.is_empty() {
+                tx[3].insert("counters", counters.as_slice())?;
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
+        res.map_err(|e| QueueError::Index {
+            path: self.path.clone(),
+            message: match e {
+                TransactionError::Storage(e) => e.to_string(),
+                TransactionError::Abort(()) => "transaction aborted".to_string(),
+            },
+        })
+    }
+}
