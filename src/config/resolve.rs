@@ -42,9 +42,23 @@ pub fn resolve(config: Config, path: &Path) -> Result<Resolved, ConfigError> {
                 let name = gethostname::gethostname().to_string_lossy().into_owned();
                 host = Some(sanitize_name(name.trim()));
             }
-            Deferred::Writable { site, dir } => {
+            Deferred::Writable {
+                site,
+                dir,
+                required,
+            } => {
                 if let Err(msg) = check_dir_usable(dir) {
-                    problems.push(problem(site, msg));
+                    if *required {
+                        problems.push(problem(site, msg));
+                    } else {
+                        let at = match site.line {
+                            Some(l) => format!("{} (line {l})", site.key),
+                            None => site.key.clone(),
+                        };
+                        warnings.push(format!(
+                            "{at}: {msg}; edgecap starts anyway, keeps capturing, and delivers there once it can write"
+                        ));
+                    }
                 }
             }
             Deferred::Secret { site, source } => match read_secret(source) {

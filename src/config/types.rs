@@ -56,6 +56,10 @@ pub enum Deferred {
         site: Site,
         /// The folder.
         dir: PathBuf,
+        /// A problem when it is not (the queue: nothing works without it); otherwise a
+        /// warning (a sink's folder: it may become writable later, and the daemon waits
+        /// for it while capture goes on).
+        required: bool,
     },
     /// The platform's secret key, to be read from where it was configured.
     Secret {

@@ -34,10 +34,17 @@ impl DirectorySink {
 }
 
 impl Sink for DirectorySink {
-    /// Whether the folder can be created.
+    /// Whether the folder can be created and written into.
     async fn probe(&self) -> Result<(), String> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)
+                .and_then(|_| write_atomic(&dir, ".edgecap-probe", b""))
+                .and_then(|_| std::fs::remove_file(dir.join(".edgecap-probe")))
+                .map_err(|e| format!("cannot write into {}: {e}", dir.display()))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("probe task failed: {e}")))
     }
 
     /// Delivers a batch (on a blocking thread: it fsyncs).
@@ -77,15 +84,19 @@ fn deliver(dir: &Path, batch: Vec<Frame>) -> Report {
                 continue;
             }
         };
+        if let Verdict::Offline(why) = &verdict {
+            outcomes.push((l.seq, Outcome::Retry(why.clone())));
+            continue;
+        }
         match write_frame(dir, &l.meta, &image) {
             Ok(()) => outcomes.push((l.seq, Outcome::Accepted)),
             Err(e) => {
                 let msg = format!("cannot write into {}: {e}", dir.display());
                 outcomes.push((l.seq, Outcome::Retry(msg.clone())));
-                verdict = Verdict::Backoff {
-                    reason: msg,
-                    retry_after: None,
-                };
+                // A folder that refuses writes (permissions, a read-only or full file
+                // system) is like an unreachable server: the uploader probes it with
+                // backoff and delivers once it works again; capture is not affected.
+                verdict = Verdict::Offline(msg);
             }
         }
     }
@@ -97,10 +108,12 @@ fn deliver(dir: &Path, batch: Vec<Frame>) -> Report {
                 o.1 = Outcome::Retry(format!("cannot fsync {}: {e}", dir.display()));
             }
         }
-        verdict = Verdict::Backoff {
-            reason: format!("cannot fsync {}: {e}", dir.display()),
-            retry_after: None,
-        };
+        if verdict == Verdict::Ok {
+            verdict = Verdict::Backoff {
+                reason: format!("cannot fsync {}: {e}", dir.display()),
+                retry_after: None,
+            };
+        }
     }
     Report {
         outcomes,

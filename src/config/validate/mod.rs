@@ -115,10 +115,15 @@ impl Validator<'_> {
         }
     }
 
-    /// Leaves the check that `dir` is usable by this user to the resolve step.
-    fn defer_writable(&mut self, path: &[Seg], dir: PathBuf) {
+    /// Leaves the check that `dir` is usable by this user to the resolve step (a problem
+    /// when `required`, otherwise a warning).
+    fn defer_writable(&mut self, path: &[Seg], dir: PathBuf, required: bool) {
         let site = self.site(path);
-        self.deferred.push(Deferred::Writable { site, dir });
+        self.deferred.push(Deferred::Writable {
+            site,
+            dir,
+            required,
+        });
     }
 
     fn problem(&mut self, path: &[Seg], message: impl Into<String>) {

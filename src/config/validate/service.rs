@@ -71,7 +71,7 @@ impl Validator<'_> {
         if q.dir.trim().is_empty() {
             self.problem(&p("dir"), "must not be empty");
         } else {
-            self.defer_writable(&p("dir"), PathBuf::from(&q.dir));
+            self.defer_writable(&p("dir"), PathBuf::from(&q.dir), true);
         }
         let max_bytes = self.range(&p("max_bytes"), q.max_bytes, 1024 * 1024, u64::MAX);
         let max_frames = self.range(&p("max_frames"), q.max_frames, 1, 100_000_000);

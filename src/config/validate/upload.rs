@@ -61,7 +61,7 @@ impl Validator<'_> {
                 }
                 match u.path {
                     Some(path) if !path.trim().is_empty() => {
-                        self.defer_writable(&p("path"), PathBuf::from(&path));
+                        self.defer_writable(&p("path"), PathBuf::from(&path), false);
                         Some(SinkConfig::Directory {
                             path: PathBuf::from(path),
                         })
