@@ -59,7 +59,7 @@ impl Queue {
                 bytes += e.bytes;
                 chosen.push((seq, e));
             }
-            Self::move_in_flight(&mut st, &mut chosen, true);
+            Self::move_in_flight(&mut st, &chosen);
         }
         if !chosen.is_empty() {
             self.flush_index();
@@ -73,22 +73,9 @@ impl Queue {
     /// Moves `frames` from pending to in flight (the caller flushes once the state lock
     /// is released: durable before anything is sent, so after a crash the frames that may
     /// have reached the platform are exactly the ones found in flight, `interrupted`).
-    /// With `send`, each frame is about to be handed to the platform: a frame handed over
-    /// before is counted as a re-send, by cause.
-    fn move_in_flight(st: &mut State, frames: &mut [(u64, Entry)], send: bool) {
+    fn move_in_flight(st: &mut State, frames: &[(u64, Entry)]) {
         let mut ops = Vec::with_capacity(frames.len());
-        for (seq, e) in frames.iter_mut() {
-            if send && !e.image_delivered {
-                if e.sends > 0 || e.interrupted {
-                    if e.interrupted {
-                        st.counters.resent_after_crash += 1;
-                    } else {
-                        st.counters.resent_after_error += 1;
-                    }
-                }
-                e.sends = e.sends.saturating_add(1);
-                e.interrupted = false;
-            }
+        for (seq, e) in frames {
             st.pending.sub(e.bytes);
             st.inflight.add(e.bytes);
             ops.push(Op::Move {
@@ -199,6 +186,16 @@ impl Queue {
         self.settle(seqs, error, false, |_| false);
     }
 
+    /// Moves in-flight frames back to pending whose bytes never reached the platform
+    /// although they went into a session (a stop before their upload): that session does
+    /// not count, so their next one is not counted as a re-send.
+    pub fn release_unsent(&self, seqs: &[u64], error: &str) {
+        self.settle(seqs, Some(error), false, |e| {
+            e.sends = e.sends.saturating_sub(1);
+            false
+        });
+    }
+
     /// Moves in-flight frames back to pending keeping their recorded session: their fate
     /// is unknown (shutdown while the platform processed them), and the next start asks
     /// the platform before sending them again. Flushed.
@@ -211,7 +208,10 @@ impl Queue {
     }
 
     /// Records the session in-flight frames went into, durably, before any of their bytes
-    /// are sent (so a crash leaves the platform something to be asked).
+    /// are sent (so a crash leaves the platform something to be asked). A frame that went
+    /// into a session before is sent again: counted by cause (`resent_after_crash` when a
+    /// crash or a stop left its fate unknown, `resent_after_error` otherwise), in the same
+    /// transaction.
     pub fn record_session(&self, seqs: &[u64], session: &SessionRef) {
         let mut st = self.state();
         let mut ops = Vec::with_capacity(seqs.len());
@@ -219,6 +219,17 @@ impl Queue {
             let Some(mut e) = st.store.get(FrameState::InFlight, seq) else {
                 continue;
             };
+            if !e.image_delivered {
+                if e.sends > 0 {
+                    if e.interrupted {
+                        st.counters.resent_after_crash += 1;
+                    } else {
+                        st.counters.resent_after_error += 1;
+                    }
+                }
+                e.sends = e.sends.saturating_add(1);
+            }
+            e.interrupted = false;
             e.session = Some(session.clone());
             ops.push(Op::Move {
                 seq,
@@ -263,7 +274,7 @@ impl Queue {
                     moved.push((seq, e));
                 }
             }
-            Self::move_in_flight(&mut st, &mut moved, false);
+            Self::move_in_flight(&mut st, &moved);
         }
         if !by_session.is_empty() {
             self.flush_index();

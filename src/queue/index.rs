@@ -81,8 +81,8 @@ pub struct Entry {
     /// the next start can ask the platform instead of sending it again.
     #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionRef>,
-    /// How many times the frame was handed to the platform (leased for sending). A lease
-    /// of a frame already handed over is a re-send, counted by cause.
+    /// How many platform sessions the frame went into. A frame that goes into another one
+    /// is sent again, counted by cause.
     #[serde(rename = "x", default, skip_serializing_if = "is_zero")]
     pub sends: u32,
     /// The frame was found in flight after a crash (or its session could not be confirmed

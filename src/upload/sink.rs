@@ -34,6 +34,13 @@ pub enum Outcome {
     /// The platform has the image but did not take the metadata (yet): only the metadata is
     /// sent again, later; does not count as an attempt.
     MetadataPending(String),
+    /// Went into a session but its bytes never reached storage (the daemon stopped before
+    /// its upload finished): back to pending, and its next session is not counted as a
+    /// re-send.
+    NotSent(String),
+    /// Sent into a recorded session whose end is not known (the daemon is stopping): the
+    /// session stays noted, and the next start asks the platform before sending it again.
+    Unknown(String),
 }
 
 /// The sink's verdict on the link after a batch.

@@ -13,8 +13,10 @@
 //!    `operation_poll_ms`). `Finished` → the uploaded frames are accepted. `Errored`,
 //!    `Cancelled` or no end within `operation_timeout_secs` → each uploaded asset is looked up
 //!    (`GET …/assets/{filename}`): present → accepted, absent → a failed attempt, logged.
-//! 4. On shutdown during the PUTs, or when no PUT succeeded, the session is cancelled
-//!    (`POST …/assetuploadsessions/{id}:cancel`; 409 means already finished).
+//! 4. When no PUT succeeded, the session is cancelled (`POST
+//!    …/assetuploadsessions/{id}:cancel`; 409 means already finished). On shutdown during
+//!    the PUTs it is left to the next start's recovery: the frames already PUT keep the
+//!    session and are looked up on the platform instead of being sent again.
 //!
 //! Everything that comes back from the server is treated as untrusted text: it is shortened
 //! and any occurrence of the secret key is masked before it reaches a log line.
@@ -285,6 +287,13 @@ impl NexusSink {
                     outcomes.push((seq, Outcome::Failed(m)));
                 }
                 Put::Done(o) => outcomes.push((seq, o)),
+                Put::Stopped => {
+                    outcomes.push((
+                        seq,
+                        Outcome::NotSent("stopped before its upload finished".into()),
+                    ));
+                    transient = Some("shutting down".into());
+                }
                 Put::Transient { reason, network } => {
                     if network {
                         network_failures += 1;
@@ -303,13 +312,28 @@ impl NexusSink {
             },
             None => Verdict::Ok,
         };
-        if *stop.borrow() || uploaded.is_empty() {
+        if *stop.borrow() && !uploaded.is_empty() {
+            // Stopping in the middle of the PUTs: the session is not cancelled, so the
+            // frames already in storage are not lost to it. They keep their session; the
+            // next start asks the platform about them (and cancels what is left of the
+            // session), and only the others go again. A device stopped every few seconds
+            // on a slow link still makes progress.
+            info!(session = %session_id, uploaded = uploaded.len(), of = n,
+                "stopping during the uploads; the next start picks the session up");
+            outcomes.extend(uploaded.into_iter().map(|(s, _)| {
+                (
+                    s,
+                    Outcome::Unknown("stopped during its session's uploads".into()),
+                )
+            }));
+            return Report {
+                outcomes,
+                verdict,
+                pending: None,
+            };
+        }
+        if uploaded.is_empty() {
             c.cancel(&session.id).await;
-            outcomes.extend(
-                uploaded
-                    .into_iter()
-                    .map(|(s, _)| (s, Outcome::Retry("session cancelled".into()))),
-            );
             return Report {
                 outcomes,
                 verdict,
@@ -374,7 +398,7 @@ async fn finish(
             .into_iter()
             .map(|(s, _)| {
                 let why = "operation still running at shutdown";
-                (s, Outcome::Retry(why.into()))
+                (s, Outcome::Unknown(why.into()))
             })
             .collect(),
         OpEnd::Check(why) => {

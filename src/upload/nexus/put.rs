@@ -23,6 +23,9 @@ pub(super) enum Put {
         reason: String,
         network: bool,
     },
+    /// The daemon is stopping: the PUT was not made or not finished (storage did not
+    /// take the file).
+    Stopped,
 }
 
 /// The longest a PUT of `len` bytes may take: the stall timeout plus the time to send it
@@ -95,7 +98,7 @@ pub(super) async fn put_file(
             .body(image.clone());
         let res = tokio::select! {
             r = req.send() => r,
-            _ = stopped(stop) => return Put::Transient { reason: "shutting down".into(), network: false },
+            _ = stopped(stop) => return Put::Stopped,
         };
         let (retryable, reason, network) = match res {
             Ok(r) if r.status().as_u16() < 400 => return Put::Uploaded,
@@ -132,10 +135,7 @@ pub(super) async fn put_file(
         }
         debug!(seq, attempt, reason, "retrying a PUT");
         if sleep_or_stop(delays[attempt], stop).await {
-            return Put::Transient {
-                reason: "shutting down".into(),
-                network: false,
-            };
+            return Put::Stopped;
         }
         attempt += 1;
     }

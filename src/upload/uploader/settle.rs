@@ -1,5 +1,6 @@
-//! How the sink's outcomes reach the queue: acknowledged, released, failed, killed, or
-//! marked for a metadata-only retry, one index update per distinct reason.
+//! How the sink's outcomes reach the queue: acknowledged, released, failed, killed,
+//! marked for a metadata-only retry, or kept with their session for the next start's
+//! recovery, one index update per distinct reason.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ impl<S: Sink> Uploader<S> {
         let mut failed: Vec<(u64, String)> = Vec::new();
         let mut rejected: Vec<(u64, String)> = Vec::new();
         let mut metadata: Vec<(u64, String)> = Vec::new();
+        let mut unknown: Vec<(u64, String)> = Vec::new();
+        let mut unsent: Vec<(u64, String)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (seq, o) in outcomes {
             seen.insert(*seq);
@@ -27,6 +30,8 @@ impl<S: Sink> Uploader<S> {
                 Outcome::Failed(m) => failed.push((*seq, m.clone())),
                 Outcome::Rejected(m) => rejected.push((*seq, m.clone())),
                 Outcome::MetadataPending(m) => metadata.push((*seq, m.clone())),
+                Outcome::Unknown(m) => unknown.push((*seq, m.clone())),
+                Outcome::NotSent(m) => unsent.push((*seq, m.clone())),
                 Outcome::Gone => {}
             }
         }
@@ -41,7 +46,7 @@ impl<S: Sink> Uploader<S> {
             .fetch_add(accepted.len() as u64, Ordering::Relaxed);
         stats
             .retried
-            .fetch_add(retry.len() as u64, Ordering::Relaxed);
+            .fetch_add((retry.len() + unsent.len()) as u64, Ordering::Relaxed);
         let q = Arc::clone(&self.queue);
         let max_attempts = self.cfg.max_attempts;
         let dead = blocking(&self.beat, "queue update", move || {
@@ -52,6 +57,12 @@ impl<S: Sink> Uploader<S> {
             }
             for (m, seqs) in by_reason(&metadata) {
                 q.image_delivered(&seqs, m);
+            }
+            for (m, seqs) in by_reason(&unsent) {
+                q.release_unsent(&seqs, m);
+            }
+            for (m, seqs) in by_reason(&unknown) {
+                q.release_for_recovery(&seqs, m);
             }
             let mut dead = 0;
             for (s, m) in &failed {
