@@ -35,9 +35,10 @@ pub(super) fn run(resolved: Resolved, drain: bool) -> ExitCode {
         Mode::Capture
     };
     match run_daemon(resolved, mode) {
-        Ok(0) => ExitCode::SUCCESS,
-        Ok(_) if mode == Mode::Capture => ExitCode::SUCCESS,
-        Ok(left) => {
+        Ok(RunEnd::Restart) => ExitCode::from(edgecap::daemon::EXIT_RESTART),
+        Ok(RunEnd::Left(0)) => ExitCode::SUCCESS,
+        Ok(RunEnd::Left(_)) if mode == Mode::Capture => ExitCode::SUCCESS,
+        Ok(RunEnd::Left(left)) => {
             tracing::warn!(
                 backlog_frames = left,
                 "frames are still queued after the drain; they go with the next run"
@@ -51,8 +52,16 @@ pub(super) fn run(resolved: Resolved, drain: bool) -> ExitCode {
     }
 }
 
-/// Runs the daemon; returns the frames still queued (pending or in flight) at the end.
-fn run_daemon(resolved: Resolved, mode: Mode) -> anyhow::Result<u64> {
+/// How a run ended.
+enum RunEnd {
+    /// With these frames still queued (pending or in flight).
+    Left(u64),
+    /// For a restart: the failed queue index could not be rebuilt in-process.
+    Restart,
+}
+
+/// Runs the daemon.
+fn run_daemon(resolved: Resolved, mode: Mode) -> anyhow::Result<RunEnd> {
     let cfg = &resolved.config;
     let sink = match &cfg.upload.sink {
         SinkConfig::Directory { path } => format!("directory {}", path.display()),
@@ -76,7 +85,10 @@ fn run_daemon(resolved: Resolved, mode: Mode) -> anyhow::Result<u64> {
         q.pending.frames + q.inflight.frames,
         q.dead.frames
     );
-    Ok(q.pending.frames + q.inflight.frames)
+    if summary.restart_for_index {
+        return Ok(RunEnd::Restart);
+    }
+    Ok(RunEnd::Left(q.pending.frames + q.inflight.frames))
 }
 
 #[allow(

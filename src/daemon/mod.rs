@@ -56,7 +56,14 @@ pub struct RunSummary {
     pub queue: Stats,
     /// Whether a signal ended the run.
     pub signalled: bool,
+    /// The run ended because the failed queue index could not be rebuilt in-process: exit
+    /// with [`EXIT_RESTART`] so that systemd starts edgecap again.
+    pub restart_for_index: bool,
 }
+
+/// The exit code of a run that ends so that systemd restarts it (EX_TEMPFAIL): the queue
+/// index failed and could not be rebuilt in-process.
+pub const EXIT_RESTART: u8 = 75;
 
 async fn signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
@@ -197,10 +204,13 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
     let first = status_ctx.write("running");
     notify::ready(&first.line());
     info!(status_file = %config.daemon.status_file.display(), "ready");
+    // Set by the status task when the failed queue index cannot be rebuilt in-process.
+    let hopeless = Arc::new(tokio::sync::Notify::new());
     let status_task = {
         let ctx = status_ctx.clone();
         let stop = stop_rx.clone();
-        tokio::spawn(async move { ctx.run(stop).await })
+        let hopeless = Arc::clone(&hopeless);
+        tokio::spawn(async move { ctx.run(stop, hopeless).await })
     };
     let summary = config.daemon.summary_interval.map(|every| {
         let stop = stop_rx.clone();
@@ -224,12 +234,19 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
 
     // Wait for a signal, or for stop_after_frames followed by a drain.
     let mut signalled = false;
+    let mut restart_for_index = false;
     let sig = signal();
     tokio::pin!(sig);
     tokio::select! {
         s = &mut sig => {
             info!(signal = s, "stopping");
             signalled = true;
+        }
+        _ = hopeless.notified() => {
+            error!(exit_code = EXIT_RESTART,
+                "the failed queue index cannot be rebuilt in-process; stopping so that systemd starts edgecap again (the restart is counted in index_restarts)");
+            queue.mark_restart_for_repair();
+            restart_for_index = true;
         }
         _ = commit_done.wait_for(|d| *d) => {
             let _ = drain_tx.send(true);
@@ -291,6 +308,7 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
         accepted: up_stats.accepted.load(Ordering::Relaxed),
         queue: queue.stats(),
         signalled,
+        restart_for_index,
     })
 }
 
@@ -380,7 +398,7 @@ impl StatusCtx {
 
     /// Refreshes the status file and STATUS=, and pings the watchdog while nothing is
     /// stalled, until `stop`.
-    async fn run(self, stop: watch::Receiver<bool>) {
+    async fn run(self, stop: watch::Receiver<bool>, hopeless: Arc<tokio::sync::Notify>) {
         let ping_every = notify::watchdog_interval();
         let mut tick =
             tokio::time::interval(ping_every.map_or(STATUS_EVERY, |p| p.min(STATUS_EVERY)));
@@ -399,18 +417,21 @@ impl StatusCtx {
                 floor_written = Instant::now();
             }
             let ctx = self.clone();
-            let Ok(st) = tokio::task::spawn_blocking(move || {
+            let Ok((st, give_up)) = tokio::task::spawn_blocking(move || {
                 let _ = ctx.queue.repair_if_failed();
                 ctx.queue.flush_counters();
                 if write_floor {
                     ctx.queue.write_floor();
                 }
-                ctx.snapshot("running")
+                (ctx.snapshot("running"), ctx.queue.repair_hopeless())
             })
             .await
             else {
                 continue;
             };
+            if give_up {
+                hopeless.notify_one();
+            }
             match snapshot::write(&self.path, &st) {
                 Ok(()) if write_failing => {
                     info!(path = %self.path.display(), "the status file is written again");

@@ -68,6 +68,8 @@ pub struct Counters {
     pub resent_after_error: u64,
     /// Times the index failed at run time and was rebuilt without a restart.
     pub index_repairs: u64,
+    /// Times the daemon restarted because a failed index could not be rebuilt in-process.
+    pub index_restarts: u64,
     /// Highest sequence number counted in `committed` (a spool file above it that the
     /// index does not know was committed after the index's last durable state).
     pub committed_through: u64,
@@ -95,6 +97,7 @@ impl Counters {
             resent_after_crash: self.resent_after_crash.max(o.resent_after_crash),
             resent_after_error: self.resent_after_error.max(o.resent_after_error),
             index_repairs: self.index_repairs.max(o.index_repairs),
+            index_restarts: self.index_restarts.max(o.index_restarts),
             committed_through: self.committed_through.max(o.committed_through),
             next_seq: self.next_seq.max(o.next_seq),
         }

@@ -37,6 +37,8 @@ pub struct OpenReport {
     pub finished_removed: u64,
     /// The disk was full and the reserve was given back to open the index.
     pub reserve_released: bool,
+    /// The last run exited for a restart because its failed index could not be rebuilt.
+    pub restarted_for_repair: bool,
 }
 
 /// What the reconcile keeps of a valid spool file.
@@ -461,6 +463,11 @@ impl Queue {
         st.counters.reindexed += report.reindexed;
         st.counters.interrupted += report.interrupted;
         st.counters.next_seq = st.next_seq;
+        let mark = self.dir.join(super::repair::RESTART_MARK);
+        if mark.exists() {
+            report.restarted_for_repair = true;
+            st.counters.index_restarts += 1;
+        }
         // The moves and the counters that report them land together: a crash (or sled's
         // background flush) can never leave frames moved out of `inflight` without their
         // `interrupted` count, so the lifetime counter bounds the duplicates exactly.
@@ -471,6 +478,12 @@ impl Queue {
             });
         }
         st.store.db.flush().map_err(ie)?;
+        if report.restarted_for_repair {
+            let _ = std::fs::remove_file(&mark);
+            warn!(
+                "started again because the last run could not rebuild its failed queue index in-process (counted in index_restarts)"
+            );
+        }
         let upto = st.store.last_change();
         st.store.durable_upto(upto);
         st.durable = st.counters;

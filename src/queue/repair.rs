@@ -33,6 +33,12 @@ use super::{Queue, QueueError, State, Tally, spool};
 /// Frames by sequence number, with their state and entry.
 type View = BTreeMap<u64, (FrameState, Entry)>;
 
+/// Failed rebuilds (with room on the disk) after which the daemon restarts instead.
+pub const HOPELESS_AFTER: u64 = 5;
+
+/// The file [`Queue::mark_restart_for_repair`] leaves for the next open.
+pub(super) const RESTART_MARK: &str = "restart-for-index-repair";
+
 /// Least time between two repair attempts.
 pub const RETRY_EVERY: Duration = Duration::from_secs(3);
 
@@ -61,18 +67,53 @@ impl Queue {
             }
             return Err(QueueError::IndexFailed { error });
         }
-        match self.rebuild(&mut st) {
+        #[cfg(feature = "fault-injection")]
+        let res = if std::env::var_os("EDGECAP_FAULT_REPAIR_FAILS").is_some() {
+            Err(QueueError::IndexFailed {
+                error: "an injected repair failure (fault-injection build)".into(),
+            })
+        } else {
+            self.rebuild(&mut st)
+        };
+        #[cfg(not(feature = "fault-injection"))]
+        let res = self.rebuild(&mut st);
+        match res {
             Ok(()) => {
                 drop(st);
                 self.write_floor();
                 Ok(())
             }
             Err(e) => {
+                if let Some(f) = &mut st.store.failed {
+                    f.rebuild_errors += 1;
+                }
                 warn!(error = %e, "cannot rebuild the failed queue index yet; trying again");
                 Err(QueueError::IndexFailed {
                     error: e.to_string(),
                 })
             }
+        }
+    }
+
+    /// Whether the failed index cannot be rebuilt in this process: [`HOPELESS_AFTER`]
+    /// rebuilds failed although there was room. The daemon then exits with its own code
+    /// for systemd to restart it (counted at the next open in `index_restarts`).
+    pub fn repair_hopeless(&self) -> bool {
+        self.state()
+            .store
+            .failed
+            .as_ref()
+            .is_some_and(|f| f.rebuild_errors >= HOPELESS_AFTER)
+    }
+
+    /// Notes in the queue directory that the daemon exits for a restart because the index
+    /// cannot be repaired in-process (the next open counts it).
+    pub fn mark_restart_for_repair(&self) {
+        let path = self.dir.join(RESTART_MARK);
+        if let Err(e) = std::fs::write(&path, b"the index could not be repaired in-process\n")
+            .and_then(|_| spool::sync_dir(&self.dir))
+        {
+            warn!(file = %path.display(), error = %e, "cannot note the restart for the index repair");
         }
     }
 

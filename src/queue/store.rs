@@ -91,6 +91,8 @@ pub(super) struct Failure {
     pub(super) last_try: Option<Instant>,
     /// Repairs tried.
     pub(super) tries: u64,
+    /// Repairs that failed although there was room (not waiting for space).
+    pub(super) rebuild_errors: u64,
 }
 
 /// Where a frame changed since the last successful flush stands now (`None`: finished or
@@ -165,6 +167,7 @@ impl Store {
             error: error.to_string(),
             last_try: None,
             tries: 0,
+            rebuild_errors: 0,
         });
     }
 
@@ -212,6 +215,10 @@ impl Store {
                 }
                 Op::Bury { .. } => {}
             }
+        }
+        #[cfg(feature = "fault-injection")]
+        if self.failed.is_none() && injected_failure(self.changed) {
+            self.fail("an injected index failure (fault-injection build)");
         }
         if self.failed.is_none() {
             match self.transaction(ops, counters) {
@@ -273,5 +280,20 @@ impl Store {
                 TransactionError::Abort(()) => "transaction aborted".to_string(),
             },
         })
+    }
+}
+
+/// Fault injection for the tests: `EDGECAP_FAULT_INDEX_FAIL_AFTER=N` fails the first
+/// database past `N` changes, as a full disk would (once per process).
+#[cfg(feature = "fault-injection")]
+fn injected_failure(changed: u64) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    let after = std::env::var("EDGECAP_FAULT_INDEX_FAIL_AFTER")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    match after {
+        Some(n) if changed > n => !DONE.swap(true, Ordering::Relaxed),
+        _ => false,
     }
 }

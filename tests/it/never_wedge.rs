@@ -432,3 +432,181 @@ async fn a_disk_filled_by_another_program_heals_without_a_restart() {
         .report();
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_link_and_a_daemon_stopped_every_few_seconds_still_make_progress_every_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    // Every storage PUT takes a second: a batch of 40 needs about 10 s, longer than a run.
+    server.with(|s| s.faults.put_delay = Some(Duration::from_secs(1)));
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.fps = 10.0;
+    cfg.batch_max_frames = 40;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let runs = 8;
+    let mut uploaded = Vec::new();
+    let mut committed = Vec::new();
+    for run in 0..runs {
+        let mut d = Daemon::start(&config, &tmp.path().join(format!("log.{run}")));
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        d.signal("TERM");
+        assert!(
+            d.wait(Duration::from_secs(15)).await.success(),
+            "{}",
+            d.log_text()
+        );
+        committed.extend(committed_filenames(&d.log_text()));
+        let s = queue_stats(&config);
+        assert_adds_up(&s, &format!("run {run}"));
+        uploaded.push(s["counters"]["uploaded"].as_u64().unwrap());
+    }
+    // Each run finds the frames the previous one put into storage before it was stopped,
+    // and puts some more: `uploaded` grows from one run to the next.
+    for w in uploaded[1..].windows(2) {
+        assert!(w[1] > w[0], "progress every run: {uploaded:?}");
+    }
+    // A last run with a fast link delivers the rest.
+    server.with(|s| s.faults.put_delay = None);
+    let mut last = cfg.clone();
+    last.stop_after_frames = 5;
+    let last_config = last.write(&tmp.path().join("last.toml"));
+    let mut d = Daemon::start(&last_config, &tmp.path().join("log.last"));
+    assert!(
+        d.wait(Duration::from_secs(60)).await.success(),
+        "{}",
+        d.log_text()
+    );
+    committed.extend(committed_filenames(&d.log_text()));
+    let s = queue_stats(&last_config);
+    assert_eq!(s["pending"]["frames"], 0, "{s}");
+    let c = counters(&s);
+    let n = |k: &str| c.get(k).copied().unwrap_or(0);
+    server.with(|sv| {
+        assert!(sv.record.violations.is_empty(), "{:?}", sv.record.violations);
+        let missing: Vec<_> = committed
+            .iter()
+            .filter(|f| !sv.assets.contains_key(*f))
+            .collect();
+        assert!(missing.is_empty(), "lost: {missing:?}");
+        let dup = sv.record.duplicates.len() as u64;
+        assert!(
+            dup <= n("resent_after_crash") + n("resent_after_error"),
+            "{dup} duplicates, {c:?}"
+        );
+        assert_eq!(n("uploaded"), sv.assets.len() as u64, "uploaded counts frames");
+        Figures {
+            case: "slow link (1 s per PUT), stopped every 4.5 s",
+            runs: runs as u64 + 1,
+            committed: committed.len() as u64,
+            delivered: sv.assets.len() as u64,
+            lost: 0,
+            duplicates: dup,
+            dead: 0,
+            recovery_secs: None,
+            notes: format!(
+                "uploaded after each stopped run: {uploaded:?}; {} PUTs for {} assets; {} frames found on the platform after a stop instead of being sent again; resent after a stop {}, after an error {}",
+                sv.record.puts.len(),
+                sv.assets.len(),
+                n("recovered"),
+                n("resent_after_crash"),
+                n("resent_after_error")
+            ),
+        }
+        .report();
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_index_is_repaired_in_process_and_one_that_cannot_be_ends_in_a_counted_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.fps = 20.0;
+    cfg.batch_max_frames = 20;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let wait_for = |d: &Daemon, text: &str, secs: u64| {
+        let t = Instant::now();
+        loop {
+            if d.log_text().contains(text) {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(secs),
+                "no {text:?} within {secs} s:\n{}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let mut committed = Vec::new();
+
+    // 1. The index fails at run time (an injected failure stands for a sled I/O error):
+    // repaired in-process, uploads go on.
+    let mut d = Daemon::start_env(
+        &config,
+        &tmp.path().join("log.1"),
+        &[("EDGECAP_FAULT_INDEX_FAIL_AFTER", "150")],
+    );
+    wait_for(&d, "the queue index failed", 30);
+    wait_for(&d, "rebuilt after its failure", 15);
+    let delivered = server.with(|s| s.assets.len());
+    let t = Instant::now();
+    while server.with(|s| s.assets.len()) < delivered + 20 {
+        assert!(t.elapsed() < Duration::from_secs(20), "{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    d.signal("TERM");
+    assert!(
+        d.wait(Duration::from_secs(30)).await.success(),
+        "{}",
+        d.log_text()
+    );
+    committed.extend(committed_filenames(&d.log_text()));
+    let s = queue_stats(&config);
+    assert_eq!(s["counters"]["index_repairs"], 1, "{s}");
+    assert_adds_up(&s, "after the repair");
+    let before = counters(&s);
+
+    // 2. A repair that keeps failing although there is room: the daemon exits with its
+    // restart code (75), and the next start counts the restart.
+    let mut d = Daemon::start_env(
+        &config,
+        &tmp.path().join("log.2"),
+        &[
+            ("EDGECAP_FAULT_INDEX_FAIL_AFTER", "150"),
+            ("EDGECAP_FAULT_REPAIR_FAILS", "1"),
+        ],
+    );
+    let st = d.wait(Duration::from_secs(90)).await;
+    assert_eq!(st.code(), Some(75), "{}", d.log_text());
+    let log = d.log_text();
+    assert!(log.contains("cannot be rebuilt in-process"), "{log}");
+    committed.extend(committed_filenames(&log));
+    let mut last = cfg.clone();
+    last.stop_after_frames = 10;
+    let last_config = last.write(&tmp.path().join("last.toml"));
+    let mut d = Daemon::start(&last_config, &tmp.path().join("log.3"));
+    assert!(
+        d.wait(Duration::from_secs(60)).await.success(),
+        "{}",
+        d.log_text()
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("started again because the last run could not rebuild"),
+        "{log}"
+    );
+    committed.extend(committed_filenames(&log));
+    let s = queue_stats(&last_config);
+    assert_eq!(s["counters"]["index_restarts"], 1, "{s}");
+    assert_eq!(s["pending"]["frames"], 0, "{s}");
+    assert_adds_up(&s, "after the restart");
+    assert_not_behind(&before, &counters(&s), "after the restart");
+    server.with(|sv| {
+        let missing: Vec<_> = committed
+            .iter()
+            .filter(|f| !sv.assets.contains_key(*f))
+            .collect();
+        assert!(missing.is_empty(), "lost: {missing:?}");
+    });
+}

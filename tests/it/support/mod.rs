@@ -139,10 +139,20 @@ impl Daemon {
 
     /// [`Daemon::start`] with its own `RUST_LOG` filter.
     pub fn start_logging(config: &Path, log: &Path, filter: &str) -> Self {
+        Self::start_with(config, log, filter, &[])
+    }
+
+    /// [`Daemon::start`] with more environment (fault injection).
+    pub fn start_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(config, log, "info,edgecap::daemon::commit=debug", env)
+    }
+
+    fn start_with(config: &Path, log: &Path, filter: &str, env: &[(&str, &str)]) -> Self {
         let stdout = log.with_extension("stdout");
         let child = Command::new(bin())
             .args(["run", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("EDGECAP_TEST_SECRET", fake_platform::nexus::SECRET)
             .env("RUST_LOG", filter)
             .env("NO_COLOR", "1")
