@@ -228,11 +228,19 @@ async fn garbage_in_the_middle_of_the_index_file_is_found_and_the_index_rebuilt(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_folder_that_cannot_be_written_at_start_does_not_stop_capture() {
     let tmp = tempfile::tempdir().unwrap();
-    // A regular file where the sink's parent folder should be: no one (not even root)
-    // can create the folder until it is removed.
-    let blocker = tmp.path().join("blocker");
-    std::fs::write(&blocker, b"not a folder").unwrap();
-    let out = blocker.join("out");
+    // The sink's folder is a read-only file system at start (root cannot write there
+    // either), made writable while the daemon runs.
+    let out = tmp.path().join("out");
+    let fs = Tmpfs::mount(&out, "16m");
+    let remount = |opts: &str| {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success(), "remount {opts}");
+    };
+    remount("ro");
     let mut cfg = TestConfig::nexus(tmp.path(), "unused");
     cfg.endpoint = None;
     cfg.out_dir = Some(out.clone());
@@ -256,7 +264,9 @@ async fn a_sink_folder_that_cannot_be_written_at_start_does_not_stop_capture() {
     }
     let log = d.log_text();
     assert!(log.contains("edgecap starts anyway"), "{log}");
-    std::fs::remove_file(&blocker).unwrap();
+    assert!(log.contains("Read-only file system"), "{log}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+    remount("rw");
     let t = Instant::now();
     while std::fs::read_dir(&out).map_or(0, |r| r.count()) < 40 {
         assert!(t.elapsed() < Duration::from_secs(30), "{}", d.log_text());
@@ -285,6 +295,7 @@ async fn a_sink_folder_that_cannot_be_written_at_start_does_not_stop_capture() {
         "{s}"
     );
     assert_adds_up(&s, "after the run");
+    drop(fs);
 }
 
 /// Mounts a tmpfs of `size` at `at` (the test runs as root).
