@@ -138,7 +138,6 @@ impl Queue {
         let mut ops = Vec::new();
         for (seq, e) in dead {
             st.dead.sub(e.bytes);
-            st.counters.purged += 1;
             freed.add(e.bytes);
             warn!(seq, filename = %e.filename, "dead frame purged by the operator");
             ops.push(Op::Finish {
@@ -146,7 +145,11 @@ impl Queue {
                 from: FrameState::Dead,
             });
         }
-        st.apply(&ops);
+        st.apply_counted(&ops, |c, op| {
+            if let Op::Finish { .. } = op {
+                c.purged += 1;
+            }
+        });
         drop(st);
         self.flush_index();
         freed

@@ -85,7 +85,7 @@ impl Queue {
                 entry: e.clone(),
             });
         }
-        st.apply(&ops);
+        st.apply_counted(&ops, |_, _| {});
     }
 
     /// A frame just moved in flight, with the metadata of its spool file; a file that
@@ -166,7 +166,6 @@ impl Queue {
         for &seq in seqs {
             if let Some(e) = st.store.get(FrameState::InFlight, seq) {
                 st.inflight.sub(e.bytes);
-                st.counters.uploaded += 1;
                 ops.push(Op::Finish {
                     seq,
                     from: FrameState::InFlight,
@@ -176,7 +175,11 @@ impl Queue {
         if st.pending.frames + st.inflight.frames + st.dead.frames < self.max_frames {
             st.full = false;
         }
-        st.apply(&ops);
+        st.apply_counted(&ops, |c, op| {
+            if let Op::Finish { .. } = op {
+                c.uploaded += 1;
+            }
+        });
         drop(st);
         self.flush_index();
     }
@@ -362,7 +365,6 @@ impl Queue {
             let to_dead = dead(&mut e);
             if to_dead {
                 st.dead.add(e.bytes);
-                st.counters.dead += 1;
                 n_dead += 1;
                 error!(seq, filename = %e.filename, attempts = e.attempts, error = error.unwrap_or(""),
                     "frame marked dead: the platform refused it; it stays in the queue for inspection");
@@ -381,7 +383,15 @@ impl Queue {
                 entry: e,
             });
         }
-        st.apply(&ops);
+        st.apply_counted(&ops, |c, op| {
+            if let Op::Move {
+                to: FrameState::Dead,
+                ..
+            } = op
+            {
+                c.dead += 1;
+            }
+        });
         drop(st);
         if n_dead > 0 {
             self.flush_index();

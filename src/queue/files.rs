@@ -25,6 +25,10 @@ pub(super) fn parse_frame_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// The file the daemon leaves when it exits for a restart because its failed index could
+/// not be rebuilt in-process (the next open counts it).
+pub(super) const RESTART_MARK: &str = "restart-for-index-repair";
+
 /// Space set aside in `<dir>/reserve` while there is room. When the disk fills up, it is
 /// given back so that the index can still be written (and the queue opened at the next
 /// start): a full disk must never keep the daemon from starting and draining.

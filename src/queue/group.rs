@@ -153,8 +153,6 @@ impl Group<'_> {
         for (seq, entry) in durable {
             st.reserved.sub(entry.bytes);
             st.pending.add(entry.bytes);
-            st.counters.committed += 1;
-            st.counters.committed_through = st.counters.committed_through.max(seq);
             out.frames.push((seq, entry.filename.clone()));
             ops.push(Op::Put {
                 seq,
@@ -162,7 +160,12 @@ impl Group<'_> {
                 entry,
             });
         }
-        st.apply(&ops);
+        st.apply_counted(&ops, |c, op| {
+            if let Op::Put { seq, .. } = op {
+                c.committed += 1;
+                c.committed_through = c.committed_through.max(*seq);
+            }
+        });
         drop(st);
         q.flush_index();
         q.notify.notify_one();

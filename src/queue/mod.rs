@@ -149,9 +149,9 @@
 //! | `mod.rs` | this spec, [`Queue`] and its shared state, the flush, the errors |
 //! | [`spool`] | the spool file codec |
 //! | `index.rs` | sled trees, key encoding, [`Entry`] and [`FrameState`] |
-//! | `store.rs` | changes applied with their counters in one transaction; the failed state |
+//! | `store.rs` | opening sled; changes applied with their counters (in transactions of a few dozen); the failed state |
 //! | `repair.rs` | the in-process rebuild of a failed index |
-//! | `files.rs` | frame file names, the disk-full reserve, free space, quarantine |
+//! | `files.rs` | frame file names, the disk-full reserve, the restart mark, free space, quarantine |
 //! | `open.rs` | the lock, opening the index (older states detected), the reconcile, the floor |
 //! | `budget.rs` | the budget and the drops it makes |
 //! | `group.rs` | group commit |
@@ -313,11 +313,27 @@ impl State {
         }
     }
 
-    /// Applies index changes with the counters (see [`Store::apply`]).
+    /// Applies index changes with the counters, in one transaction (see [`Store::apply`]).
     fn apply(&mut self, ops: &[Op]) -> bool {
         self.dirty = false;
         let c = self.counters;
         self.store.apply(ops, &c)
+    }
+
+    /// Applies index changes in transactions of a few dozen, `count` adding each change's
+    /// part to the counters, so that every transaction stores the counters as they stand
+    /// after it (see [`Store::apply_chunked`]).
+    fn apply_counted(&mut self, ops: &[Op], count: impl Fn(&mut Counters, &Op)) -> bool {
+        self.dirty = false;
+        let mut c = self.counters;
+        let mut after = Vec::with_capacity(ops.len() + 1);
+        after.push(c);
+        for op in ops {
+            count(&mut c, op);
+            after.push(c);
+        }
+        self.counters = c;
+        self.store.apply_chunked(ops, &|n| after[n])
     }
 }
 

@@ -10,9 +10,9 @@ use std::sync::Mutex;
 
 use tracing::{error, info, warn};
 
-use super::files::{RESERVE_BYTES, ensure_reserve, is_storage_full, parse_frame_name};
+use super::files::{RESERVE_BYTES, RESTART_MARK, ensure_reserve, parse_frame_name};
 use super::index::{Entry, FrameState, Trees, decode_entry, index_err, seq_of};
-use super::store::{Op, Store};
+use super::store::{Op, SledOpen, Store, index_path, open_sled};
 use super::{Counters, Queue, QueueError, State, Tally, io_err, spool};
 use crate::config::QueueConfig;
 
@@ -51,22 +51,6 @@ struct OnDisk {
 /// Missing spool files logged one by one at open; past this, one line gives the total.
 const MISSING_LOGGED: u64 = 10;
 
-/// Why sled could not open the index.
-pub(super) enum SledOpen {
-    /// The file system is full: not a broken index.
-    Full(String),
-    /// Anything else (corruption, a panic inside sled, …).
-    Broken(String),
-}
-
-impl SledOpen {
-    pub(super) fn message(self) -> String {
-        match self {
-            Self::Full(m) | Self::Broken(m) => m,
-        }
-    }
-}
-
 /// The index directories in `dir` (`index` is generation 0, `index.<n>` generation n),
 /// newest last.
 fn index_dirs(dir: &Path) -> Vec<(u64, PathBuf)> {
@@ -88,36 +72,10 @@ fn index_dirs(dir: &Path) -> Vec<(u64, PathBuf)> {
     out
 }
 
-/// The path of index generation `n` in `dir`.
-pub(super) fn index_path(dir: &Path, generation: u64) -> PathBuf {
-    if generation == 0 {
-        dir.join("index")
-    } else {
-        dir.join(format!("index.{generation}"))
-    }
-}
-
 /// The counters kept outside the index (`<dir>/counters`), a floor should the index roll
 /// back.
 pub(super) fn read_floor(dir: &Path) -> Option<Counters> {
     serde_json::from_slice(&std::fs::read(dir.join("counters")).ok()?).ok()
-}
-
-pub(super) fn open_sled(path: &Path, cache: u64) -> Result<sled::Db, SledOpen> {
-    let cfg = sled::Config::new()
-        .path(path)
-        .cache_capacity(cache)
-        .mode(sled::Mode::LowSpace)
-        .flush_every_ms(Some(1000));
-    // sled panics on some kinds of corruption instead of returning an error.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || cfg.open())) {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(sled::Error::Io(e))) if is_storage_full(&e) => Err(SledOpen::Full(e.to_string())),
-        Ok(Err(e)) => Err(SledOpen::Broken(e.to_string())),
-        Err(_) => Err(SledOpen::Broken(
-            "sled panicked while opening the index".to_string(),
-        )),
-    }
 }
 
 impl Queue {
@@ -463,7 +421,7 @@ impl Queue {
         st.counters.reindexed += report.reindexed;
         st.counters.interrupted += report.interrupted;
         st.counters.next_seq = st.next_seq;
-        let mark = self.dir.join(super::repair::RESTART_MARK);
+        let mark = self.dir.join(RESTART_MARK);
         if mark.exists() {
             report.restarted_for_repair = true;
             st.counters.index_restarts += 1;

@@ -24,10 +24,9 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use super::files::{RESERVE_BYTES, free_bytes, parse_frame_name};
+use super::files::{RESERVE_BYTES, RESTART_MARK, free_bytes, parse_frame_name};
 use super::index::{Entry, FrameState, Trees, decode_entry, seq_of};
-use super::open::{index_path, open_sled};
-use super::store::{Op, Store};
+use super::store::{Op, Store, index_path, open_sled};
 use super::{Queue, QueueError, State, Tally, spool};
 
 /// Frames by sequence number, with their state and entry.
@@ -35,9 +34,6 @@ type View = BTreeMap<u64, (FrameState, Entry)>;
 
 /// Failed rebuilds (with room on the disk) after which the daemon restarts instead.
 pub const HOPELESS_AFTER: u64 = 5;
-
-/// The file [`Queue::mark_restart_for_repair`] leaves for the next open.
-pub(super) const RESTART_MARK: &str = "restart-for-index-repair";
 
 /// Least time between two repair attempts.
 pub const RETRY_EVERY: Duration = Duration::from_secs(3);

@@ -1,15 +1,17 @@
-//! The index store: the sled database and its trees, every change to them written in one
-//! transaction together with the lifetime counters, and the *failed* state the store
+//! The index store: opening the sled database, its trees, every change to them written in
+//! a transaction together with the lifetime counters, and the *failed* state the store
 //! enters when sled stops working at run time.
 //!
 //! # Changes land with their counters
 //!
 //! Every index change is an [`Op`] list applied by [`Store::apply`] in one sled
-//! transaction that also stores the counters, so that after a crash an event and its
-//! count are durable together or not at all (the counters never disagree with the index
-//! they describe). Nothing is durable before a flush ([`super::Queue::flush_index`]);
-//! what operators see of the counters is the value of the last successful flush
-//! (`State::durable`), so a lifetime counter that was shown can never go back.
+//! transaction that also stores the counters (long lists by [`Store::apply_chunked`], in
+//! transactions of [`CHUNK`], each with the counters as they stand after it), so that
+//! after a crash an event and its count are durable together or not at all (the counters
+//! never disagree with the index they describe). Nothing is durable before a flush
+//! ([`super::Queue::flush_index`]); what operators see of the counters is the value of
+//! the last successful flush (`State::durable`), so a lifetime counter that was shown can
+//! never go back.
 //!
 //! # When sled fails
 //!
@@ -27,13 +29,17 @@
 //! old one truncates it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use tracing::error;
 
+use super::files::is_storage_full;
 use super::index::{Entry, FrameState, Trees, decode_entry, encode_entry, key};
 use super::{Counters, QueueError};
+
+/// Most changes in one transaction of [`Store::apply_chunked`].
+pub(super) const CHUNK: usize = 64;
 
 /// One change to the index.
 #[derive(Debug, Clone)]
@@ -192,6 +198,28 @@ impl Store {
     /// Applies `ops` and stores `counters`, atomically. Once failed (or when this write
     /// fails) they are only remembered, for the repair; returns whether they reached sled.
     pub(super) fn apply(&mut self, ops: &[Op], counters: &Counters) -> bool {
+        self.apply_in(ops, usize::MAX, &|_| *counters)
+    }
+
+    /// Applies `ops` in transactions of at most [`CHUNK`] changes, each storing the
+    /// counters as they stand after its last change (`counters_after(n)`: after the first
+    /// `n` changes). Every durable prefix is consistent, and a lease or an ack of
+    /// thousands of frames does not hold them all in one transaction (sled keeps a
+    /// transaction's whole write set in memory: 2 MiB more at the peak of a drain).
+    pub(super) fn apply_chunked(
+        &mut self,
+        ops: &[Op],
+        counters_after: &dyn Fn(usize) -> Counters,
+    ) -> bool {
+        self.apply_in(ops, CHUNK, counters_after)
+    }
+
+    fn apply_in(
+        &mut self,
+        ops: &[Op],
+        chunk: usize,
+        counters_after: &dyn Fn(usize) -> Counters,
+    ) -> bool {
         for op in ops {
             self.changed += 1;
             let n = self.changed;
@@ -221,9 +249,17 @@ impl Store {
             self.fail("an injected index failure (fault-injection build)");
         }
         if self.failed.is_none() {
-            match self.transaction(ops, counters) {
-                Ok(()) => return true,
-                Err(e) => self.fail(&e.to_string()),
+            let mut done = 0;
+            loop {
+                let end = (done + chunk.max(1)).min(ops.len());
+                if let Err(e) = self.transaction(&ops[done..end], &counters_after(end)) {
+                    self.fail(&e.to_string());
+                    return false;
+                }
+                done = end;
+                if done >= ops.len() {
+                    return true;
+                }
             }
         }
         false
@@ -295,5 +331,49 @@ fn injected_failure(changed: u64) -> bool {
     match after {
         Some(n) if changed > n => !DONE.swap(true, Ordering::Relaxed),
         _ => false,
+    }
+}
+
+/// Why sled could not open the index.
+pub(super) enum SledOpen {
+    /// The file system is full: not a broken index.
+    Full(String),
+    /// Anything else (corruption, a panic inside sled, …).
+    Broken(String),
+}
+
+impl SledOpen {
+    pub(super) fn message(self) -> String {
+        match self {
+            Self::Full(m) | Self::Broken(m) => m,
+        }
+    }
+}
+
+/// The path of index generation `n` in `dir`.
+pub(super) fn index_path(dir: &Path, generation: u64) -> PathBuf {
+    if generation == 0 {
+        dir.join("index")
+    } else {
+        dir.join(format!("index.{generation}"))
+    }
+}
+
+/// Opens sled at `path` (its page cache capped at `cache` bytes), telling a full disk
+/// from a broken index.
+pub(super) fn open_sled(path: &Path, cache: u64) -> Result<sled::Db, SledOpen> {
+    let cfg = sled::Config::new()
+        .path(path)
+        .cache_capacity(cache)
+        .mode(sled::Mode::LowSpace)
+        .flush_every_ms(Some(1000));
+    // sled panics on some kinds of corruption instead of returning an error.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || cfg.open())) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(sled::Error::Io(e))) if is_storage_full(&e) => Err(SledOpen::Full(e.to_string())),
+        Ok(Err(e)) => Err(SledOpen::Broken(e.to_string())),
+        Err(_) => Err(SledOpen::Broken(
+            "sled panicked while opening the index".to_string(),
+        )),
     }
 }

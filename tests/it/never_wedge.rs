@@ -595,6 +595,8 @@ async fn a_failed_index_is_repaired_in_process_and_one_that_cannot_be_ends_in_a_
     committed.extend(committed_filenames(&log));
     let mut last = cfg.clone();
     last.stop_after_frames = 10;
+    // The backlog left by the failed run fits a few sessions (no wait for the limiter).
+    last.batch_max_frames = 1000;
     let last_config = last.write(&tmp.path().join("last.toml"));
     let mut d = Daemon::start(&last_config, &tmp.path().join("log.3"));
     assert!(
