@@ -87,8 +87,10 @@ def reliability(figures, secs):
   duplicate is one of them.
 - **dead**: frames the platform refused for good, kept in the queue for inspection.
 - **recovery**: crash: slowest start to a reconciled queue; outage: link back to backlog
-  drained; disk full: restart to the backlog delivered; corrupt state: start to exit after
-  delivering everything; camera: kill to the first new frame; resource bounds: drain time.
+  drained; disk full: restart to the backlog delivered; disk filled by another program:
+  filler removed to the first deliveries, without a restart; corrupt state: start to exit
+  after delivering everything; camera: kill to the first new frame; resource bounds: drain
+  time.
 """)
 
 
