@@ -5,7 +5,7 @@
 
 use tracing::{error, warn};
 
-use super::index::{Entry, FrameState, SessionRef, decode_entry, seq_of};
+use super::index::{Entry, FrameState, SessionRef, decode_entry, index_err, seq_of};
 use super::spool::{self, SpoolError};
 use super::{Counters, Op, Queue, QueueError, ReadError, State};
 use crate::frame::FrameMeta;
@@ -38,14 +38,12 @@ impl Queue {
             let mut groups: Option<Vec<String>> = None;
             let mut bytes = 0u64;
             let path = st.store.path.clone();
+            let ie = index_err(&path);
             for kv in st.store.trees.pending.iter() {
                 if chosen.len() >= max_frames {
                     break;
                 }
-                let (k, v) = kv.map_err(|e| QueueError::Index {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
+                let (k, v) = kv.map_err(&ie)?;
                 let (Some(seq), Some(e)) = (seq_of(&k), decode_entry(&v)) else {
                     continue;
                 };
@@ -261,11 +259,9 @@ impl Queue {
             let mut st = self.state();
             let mut moved = Vec::new();
             let path = st.store.path.clone();
+            let ie = index_err(&path);
             for kv in st.store.trees.pending.iter() {
-                let (k, v) = kv.map_err(|e| QueueError::Index {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
+                let (k, v) = kv.map_err(&ie)?;
                 let (Some(seq), Some(e)) = (seq_of(&k), decode_entry(&v)) else {
                     continue;
                 };

@@ -72,6 +72,16 @@ fn index_dirs(dir: &Path) -> Vec<(u64, PathBuf)> {
     out
 }
 
+/// The file names in the spool directory.
+fn list_spool(spool: &Path) -> Result<Vec<String>, QueueError> {
+    let mut names = Vec::new();
+    for ent in std::fs::read_dir(spool).map_err(io_err("cannot list", spool))? {
+        let ent = ent.map_err(io_err("cannot list", spool))?;
+        names.push(ent.file_name().to_string_lossy().into_owned());
+    }
+    Ok(names)
+}
+
 /// The counters kept outside the index (`<dir>/counters`), a floor should the index roll
 /// back.
 pub(super) fn read_floor(dir: &Path) -> Option<Counters> {
@@ -143,7 +153,9 @@ impl Queue {
         // An index that recovered an older state than one it once made durable: its
         // counters are behind the floor, or it does not know a frame it had counted.
         let mut older = stored.behind(&floor);
-        let unknown = Self::unknown_counted(&spool, &trees, stored.committed_through);
+        // The spool is listed once, for this check and for the reconcile.
+        let names = list_spool(&spool)?;
+        let unknown = Self::unknown_counted(&names, &trees, stored.committed_through);
         if unknown > 0 {
             older.push(format!(
                 "{unknown} committed frame(s) on disk unknown to the index"
@@ -193,7 +205,7 @@ impl Queue {
             notify: tokio::sync::Notify::new(),
             _lock: lock,
         };
-        q.reconcile(&mut report)?;
+        q.reconcile(&mut report, names)?;
         if !existed && q.stats().pending.frames > 0 {
             report.index_rebuilt = true;
         }
@@ -258,7 +270,7 @@ impl Queue {
     /// Spool files at or below `through` (so counted as committed in the index's state)
     /// that the index has neither an entry nor a tombstone for. A consistent index has
     /// none: every commit lands with its count.
-    fn unknown_counted(spool: &Path, trees: &Trees, through: u64) -> u64 {
+    fn unknown_counted(names: &[String], trees: &Trees, through: u64) -> u64 {
         let known = |seq: u64| {
             let k = super::index::key(seq);
             FrameState::ALL
@@ -266,25 +278,23 @@ impl Queue {
                 .any(|s| trees.of(*s).contains_key(k).unwrap_or(true))
                 || trees.gone.contains_key(k).unwrap_or(true)
         };
-        std::fs::read_dir(spool)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| parse_frame_name(&e.file_name().to_string_lossy()))
+        names
+            .iter()
+            .filter_map(|n| parse_frame_name(n))
             .filter(|&seq| seq <= through && !known(seq))
             .count() as u64
     }
 
-    fn reconcile(&self, report: &mut OpenReport) -> Result<(), QueueError> {
+    /// `names`: the spool directory's file names ([`list_spool`]).
+    fn reconcile(&self, report: &mut OpenReport, names: Vec<String>) -> Result<(), QueueError> {
         let mut st = self.state();
         let index_path = st.store.path.clone();
         let ie = index_err(&index_path);
-        let ie = |e| ie(e);
         // Finished frames whose file deletion a crash interrupted: delete them now.
         let mut finished: BTreeSet<u64> = BTreeSet::new();
         let mut bury = Vec::new();
         for kv in st.store.trees.gone.iter() {
-            let (k, _) = kv.map_err(ie)?;
+            let (k, _) = kv.map_err(&ie)?;
             if let Some(seq) = seq_of(&k) {
                 finished.insert(seq);
                 bury.push(Op::Bury { seq });
@@ -295,11 +305,8 @@ impl Queue {
         let mut files: BTreeMap<u64, OnDisk> = BTreeMap::new();
         // Seqs whose file was just quarantined (already counted and logged as such).
         let mut bad: BTreeSet<u64> = BTreeSet::new();
-        let rd = std::fs::read_dir(&self.spool).map_err(io_err("cannot list", &self.spool))?;
-        for ent in rd {
-            let ent = ent.map_err(io_err("cannot list", &self.spool))?;
-            let path = ent.path();
-            let name = ent.file_name().to_string_lossy().into_owned();
+        for name in names {
+            let path = self.spool.join(&name);
             if name.ends_with(".tmp") {
                 match std::fs::remove_file(&path) {
                     Ok(()) => report.tmp_removed += 1,
@@ -348,7 +355,7 @@ impl Queue {
         for state in FrameState::ALL {
             let mut moved = Vec::new();
             for kv in st.store.trees.of(state).iter() {
-                let (k, v) = kv.map_err(ie)?;
+                let (k, v) = kv.map_err(&ie)?;
                 let Some(seq) = seq_of(&k) else {
                     let _ = st.store.trees.of(state).remove(k);
                     continue;
@@ -435,7 +442,7 @@ impl Queue {
                 message: "cannot write the reconciled index".to_string(),
             });
         }
-        st.store.db.flush().map_err(ie)?;
+        st.store.db.flush().map_err(&ie)?;
         if report.restarted_for_repair {
             let _ = std::fs::remove_file(&mark);
             warn!(
