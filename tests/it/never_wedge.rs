@@ -11,13 +11,12 @@
 )]
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Daemon, Figures, TestConfig, committed_filenames, queue_stats};
+use crate::support::{Daemon, Figures, TestConfig, Tmpfs, committed_filenames, queue_stats};
 use fake_platform::nexus::{FakeNexus, Scripted};
 
 /// Every lifetime counter of a `queue stats --json` or status file.
@@ -296,28 +295,6 @@ async fn a_sink_folder_that_cannot_be_written_at_start_does_not_stop_capture() {
     );
     assert_adds_up(&s, "after the run");
     drop(fs);
-}
-
-/// Mounts a tmpfs of `size` at `at` (the test runs as root).
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(at).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs (the test needs root)");
-        Self(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
