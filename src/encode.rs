@@ -246,6 +246,30 @@ pub fn jpeg_dimensions(jpeg: &[u8]) -> Option<(u32, u32)> {
     })
 }
 
+/// The size a viewer shows: [`jpeg_dimensions`], with width and height swapped when the
+/// EXIF orientation turns the picture by a quarter (orientations 5 to 8), as the Picsellia
+/// SDK reports it. The EXIF segment is parsed only when there is one.
+pub fn jpeg_display_size(jpeg: &[u8]) -> Option<(u32, u32)> {
+    use image::ImageDecoder;
+    use image::metadata::Orientation;
+    let (w, h) = jpeg_dimensions(jpeg)?;
+    if !header_segments(jpeg).any(|(_, marker)| marker == 0xE1) {
+        return Some((w, h));
+    }
+    let turned = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(jpeg))
+        .and_then(|mut d| d.orientation())
+        .is_ok_and(|o| {
+            matches!(
+                o,
+                Orientation::Rotate90
+                    | Orientation::Rotate270
+                    | Orientation::Rotate90FlipH
+                    | Orientation::Rotate270FlipH
+            )
+        });
+    Some(if turned { (h, w) } else { (w, h) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{CameraConfig, MetaValue};
+use crate::config::{CameraConfig, Location, MetaValue};
 
 /// A frame as a source produced it, before it has a name.
 #[derive(Debug)]
@@ -35,7 +35,7 @@ pub struct CapturedFrame {
 }
 
 /// What the queue stores with every frame and what a sink sends with it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FrameMeta {
     /// Platform filename, extension included. Unique per frame.
     pub filename: String,
@@ -47,6 +47,15 @@ pub struct FrameMeta {
     pub groups: Vec<String>,
     /// The full custom metadata: the camera's own plus the built-ins.
     pub custom: BTreeMap<String, MetaValue>,
+    /// Picsellia data tags (the camera's `tags`, templates expanded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Capture time, Unix milliseconds (absent in frames queued by older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captured_ms: Option<i64>,
+    /// The camera's position, when its config gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
 }
 
 /// Draws a random run id: 12 lowercase hex digits.
@@ -102,6 +111,11 @@ impl Namer {
         let n = cameras.len();
         // `{device}` and `{camera}` in string metadata, once per run.
         for cam in &mut cameras {
+            for t in &mut cam.tags {
+                *t = t
+                    .replace("{device}", &device)
+                    .replace("{camera}", &cam.name);
+            }
             for v in cam.metadata.values_mut() {
                 if let MetaValue::Str(s) = v {
                     *s = s
@@ -183,6 +197,9 @@ impl Namer {
             camera: cam.name.clone(),
             groups: cam.groups.clone(),
             custom,
+            tags: cam.tags.clone(),
+            captured_ms: Some(unix_ms(frame.captured_at)),
+            location: cam.location,
         })
     }
 

@@ -377,6 +377,8 @@ mod tests {
             },
             interval,
             groups: vec!["main".into()],
+            tags: Vec::new(),
+            location: None,
             filename_template: "{run}-{seq}".into(),
             metadata: BTreeMap::new(),
             builtin_metadata: Vec::new(),

@@ -68,6 +68,13 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// The Picsellia datalake of the config, from the device (the daemon's token; works
+    /// while it runs; never touches the queue).
+    Picsellia {
+        /// Which.
+        #[command(subcommand)]
+        command: PicselliaCommand,
+    },
     /// Inspect the queue (live numbers come from the daemon's status file while it runs).
     Queue {
         /// Which.
@@ -117,4 +124,56 @@ pub enum QueueCommand {
     RetryDead,
     /// Delete the dead frames for good. The daemon must be stopped.
     Purge,
+}
+
+/// `edgecap picsellia …`.
+#[derive(Subcommand)]
+pub enum PicselliaCommand {
+    /// The datalake's data.
+    Data {
+        /// Which.
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+/// `edgecap picsellia data …`. A data is named by its id or its filename.
+#[derive(Subcommand)]
+pub enum DataCommand {
+    /// List data, newest pages first as the platform orders them.
+    List {
+        /// Only data with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One data, with its tags and metadata.
+    Get {
+        /// Id or filename.
+        data: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach tags (created if missing) to a data.
+    Tag {
+        /// Id or filename.
+        data: String,
+        /// Tag names.
+        #[arg(required = true)]
+        tags: Vec<String>,
+    },
+    /// Delete a data from the datalake (asks first).
+    Delete {
+        /// Id or filename.
+        data: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
 }

@@ -66,6 +66,11 @@ fn run_daemon(resolved: Resolved, mode: Mode) -> anyhow::Result<RunEnd> {
     let sink = match &cfg.upload.sink {
         SinkConfig::Directory { path } => format!("directory {}", path.display()),
         SinkConfig::Nexus(n) => format!("Nexus project {} at {}", n.project_id, n.endpoint),
+        SinkConfig::Picsellia(p) => format!(
+            "Picsellia datalake {} at {}",
+            p.datalake.as_deref().unwrap_or("(the default)"),
+            p.host
+        ),
     };
     let queue_dir = cfg.queue.dir.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()

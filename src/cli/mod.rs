@@ -2,7 +2,7 @@
 //! config once and dispatches; each command's body lives with its kind: `view.rs`
 //! (`status`, `queue stats`: the [`Snapshot`](edgecap::ops::snapshot::Snapshot) views),
 //! `queue.rs` (`queue list/export/retry-dead/purge`), `daemon.rs` (`run`, `enqueue`,
-//! `snapshot`, `cameras`, `config validate`).
+//! `snapshot`, `cameras`, `config validate`), `picsellia.rs` (`picsellia data …`).
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage, 3 (`status`) not running.
 //! Only `run`, `enqueue` and `config validate` resolve the config against the machine
@@ -10,6 +10,7 @@
 
 mod args;
 mod daemon;
+mod picsellia;
 mod queue;
 mod view;
 
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use args::{Cli, Command, ConfigCommand, QueueCommand};
+use args::{Cli, Command, ConfigCommand, PicselliaCommand, QueueCommand};
 use edgecap::config::{self, Config, ConfigError, Resolved};
 
 const EXIT_RUNTIME: u8 = 1;
@@ -110,6 +111,18 @@ pub fn main() -> ExitCode {
             };
             edgecap::ops::journal::init();
             daemon::run(resolved, drain)
+        }
+        Command::Picsellia {
+            command: PicselliaCommand::Data { command },
+        } => {
+            let resolved = match config::resolve_platform(cfg, path) {
+                Ok(r) => r,
+                Err(e) => return config_failure(&e),
+            };
+            match picsellia::data(&resolved, command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => runtime_failure(&e),
+            }
         }
         Command::Cameras => ExitCode::SUCCESS,
     }

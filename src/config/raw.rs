@@ -60,6 +60,10 @@ pub struct RawCamera {
     #[serde(default)]
     pub active_hours: Vec<String>,
     #[serde(default)]
+    pub tags: Vec<String>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    #[serde(default)]
     pub transform: RawTransform,
     #[serde(default)]
     pub change_detection: RawChangeDetection,
@@ -197,6 +201,8 @@ pub enum SinkKind {
     Nexus,
     /// A local folder.
     Directory,
+    /// The Picsellia datalake.
+    Picsellia,
 }
 
 /// How Nexus gets each frame's custom metadata (`upload.metadata_api`).
@@ -248,6 +254,36 @@ pub struct RawUpload {
     pub metadata_api: Option<MetadataApi>,
     // Directory only.
     pub path: Option<String>,
+    // Picsellia only.
+    pub picsellia: Option<RawPicsellia>,
+}
+
+/// `[upload.picsellia]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPicsellia {
+    #[serde(default = "defaults::picsellia_host")]
+    pub host: String,
+    pub api_token: Option<String>,
+    pub api_token_env: Option<String>,
+    pub api_token_file: Option<String>,
+    pub api_token_credential: Option<String>,
+    pub organization: Option<String>,
+    pub datalake: Option<String>,
+    pub upload_dir: Option<String>,
+    pub data_source: Option<String>,
+    #[serde(default = "defaults::picsellia_concurrency")]
+    pub concurrency: u64,
+    #[serde(default = "defaults::connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+    #[serde(default = "defaults::request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    #[serde(default = "defaults::stall_timeout_secs")]
+    pub stall_timeout_secs: u64,
+    #[serde(default = "defaults::processing_poll_ms")]
+    pub processing_poll_ms: u64,
+    #[serde(default = "defaults::processing_timeout_secs")]
+    pub processing_timeout_secs: u64,
 }
 
 /// Default values, shared by serde and by the template test.
@@ -365,5 +401,17 @@ pub mod defaults {
     }
     pub fn operation_timeout_secs() -> u64 {
         600
+    }
+    pub fn picsellia_host() -> String {
+        "https://app.picsellia.com".to_string()
+    }
+    pub fn picsellia_concurrency() -> u64 {
+        4
+    }
+    pub fn processing_poll_ms() -> u64 {
+        5000
+    }
+    pub fn processing_timeout_secs() -> u64 {
+        150
     }
 }

@@ -27,6 +27,16 @@ pub struct Resolved {
 /// Answers the config's deferred checks; every problem is listed, with its key and line.
 /// `path` is the config file (it may hold the secret itself).
 pub fn resolve(config: Config, path: &Path) -> Result<Resolved, ConfigError> {
+    resolve_with(config, path, true)
+}
+
+/// [`resolve()`] without the folder checks: what a command that only talks to the platform
+/// needs (`edgecap picsellia …`), so it works for a user who cannot write the queue.
+pub fn resolve_platform(config: Config, path: &Path) -> Result<Resolved, ConfigError> {
+    resolve_with(config, path, false)
+}
+
+fn resolve_with(config: Config, path: &Path, folders: bool) -> Result<Resolved, ConfigError> {
     let mut problems = Vec::new();
     let mut warnings = config.warnings.clone();
     let mut secret = None;
@@ -42,6 +52,7 @@ pub fn resolve(config: Config, path: &Path) -> Result<Resolved, ConfigError> {
                 let name = gethostname::gethostname().to_string_lossy().into_owned();
                 host = Some(sanitize_name(name.trim()));
             }
+            Deferred::Writable { .. } if !folders => {}
             Deferred::Writable {
                 site,
                 dir,
@@ -71,7 +82,7 @@ pub fn resolve(config: Config, path: &Path) -> Result<Resolved, ConfigError> {
                     };
                     if let Some(h) = holder.filter(|h| readable_by_others(h)) {
                         warnings.push(format!(
-                            "{} holds the Nexus secret key and every user of this machine can read it: chmod o-r {} (the .deb installs it as root:edgecap 0640)",
+                            "{} holds the platform's secret and every user of this machine can read it: chmod o-r {} (the .deb installs it as root:edgecap 0640)",
                             h.display(),
                             h.display()
                         ));

@@ -127,12 +127,26 @@ pub struct CameraConfig {
     /// The built-in metadata keys edgecap adds to each frame (a subset of
     /// [`super::BUILTIN_METADATA_KEYS`], in that order).
     pub builtin_metadata: Vec<String>,
+    /// Picsellia data tags every frame of this camera gets; `{device}` and `{camera}` are
+    /// expanded by [`crate::frame::Namer`].
+    pub tags: Vec<String>,
+    /// Where the camera stands, sent as standard metadata by the Picsellia sink.
+    pub location: Option<Location>,
     /// Daily capture windows in local time (empty: always).
     pub active_hours: ActiveHours,
     /// Pixel transforms (default: none, camera JPEG passes through).
     pub transform: Transform,
     /// Change detection, if enabled.
     pub change_detection: Option<ChangeDetection>,
+}
+
+/// A camera's position (WGS 84 degrees).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    /// -90 to 90.
+    pub latitude: f64,
+    /// -180 to 180.
+    pub longitude: f64,
 }
 
 /// `[camera.change_detection]`: keep a frame only when the scene changed.
@@ -304,6 +318,46 @@ pub enum SinkConfig {
         /// Target folder.
         path: PathBuf,
     },
+    /// The Picsellia datalake.
+    Picsellia(PicselliaConfig),
+}
+
+impl SinkConfig {
+    /// The name `sink = …` gives it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Nexus(_) => "nexus",
+            Self::Directory { .. } => "directory",
+            Self::Picsellia(_) => "picsellia",
+        }
+    }
+}
+
+/// Settings of the Picsellia sink (`[upload.picsellia]`).
+#[derive(Debug, Clone)]
+pub struct PicselliaConfig {
+    /// Platform base URL (its path part is ignored, as the SDK does).
+    pub host: String,
+    /// Organization name or id (None: the token's default organization).
+    pub organization: Option<String>,
+    /// Datalake name or id (None: the organization's default datalake).
+    pub datalake: Option<String>,
+    /// Object-storage folder for the uploads (private storage only).
+    pub upload_dir: Option<String>,
+    /// Data source name; `{device}` is expanded.
+    pub data_source: Option<String>,
+    /// Frames in flight at once (object name, upload, registration).
+    pub concurrency: usize,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout for API calls (not storage uploads).
+    pub request_timeout: Duration,
+    /// A transfer that makes no progress for this long is aborted.
+    pub stall_timeout: Duration,
+    /// Time between processing-status polls.
+    pub processing_poll: Duration,
+    /// How long processing may take before the data is taken as delivered anyway.
+    pub processing_timeout: Duration,
 }
 
 /// Settings of the Nexus sink.

@@ -121,6 +121,7 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
     let sink = ConfiguredSink::new(
         &config.upload.sink,
         secret.as_ref(),
+        &device_id,
         Arc::clone(&queue) as Arc<dyn upload::SessionJournal>,
     )
     .map_err(DaemonError::Sink)?;

@@ -23,6 +23,8 @@ pub struct Leased {
     pub image_crc: u32,
     /// The platform already has the image: only the metadata is still to be sent.
     pub image_delivered: bool,
+    /// The session it went into last, when its fate was left unknown.
+    pub previous: Option<SessionRef>,
 }
 
 impl Queue {
@@ -64,7 +66,7 @@ impl Queue {
         }
         Ok(chosen
             .into_iter()
-            .filter_map(|(seq, e)| self.leased(seq, e.image_delivered))
+            .filter_map(|(seq, e)| self.leased(seq, e.image_delivered, e.session))
             .collect())
     }
 
@@ -88,7 +90,12 @@ impl Queue {
 
     /// A frame just moved in flight, with the metadata of its spool file; a file that
     /// cannot be read is dealt with (quarantined, dropped, or released) and skipped.
-    fn leased(&self, seq: u64, image_delivered: bool) -> Option<Leased> {
+    fn leased(
+        &self,
+        seq: u64,
+        image_delivered: bool,
+        previous: Option<SessionRef>,
+    ) -> Option<Leased> {
         match spool::read_meta_of(&self.path_of(seq), seq) {
             Ok((h, meta)) => Some(Leased {
                 seq,
@@ -96,6 +103,7 @@ impl Queue {
                 image_len: h.image_len,
                 image_crc: h.image_crc,
                 image_delivered,
+                previous,
             }),
             Err(e) => {
                 let err = self.handle_read_error(seq, e);
@@ -214,9 +222,17 @@ impl Queue {
     /// crash or a stop left its fate unknown, `resent_after_error` otherwise), in the same
     /// transaction.
     pub fn record_session(&self, seqs: &[u64], session: &SessionRef) {
+        let frames: Vec<(u64, SessionRef)> = seqs.iter().map(|s| (*s, session.clone())).collect();
+        self.record_sessions(&frames);
+    }
+
+    /// [`Queue::record_session`] with a session per frame (Picsellia's object names), in
+    /// one transaction and one flush.
+    pub fn record_sessions(&self, frames: &[(u64, SessionRef)]) {
         let mut st = self.state();
-        let mut ops = Vec::with_capacity(seqs.len());
-        for &seq in seqs {
+        let mut ops = Vec::with_capacity(frames.len());
+        for (seq, session) in frames {
+            let seq = *seq;
             let Some(mut e) = st.store.get(FrameState::InFlight, seq) else {
                 continue;
             };
@@ -241,7 +257,7 @@ impl Queue {
         }
         if !st.apply(&ops) {
             warn!(
-                frames = seqs.len(),
+                frames = frames.len(),
                 "cannot record a batch's upload session: the index has failed; after a crash these frames are counted as interrupted"
             );
         }
@@ -282,7 +298,7 @@ impl Queue {
         for (session, seqs) in by_session {
             let frames = seqs
                 .into_iter()
-                .filter_map(|(seq, delivered)| self.leased(seq, delivered))
+                .filter_map(|(seq, delivered)| self.leased(seq, delivered, Some(session.clone())))
                 .collect();
             out.push((session, frames));
         }

@@ -25,6 +25,7 @@
 //! | `operations.rs` | platform operations followed in the background |
 //! | `backoff.rs` | backoff with jitter, `Retry-After`, the session rate limiter, batch growth |
 //! | `nexus/` | the Datature Nexus sink |
+//! | `picsellia/` | the Picsellia datalake sink |
 //! | `directory.rs` | the local-folder sink |
 
 mod backoff;
@@ -32,6 +33,7 @@ pub mod directory;
 mod link_rate;
 mod nexus;
 mod operations;
+pub mod picsellia;
 mod sink;
 mod uploader;
 
@@ -43,6 +45,7 @@ use tokio::sync::watch;
 pub use backoff::{Backoff, RateLimiter, batch_size, parse_retry_after};
 pub use directory::DirectorySink;
 pub use nexus::{NexusSink, nexus_crc32c};
+pub use picsellia::PicselliaSink;
 pub use sink::{
     Decision, Frame, Image, ImageError, ImageStore, Outcome, Pending, Report, SessionJournal,
     SessionRef, Sink, Verdict,
@@ -57,14 +60,17 @@ pub enum ConfiguredSink {
     Nexus(NexusSink),
     /// A local folder.
     Directory(DirectorySink),
+    /// The Picsellia datalake.
+    Picsellia(PicselliaSink),
 }
 
 impl ConfiguredSink {
-    /// Builds the sink from its config (Nexus needs the resolved secret key, and a journal
-    /// for the sessions it opens).
+    /// Builds the sink from its config (the platforms need the resolved secret, and a
+    /// journal for the sessions or object names they record; `device` fills `{device}`).
     pub fn new(
         cfg: &SinkConfig,
         secret: Option<&Secret>,
+        device: &str,
         journal: Arc<dyn SessionJournal>,
     ) -> Result<Self, String> {
         Ok(match cfg {
@@ -73,6 +79,15 @@ impl ConfiguredSink {
                 Self::Nexus(NexusSink::new(n.clone(), secret.clone(), journal)?)
             }
             SinkConfig::Directory { path } => Self::Directory(DirectorySink::new(path.clone())),
+            SinkConfig::Picsellia(p) => {
+                let secret = secret.ok_or("the Picsellia sink needs an API token")?;
+                Self::Picsellia(PicselliaSink::new(
+                    p.clone(),
+                    secret.clone(),
+                    device,
+                    journal,
+                )?)
+            }
         })
     }
 }
@@ -82,6 +97,7 @@ impl Sink for ConfiguredSink {
         match self {
             Self::Nexus(s) => s.send(batch, stop).await,
             Self::Directory(s) => s.send(batch, stop).await,
+            Self::Picsellia(s) => s.send(batch, stop).await,
         }
     }
 
@@ -89,6 +105,7 @@ impl Sink for ConfiguredSink {
         match self {
             Self::Nexus(s) => s.probe().await,
             Self::Directory(s) => s.probe().await,
+            Self::Picsellia(s) => s.probe().await,
         }
     }
 
@@ -96,6 +113,7 @@ impl Sink for ConfiguredSink {
         match self {
             Self::Nexus(s) => s.check().await,
             Self::Directory(s) => s.check().await,
+            Self::Picsellia(s) => s.check().await,
         }
     }
 
@@ -103,6 +121,7 @@ impl Sink for ConfiguredSink {
         match self {
             Self::Nexus(s) => s.sessions_left(),
             Self::Directory(s) => s.sessions_left(),
+            Self::Picsellia(s) => s.sessions_left(),
         }
     }
 
@@ -110,7 +129,19 @@ impl Sink for ConfiguredSink {
         match self {
             Self::Nexus(s) => s.recover(session, frames).await,
             Self::Directory(s) => s.recover(session, frames).await,
+            Self::Picsellia(s) => s.recover(session, frames).await,
         }
+    }
+}
+
+/// `s` for a log line: control characters dropped, at most `max` characters, and every
+/// occurrence of `secret` masked.
+pub(crate) fn masked(s: &str, secret: &str, max: usize) -> String {
+    let s: String = s.chars().filter(|c| !c.is_control()).take(max).collect();
+    if secret.is_empty() {
+        s
+    } else {
+        s.replace(secret, "***")
     }
 }
 

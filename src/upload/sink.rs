@@ -144,11 +144,19 @@ pub trait Sink: Send + Sync + 'static {
 pub trait SessionJournal: Send + Sync + 'static {
     /// `seqs` went into `session`. Blocks until it is on disk.
     fn session_started(&self, seqs: &[u64], session: &SessionRef);
+
+    /// Each frame went into a session of its own (a Picsellia object name), all noted in
+    /// one durable write. Blocks until it is on disk.
+    fn sessions_started(&self, frames: &[(u64, SessionRef)]);
 }
 
 impl SessionJournal for Queue {
     fn session_started(&self, seqs: &[u64], session: &SessionRef) {
         self.record_session(seqs, session);
+    }
+
+    fn sessions_started(&self, frames: &[(u64, SessionRef)]) {
+        self.record_sessions(frames);
     }
 }
 
@@ -200,6 +208,9 @@ pub struct Frame {
     pub image: Image,
     /// The platform already has the image: only the metadata is to be sent.
     pub image_delivered: bool,
+    /// The session (or object name) the frame last went into when its fate was left
+    /// unknown: a sink that cannot replace what it sent asks about it first.
+    pub previous: Option<SessionRef>,
 }
 
 impl Frame {
@@ -212,6 +223,7 @@ impl Frame {
             image_crc: l.image_crc,
             image: Image::Stored(store),
             image_delivered: l.image_delivered,
+            previous: l.previous,
         }
     }
 
@@ -224,6 +236,7 @@ impl Frame {
             image_crc: crc32c::crc32c(&image),
             image: Image::Bytes(image),
             image_delivered: false,
+            previous: None,
         }
     }
 

@@ -32,6 +32,7 @@ fn meta(n: u64, groups: &[&str]) -> FrameMeta {
         camera: "cam".into(),
         groups: groups.iter().map(|g| g.to_string()).collect(),
         custom,
+        ..FrameMeta::default()
     }
 }
 

@@ -4,3 +4,4 @@
 //! faults. Dev-only: the edgecap binary never links it.
 
 pub mod nexus;
+pub mod picsellia;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{Seg, Validator, is_name_char, key};
 use crate::config::raw::{RawCamera, RawSource, defaults};
 use crate::config::types::{
-    CameraConfig, ChangeDetection, DeviceSelector, MetaValue, SourceConfig,
+    CameraConfig, ChangeDetection, DeviceSelector, Location, MetaValue, SourceConfig,
 };
 use crate::encode::{Rotate, Transform};
 use crate::schedule::{ActiveHours, Window};
@@ -271,6 +271,42 @@ impl Validator<'_> {
                 ok = false;
             }
         }
+        for t in &c.tags {
+            if t.trim().is_empty() || t.chars().any(char::is_control) {
+                self.problem(
+                    &p("tags"),
+                    "tag names must not be blank or hold control characters",
+                );
+                ok = false;
+            }
+        }
+        let location = match (c.latitude, c.longitude) {
+            (None, None) => None,
+            (Some(lat), Some(lon)) => {
+                if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
+                    self.problem(&p("latitude"), format!("must be -90 to 90 (got {lat})"));
+                    ok = false;
+                }
+                if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) {
+                    self.problem(&p("longitude"), format!("must be -180 to 180 (got {lon})"));
+                    ok = false;
+                }
+                Some(Location {
+                    latitude: lat,
+                    longitude: lon,
+                })
+            }
+            (Some(_), None) => {
+                self.problem(&p("latitude"), "set longitude too: they go together");
+                ok = false;
+                None
+            }
+            (None, Some(_)) => {
+                self.problem(&p("longitude"), "set latitude too: they go together");
+                ok = false;
+                None
+            }
+        };
         if let Err(msg) = check_filename_template(&c.filename_template) {
             self.problem(&p("filename_template"), msg);
             ok = false;
@@ -358,6 +394,8 @@ impl Validator<'_> {
             source,
             interval: interval?,
             groups: c.groups,
+            tags: c.tags,
+            location,
             filename_template: c.filename_template,
             metadata,
             builtin_metadata: builtins,

@@ -223,7 +223,7 @@ impl Validator<'_> {
         if !upload_seen {
             self.problem(
                 &[],
-                "missing [upload] section (sink = \"nexus\" or sink = \"directory\")",
+                "missing [upload] section (sink = \"nexus\", \"picsellia\" or \"directory\")",
             );
         }
         if cameras.is_empty() && !root.iter().any(|(k, _)| k.get_ref().as_ref() == "camera") {
@@ -263,6 +263,20 @@ impl Validator<'_> {
             warnings: Vec::new(),
         };
         config.warnings.extend(session_budget_warning(&config));
+        if !matches!(config.upload.sink, SinkConfig::Picsellia(_)) {
+            for (i, c) in config.cameras.iter().enumerate() {
+                if !c.tags.is_empty() {
+                    let line = self
+                        .loc
+                        .line_of_path(&[key("camera"), Seg::Index(i), key("tags")]);
+                    config.warnings.push(format!(
+                        "camera.tags (line {}): only the picsellia sink sends tags; the {} sink ignores them (it has groups)",
+                        line.map_or("?".to_string(), |l| l.to_string()),
+                        config.upload.sink.name()
+                    ));
+                }
+            }
+        }
         self.problems.is_empty().then_some(config)
     }
 }

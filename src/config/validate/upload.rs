@@ -1,13 +1,15 @@
-//! `[upload]`: batching, retries, and the sink's own keys (Nexus or a folder).
+//! `[upload]`: batching, retries, and the sink's own keys (Nexus, Picsellia or a folder).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::Seg;
 use super::{Validator, key};
 use crate::config::platform::NEXUS_MAX_ASSETS_PER_SESSION;
-use crate::config::raw::{RawUpload, SinkKind, defaults};
+use crate::config::raw::{RawPicsellia, RawUpload, SinkKind, defaults};
 use crate::config::types::{
-    BatchLimits, Deferred, NexusConfig, RetryPolicy, Secret, SecretSource, SinkConfig, UploadConfig,
+    BatchLimits, Deferred, NexusConfig, PicselliaConfig, RetryPolicy, Secret, SecretSource,
+    SinkConfig, UploadConfig,
 };
 
 impl Validator<'_> {
@@ -52,32 +54,43 @@ impl Validator<'_> {
             ("operation_timeout_secs", u.operation_timeout_secs.is_some()),
             ("metadata_api", u.metadata_api.is_some()),
         ];
+        if u.sink != SinkKind::Nexus {
+            for (k, set) in nexus_keys {
+                if set {
+                    self.problem(&p(k), "only valid with sink = \"nexus\"");
+                }
+            }
+        }
+        if u.sink != SinkKind::Directory && u.path.is_some() {
+            self.problem(&p("path"), "only valid with sink = \"directory\"");
+        }
+        if u.sink != SinkKind::Picsellia && u.picsellia.is_some() {
+            self.problem(&p("picsellia"), "only valid with sink = \"picsellia\"");
+        }
         let sink = match u.sink {
-            SinkKind::Directory => {
-                for (k, set) in nexus_keys {
-                    if set {
-                        self.problem(&p(k), "only valid with sink = \"nexus\"");
-                    }
+            SinkKind::Directory => match u.path {
+                Some(path) if !path.trim().is_empty() => {
+                    self.defer_writable(&p("path"), PathBuf::from(&path), false);
+                    Some(SinkConfig::Directory {
+                        path: PathBuf::from(path),
+                    })
                 }
-                match u.path {
-                    Some(path) if !path.trim().is_empty() => {
-                        self.defer_writable(&p("path"), PathBuf::from(&path), false);
-                        Some(SinkConfig::Directory {
-                            path: PathBuf::from(path),
-                        })
-                    }
-                    _ => {
-                        self.problem(&p("path"), "is required with sink = \"directory\"");
-                        None
-                    }
+                _ => {
+                    self.problem(&p("path"), "is required with sink = \"directory\"");
+                    None
                 }
-            }
-            SinkKind::Nexus => {
-                if u.path.is_some() {
-                    self.problem(&p("path"), "only valid with sink = \"directory\"");
+            },
+            SinkKind::Nexus => self.nexus(&u),
+            SinkKind::Picsellia => match &u.picsellia {
+                Some(ps) => self.picsellia(ps),
+                None => {
+                    self.problem(
+                        &p("picsellia"),
+                        "the [upload.picsellia] table is required with sink = \"picsellia\" (at least its api_token source)",
+                    );
+                    None
                 }
-                self.nexus(&u)
-            }
+            },
         };
         Some(UploadConfig {
             batch: BatchLimits {
@@ -130,7 +143,17 @@ impl Validator<'_> {
                 }
             }
         };
-        let secret = self.secret(u);
+        let secret = self.secret(
+            &[key("upload")],
+            "secret_key",
+            "the Nexus secret key",
+            [
+                u.secret_key.clone(),
+                u.secret_key_env.clone(),
+                u.secret_key_file.clone(),
+                u.secret_key_credential.clone(),
+            ],
+        );
         let put = self.range(
             &p("put_concurrency"),
             u.put_concurrency.unwrap_or_else(defaults::put_concurrency),
@@ -208,46 +231,125 @@ impl Validator<'_> {
         }))
     }
 
-    /// Which of the four secret sources is set; reading it is [`crate::config::resolve()`]'s.
-    fn secret(&mut self, u: &RawUpload) -> Option<SecretSource> {
-        let p = |k: &str| [key("upload"), key(k)];
-        let given = [
-            u.secret_key.is_some(),
-            u.secret_key_env.is_some(),
-            u.secret_key_file.is_some(),
-            u.secret_key_credential.is_some(),
-        ]
-        .iter()
-        .filter(|x| **x)
-        .count();
+    /// `[upload.picsellia]`.
+    fn picsellia(&mut self, ps: &RawPicsellia) -> Option<SinkConfig> {
+        let base = [key("upload"), key("picsellia")];
+        let p = |k: &str| [key("upload"), key("picsellia"), key(k)];
+        let host_ok = match reqwest::Url::parse(&ps.host) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => true,
+            Ok(_) => {
+                self.problem(&p("host"), "must be an http:// or https:// URL");
+                false
+            }
+            Err(e) => {
+                self.problem(&p("host"), format!("is not a URL: {e}"));
+                false
+            }
+        };
+        let secret = self.secret(
+            &base,
+            "api_token",
+            "the Picsellia API token",
+            [
+                ps.api_token.clone(),
+                ps.api_token_env.clone(),
+                ps.api_token_file.clone(),
+                ps.api_token_credential.clone(),
+            ],
+        );
+        let mut text = |k: &str, v: &Option<String>| match v {
+            Some(t) if t.trim().is_empty() => {
+                self.problem(
+                    &p(k),
+                    "must not be blank (leave the key out for the default)",
+                );
+                None
+            }
+            Some(t) if t.chars().any(char::is_control) => {
+                self.problem(&p(k), "must not contain control characters");
+                None
+            }
+            other => Some(other.clone()),
+        };
+        let organization = text("organization", &ps.organization);
+        let datalake = text("datalake", &ps.datalake);
+        let upload_dir = text("upload_dir", &ps.upload_dir);
+        let data_source = text("data_source", &ps.data_source);
+        let concurrency = self.range(&p("concurrency"), ps.concurrency, 1, 64);
+        let mut secs = |k: &str, v: u64, min: u64, max: u64| {
+            Duration::from_secs(self.range(&p(k), v, min, max))
+        };
+        let connect_timeout = secs("connect_timeout_secs", ps.connect_timeout_secs, 1, 3600);
+        let request_timeout = secs("request_timeout_secs", ps.request_timeout_secs, 1, 3600);
+        let stall_timeout = secs("stall_timeout_secs", ps.stall_timeout_secs, 1, 3600);
+        let processing_timeout = secs(
+            "processing_timeout_secs",
+            ps.processing_timeout_secs,
+            0,
+            86_400,
+        );
+        let poll = self.range(
+            &p("processing_poll_ms"),
+            ps.processing_poll_ms,
+            100,
+            600_000,
+        );
+        if !host_ok {
+            return None;
+        }
+        secret?;
+        Some(SinkConfig::Picsellia(PicselliaConfig {
+            host: ps.host.clone(),
+            organization: organization?,
+            datalake: datalake?,
+            upload_dir: upload_dir?,
+            data_source: data_source?,
+            concurrency: usize::try_from(concurrency).ok()?,
+            connect_timeout,
+            request_timeout,
+            stall_timeout,
+            processing_poll: Duration::from_millis(poll),
+            processing_timeout,
+        }))
+    }
+
+    /// Which of the four sources of a secret (`{name}`, `{name}_env`, `{name}_file`,
+    /// `{name}_credential` under `table`) is set; reading it is
+    /// [`crate::config::resolve()`]'s.
+    fn secret(
+        &mut self,
+        table: &[Seg],
+        name: &str,
+        what: &str,
+        values: [Option<String>; 4],
+    ) -> Option<SecretSource> {
+        let p = |suffix: &str| {
+            let mut v = table.to_vec();
+            v.push(key(&format!("{name}{suffix}")));
+            v
+        };
+        let given = values.iter().filter(|x| x.is_some()).count();
         if given != 1 {
+            let keys = format!("{name}, {name}_env, {name}_file or {name}_credential");
             self.problem(
-                &p("secret_key"),
+                &p(""),
                 if given == 0 {
-                    "the Nexus secret key is required: set one of secret_key, secret_key_env, secret_key_file or secret_key_credential"
+                    format!("{what} is required: set one of {keys}")
                 } else {
-                    "set only one of secret_key, secret_key_env, secret_key_file and secret_key_credential"
+                    format!("set only one of {keys}")
                 },
             );
             return None;
         }
-        let (path, source) = if let Some(v) = &u.secret_key {
-            (
-                p("secret_key"),
-                SecretSource::ConfigFile(Secret::new(v.clone())),
-            )
-        } else if let Some(var) = &u.secret_key_env {
-            (p("secret_key_env"), SecretSource::Env(var.clone()))
-        } else if let Some(file) = &u.secret_key_file {
-            (
-                p("secret_key_file"),
-                SecretSource::File(PathBuf::from(file)),
-            )
-        } else if let Some(name) = &u.secret_key_credential {
-            (
-                p("secret_key_credential"),
-                SecretSource::Credential(name.clone()),
-            )
+        let [value, env, file, credential] = values;
+        let (path, source) = if let Some(v) = value {
+            (p(""), SecretSource::ConfigFile(Secret::new(v)))
+        } else if let Some(var) = env {
+            (p("_env"), SecretSource::Env(var))
+        } else if let Some(f) = file {
+            (p("_file"), SecretSource::File(PathBuf::from(f)))
+        } else if let Some(c) = credential {
+            (p("_credential"), SecretSource::Credential(c))
         } else {
             return None;
         };

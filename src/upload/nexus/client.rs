@@ -76,13 +76,7 @@ impl Client {
 
     /// Masks the secret and shortens server-provided text for logs.
     pub(super) fn clean(&self, s: &str) -> String {
-        let secret = self.secret.expose();
-        let s: String = s.chars().filter(|c| !c.is_control()).take(300).collect();
-        if secret.is_empty() {
-            s
-        } else {
-            s.replace(secret, "***")
-        }
+        crate::upload::masked(s, self.secret.expose(), 300)
     }
 
     fn describe_error_body(&self, status: StatusCode, body: &[u8]) -> String {

@@ -96,23 +96,46 @@ impl<S: Sink> Uploader<S> {
         let store: Arc<dyn ImageStore> = Arc::clone(&self.queue) as Arc<dyn ImageStore>;
         let mut found = 0u64;
         let mut offline = None;
+        let mut seqs: Vec<u64> = Vec::new();
+        let mut outcomes: Vec<(u64, Outcome)> = Vec::new();
         for (session, leased) in sessions {
             let frames: Vec<Frame> = leased
                 .into_iter()
                 .map(|l| Frame::stored(l, Arc::clone(&store)))
                 .collect();
-            let seqs: Vec<u64> = frames.iter().map(|f| f.seq).collect();
-            let report = self.sink.recover(session, frames).await;
+            if offline.is_some() {
+                // The platform cannot be asked: the rest keep their sessions and are asked
+                // about before they are sent again.
+                let why = "not asked: the platform cannot be reached";
+                seqs.extend(frames.iter().map(|f| f.seq));
+                outcomes.extend(frames.iter().map(|f| (f.seq, Outcome::Unknown(why.into()))));
+                continue;
+            }
+            let report = self.sink.recover(session, frames.clone()).await;
             found += report
                 .outcomes
                 .iter()
                 .filter(|(_, o)| matches!(o, Outcome::Accepted | Outcome::MetadataPending(_)))
                 .count() as u64;
-            self.apply(&seqs, &report.outcomes).await;
+            // Frames the platform still processes were found too; they are followed like
+            // a batch's.
+            let later: std::collections::HashSet<u64> = report
+                .pending
+                .as_ref()
+                .map(|p| p.seqs.iter().copied().collect())
+                .unwrap_or_default();
+            found += later.len() as u64;
+            seqs.extend(frames.iter().map(|f| f.seq).filter(|s| !later.contains(s)));
+            outcomes.extend(report.outcomes);
+            if let Some(p) = report.pending {
+                self.ops.spawn(p);
+            }
             if let Verdict::Offline(r) = report.verdict {
                 offline = Some(r);
             }
         }
+        // One index update for all of them.
+        self.apply(&seqs, &outcomes).await;
         if found > 0 {
             let q = Arc::clone(&self.queue);
             blocking(&self.beat, "queue update", move || q.count_recovered(found)).await;

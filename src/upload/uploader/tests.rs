@@ -156,6 +156,7 @@ impl Harness {
                 camera: "cam0".into(),
                 groups: vec!["main".into()],
                 custom: BTreeMap::new(),
+                ..FrameMeta::default()
             };
             let image: Vec<u8> = (0..bytes).map(|b| (b % 251) as u8).collect();
             g.add(&meta, &image).unwrap();

@@ -42,6 +42,12 @@ pub struct TestConfig {
     pub extra_upload: String,
     pub retry_max_secs: u64,
     pub project_id: String,
+    /// Picsellia host (then the sink is Picsellia).
+    pub picsellia: Option<String>,
+    /// More keys of `[upload.picsellia]`.
+    pub extra_picsellia: String,
+    /// More keys of every `[[camera]]` (tags, position).
+    pub camera_extra: String,
 }
 
 impl TestConfig {
@@ -66,6 +72,18 @@ impl TestConfig {
             extra_upload: String::new(),
             retry_max_secs: 2,
             project_id: fake_platform::nexus::PROJECT.to_string(),
+            picsellia: None,
+            extra_picsellia: String::new(),
+            camera_extra: String::new(),
+        }
+    }
+
+    /// A Picsellia config against `host`.
+    pub fn picsellia(dir: &Path, host: &str) -> Self {
+        Self {
+            endpoint: None,
+            picsellia: Some(host.to_string()),
+            ..Self::nexus(dir, "http://unused")
         }
     }
 
@@ -84,9 +102,10 @@ impl TestConfig {
         for (name, groups, meta) in &self.cameras {
             let groups: Vec<String> = groups.iter().map(|g| format!("{g:?}")).collect();
             s += &format!(
-                "[[camera]]\nname = \"{name}\"\nfps = {:.1}\ngroups = [{}]\n[camera.source]\ntype = \"test_pattern\"\nwidth = 160\nheight = 120\n[camera.metadata]\n{meta}\n",
+                "[[camera]]\nname = \"{name}\"\nfps = {:.1}\ngroups = [{}]\n{}\n[camera.source]\ntype = \"test_pattern\"\nwidth = 160\nheight = 120\n[camera.metadata]\n{meta}\n",
                 self.fps,
-                groups.join(", ")
+                groups.join(", "),
+                self.camera_extra
             );
         }
         s += &format!(
@@ -101,6 +120,7 @@ impl TestConfig {
             self.batch_max_frames, self.batch_max_age_secs, self.retry_max_secs
         );
         match (&self.endpoint, &self.out_dir) {
+            _ if self.picsellia.is_some() => s += "sink = \"picsellia\"\n",
             (Some(ep), _) => {
                 s += &format!(
                     "sink = \"nexus\"\nendpoint = \"{ep}\"\nproject_id = \"{}\"\nsecret_key_env = \"EDGECAP_TEST_SECRET\"\noperation_poll_ms = 200\nconnect_timeout_secs = 2\nrequest_timeout_secs = 5\nstall_timeout_secs = 5\noperation_timeout_secs = 10\n",
@@ -116,6 +136,12 @@ impl TestConfig {
             _ => {}
         }
         s += &self.extra_upload;
+        if let Some(host) = &self.picsellia {
+            s += &format!(
+                "\n[upload.picsellia]\nhost = \"{host}\"\napi_token_env = \"EDGECAP_TEST_SECRET\"\nprocessing_poll_ms = 200\nconnect_timeout_secs = 2\nrequest_timeout_secs = 5\nstall_timeout_secs = 5\nprocessing_timeout_secs = 10\n{}\n",
+                self.extra_picsellia
+            );
+        }
         s
     }
 
