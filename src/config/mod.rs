@@ -165,6 +165,7 @@ mod tests {
         keys.extend(fields_of::<RawUpload>());
         keys.extend(fields_of::<RawTransform>());
         keys.extend(fields_of::<RawChangeDetection>());
+        keys.extend(fields_of::<RawPicsellia>());
         // The source enum is internally tagged; serde does not list its fields.
         keys.extend([
             "type",
@@ -182,7 +183,9 @@ mod tests {
         for k in keys {
             let documented = DEFAULT_TEMPLATE.lines().any(|l| {
                 let l = l.trim_start_matches('#').trim_start();
-                l.starts_with(&format!("{k} =")) || l == format!("[camera.{k}]")
+                l.starts_with(&format!("{k} ="))
+                    || l == format!("[camera.{k}]")
+                    || l == format!("[upload.{k}]")
             });
             assert!(documented, "`{k}` is not documented in config/edgecap.toml");
         }
