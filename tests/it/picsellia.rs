@@ -523,3 +523,48 @@ fn config_validate_checks_the_picsellia_keys_naming_key_and_line() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("only the picsellia sink sends tags"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_a_stale_lookup_and_endless_processing_still_deliver_each_frame_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakePicsellia::start("aws").await;
+    server.with(|s| {
+        s.faults.hang = Duration::from_secs(4);
+        // Two uploads stall past the stall timeout: retried within the frame.
+        s.faults.storage_hang = 2;
+        // A registration is created but its answer lost, and the lookup does not see it
+        // yet: registered again with the same object, the platform answers 208.
+        s.faults.register_5xx_after_create = vec![FileFault::new("-1.jpg", Some(1))];
+        s.faults.find_stale = 1;
+        // A data whose processing never ends.
+        s.faults.processing_never = vec![FileFault::new("-2.jpg", None)];
+    });
+    let cfg = config(tmp.path(), &server, 6);
+    let text = cfg
+        .render()
+        .replace("stall_timeout_secs = 5", "stall_timeout_secs = 1")
+        .replace("processing_timeout_secs = 10", "processing_timeout_secs = 2");
+    let config = tmp.path().join("edgecap.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    let st = d.wait(Duration::from_secs(60)).await;
+    assert!(st.success(), "{st:?}: {}", d.log_text());
+    assert_clean(&server, 6);
+    server.with(|s| {
+        let one: Vec<u16> = s
+            .record
+            .registrations
+            .iter()
+            .filter(|r| r.0.ends_with("-1.jpg"))
+            .map(|r| r.1)
+            .collect();
+        assert_eq!(one, [503, 208], "{:?}", s.record.registrations);
+        let two = s.data.values().find(|d| d.filename.ends_with("-2.jpg")).unwrap();
+        assert_eq!(two.status, "PENDING");
+    });
+    let stats = queue_stats(&config);
+    assert_eq!(stats["counters"]["uploaded"], 6, "{stats}");
+    let log = d.log_text();
+    assert!(log.contains("already has this object"), "{log}");
+    assert!(log.contains("has not finished processing"), "{log}");
+}

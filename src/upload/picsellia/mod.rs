@@ -63,7 +63,7 @@ use crate::config::{MetaValue, PicselliaConfig, Secret};
 /// `SessionRef::operation` of a recorded object name.
 const OBJECT: &str = "picsellia-object";
 
-/// Above this the SDK uses its multipart upload (protocol doc §4.2).
+/// Above this the SDK uses its multipart upload (protocol doc §4, item 4).
 const LARGE: u32 = 25 * 1024 * 1024;
 
 /// Registrations of one frame whose answer was lost, each looked up before the next.

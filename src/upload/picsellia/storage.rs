@@ -1,5 +1,5 @@
 //! Moving one frame's bytes to object storage through a presigned request (protocol doc
-//! §4.3): a form POST for the `aws`, `minio` and `google` client types, a `PUT` with
+//! §4): a form POST for the `aws`, `minio` and `google` client types, a `PUT` with
 //! `x-ms-blob-type: BlockBlob` for `azure`. Storage calls carry no platform credential.
 //! Network errors and 5xx/408/429 answers are tried three times in all (after 0.5 s and
 //! 1 s); a 403 (a refused or expired presigned request) is transient for this frame only,

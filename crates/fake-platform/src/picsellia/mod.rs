@@ -1,4 +1,4 @@
-//! An in-process fake Picsellia server on 127.0.0.1, written to §9 of the protocol notes
+//! An in-process fake Picsellia server on 127.0.0.1, written to the protocol notes
 //! (`docs/protocols/picsellia.md`): ping, organization, datalake, tags and data sources
 //! (find, then create on 404), object names, presigned uploads for both storage styles (an
 //! S3-style form POST for `aws`, a `PUT` with `x-ms-blob-type: BlockBlob` for `azure`),
@@ -76,6 +76,13 @@ pub struct Faults {
     pub hang: Duration,
     /// Processing of these ends in `ERROR`.
     pub processing_error: Vec<FileFault>,
+    /// Processing of these never ends.
+    pub processing_never: Vec<FileFault>,
+    /// The next storage requests are answered only after `hang` (a stalled upload).
+    pub storage_hang: usize,
+    /// The next lookups by object name answer 404 even when the data exists (a lookup
+    /// that does not see a registration yet).
+    pub find_stale: usize,
     /// Registrations whose custom metadata holds this key are refused with 422 (the
     /// datalake's schema).
     pub schema_refuse_key: Option<String>,
@@ -210,6 +217,9 @@ impl FakePicsellia {
         let app = axum::Router::new().fallback(move |m: Method, u: Uri, h: HeaderMap, b: Bytes| {
             let st = Arc::clone(&st);
             async move {
+                if let Some(d) = storage_hang(&st, &u) {
+                    tokio::time::sleep(d).await;
+                }
                 if let Some(d) = hang_before(&st, &m, &u, &b) {
                     tokio::time::sleep(d).await;
                     return error(504, "Gateway Timeout");
@@ -268,6 +278,16 @@ fn query(uri: &Uri) -> Vec<(String, String)> {
 
 fn q1(q: &[(String, String)], k: &str) -> Option<String> {
     q.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone())
+}
+
+/// A storage request that must hang first.
+fn storage_hang(st: &Shared, u: &Uri) -> Option<Duration> {
+    let mut s = st.lock().unwrap();
+    if !u.path().starts_with("/storage/") || s.faults.storage_hang == 0 {
+        return None;
+    }
+    s.faults.storage_hang -= 1;
+    Some(s.faults.hang)
 }
 
 /// A registration that must hang, then fail without creating anything.
@@ -449,13 +469,17 @@ fn handle(st: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes
         }
         ("GET", ["api", "data", id]) => {
             let mut refuse = std::mem::take(&mut s.faults.processing_error);
+            let mut never = std::mem::take(&mut s.faults.processing_never);
             let reads = s.faults.processing_reads;
             let tags = s.tags.clone();
             let answer = match s.data.get_mut(*id) {
                 None => error(404, "Data not found"),
                 Some(d) => {
                     d.reads += 1;
-                    if d.status == "PENDING" && d.reads >= reads {
+                    if d.status == "PENDING"
+                        && d.reads >= reads
+                        && !FileFault::hit(&mut never, &d.filename)
+                    {
                         d.status = if FileFault::hit(&mut refuse, &d.filename) {
                             "ERROR"
                         } else {
@@ -467,6 +491,7 @@ fn handle(st: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes
                 }
             };
             s.faults.processing_error = refuse;
+            s.faults.processing_never = never;
             answer
         }
         ("DELETE", ["api", "data", id]) => match s.data.remove(*id) {
@@ -527,6 +552,10 @@ fn find(s: &mut State, q: &[(String, String)]) -> Response {
     let by_object = q1(q, "object_name");
     if by_object.is_some() {
         s.record.lookups += 1;
+        if s.faults.find_stale > 0 {
+            s.faults.find_stale -= 1;
+            return error(404, "Data not found");
+        }
     }
     let (filename, id) = (q1(q, "filename"), q1(q, "id"));
     let found: Vec<&StoredData> = s
