@@ -156,7 +156,7 @@ async fn a_wrong_project_id_stops_uploads_with_one_error_and_no_session_while_ca
     let log = d.log_text();
     let refusals = log
         .lines()
-        .filter(|l| l.contains("the platform refuses edgecap's key or project"))
+        .filter(|l| l.contains("the platform refuses edgecap's credentials or destination"))
         .count();
     assert_eq!(
         refusals, 1,

@@ -543,7 +543,10 @@ async fn a_stalled_upload_a_stale_lookup_and_endless_processing_still_deliver_ea
     let text = cfg
         .render()
         .replace("stall_timeout_secs = 5", "stall_timeout_secs = 1")
-        .replace("processing_timeout_secs = 10", "processing_timeout_secs = 2");
+        .replace(
+            "processing_timeout_secs = 10",
+            "processing_timeout_secs = 2",
+        );
     let config = tmp.path().join("edgecap.toml");
     std::fs::write(&config, text).unwrap();
     let mut d = Daemon::start(&config, &tmp.path().join("log"));
@@ -559,7 +562,11 @@ async fn a_stalled_upload_a_stale_lookup_and_endless_processing_still_deliver_ea
             .map(|r| r.1)
             .collect();
         assert_eq!(one, [503, 208], "{:?}", s.record.registrations);
-        let two = s.data.values().find(|d| d.filename.ends_with("-2.jpg")).unwrap();
+        let two = s
+            .data
+            .values()
+            .find(|d| d.filename.ends_with("-2.jpg"))
+            .unwrap();
         assert_eq!(two.status, "PENDING");
     });
     let stats = queue_stats(&config);

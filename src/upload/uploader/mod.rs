@@ -438,7 +438,7 @@ impl<S: Sink> Uploader<S> {
                 error!(
                     reason,
                     retry_in_secs = d.as_secs(),
-                    "the platform refuses edgecap's requests; check project_id and the secret key"
+                    "the platform refuses edgecap's requests; check the sink's settings and its secret (the reason says which)"
                 );
                 Phase::BackingOff {
                     until: Instant::now() + d,

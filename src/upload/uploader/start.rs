@@ -36,13 +36,13 @@ impl<S: Sink> Uploader<S> {
                 if self.refusal_logged {
                     debug!(
                         reason,
-                        "the platform still refuses edgecap's key or project"
+                        "the platform still refuses edgecap's credentials or destination"
                     );
                 } else {
                     error!(
                         reason,
                         retry_in_secs = d.as_secs(),
-                        "the platform refuses edgecap's key or project: no upload until that is fixed (capture goes on; checked again every retry_max_secs)"
+                        "the platform refuses edgecap's credentials or destination: no upload until that is fixed (capture goes on; checked again every retry_max_secs)"
                     );
                     self.refusal_logged = true;
                 }
