@@ -61,7 +61,8 @@ use super::stopped;
 use crate::config::{MetaValue, PicselliaConfig, Secret};
 
 /// `SessionRef::operation` of a recorded object name.
-const OBJECT: &str = "picsellia-object";
+pub(crate) const OBJECT_SESSION: &str = "picsellia-object";
+const OBJECT: &str = OBJECT_SESSION;
 
 /// Above this the SDK uses its multipart upload (protocol doc §4, item 4).
 const LARGE: u32 = 25 * 1024 * 1024;
