@@ -575,3 +575,58 @@ async fn a_stalled_upload_a_stale_lookup_and_endless_processing_still_deliver_ea
     assert!(log.contains("already has this object"), "{log}");
     assert!(log.contains("has not finished processing"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_registers_every_committed_frame_exactly_once() {
+    // 10 cycles in the normal run, 50 with `EDGECAP_LONG=1` (scripts/reliability).
+    let cycles = if crate::support::long() { 50 } else { 10 };
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakePicsellia::start("aws").await;
+    server.with(|s| {
+        // Answers come back late and processing takes a few reads, so kills land while
+        // registrations are unanswered and while processing is followed.
+        s.faults.register_answer_delay = Some(Duration::from_millis(150));
+        s.faults.processing_reads = 3;
+    });
+    let mut cfg = config(tmp.path(), &server, 0);
+    cfg.batch_max_frames = 10;
+    let path = cfg.write(&tmp.path().join("edgecap.toml"));
+    let mut committed: BTreeSet<String> = BTreeSet::new();
+    for cycle in 0..cycles {
+        let mut d = Daemon::start(&path, &tmp.path().join(format!("log.{cycle}")));
+        let kill_at = Duration::from_millis(rand::random_range(400..2500u64));
+        tokio::time::sleep(kill_at).await;
+        d.kill9();
+        let text = d.log_text();
+        assert!(!text.contains("panicked"), "cycle {cycle}:\n{text}");
+        committed.extend(committed_filenames(&text));
+    }
+    let mut last = cfg.clone();
+    last.stop_after_frames = 5;
+    let (config, d) = run_to_end(&last, tmp.path()).await;
+    committed.extend(committed_filenames(&d.log_text()));
+    assert!(
+        committed.len() > 50,
+        "the kills hit a busy daemon: {}",
+        committed.len()
+    );
+    let stats = queue_stats(&config);
+    let lifetime = stats["counters"]["committed"].as_u64().unwrap() as usize;
+    assert_eq!(stats["pending"]["frames"], 0, "{stats}");
+    server.with(|s| {
+        assert!(s.record.violations.is_empty(), "{:?}", s.record.violations);
+        assert!(
+            s.duplicates().is_empty(),
+            "registered twice: {:?}",
+            s.duplicates()
+        );
+        let have: BTreeSet<&String> = s.data.values().map(|d| &d.filename).collect();
+        let missing: Vec<&String> = committed.iter().filter(|f| !have.contains(f)).collect();
+        assert!(missing.is_empty(), "committed frames lost: {missing:?}");
+        assert_eq!(s.data.len(), lifetime, "one data per committed frame");
+    });
+    eprintln!(
+        "picsellia kill -9: {cycles} cycles, {lifetime} frames committed and registered once each, recovered {}",
+        stats["counters"]["recovered"]
+    );
+}

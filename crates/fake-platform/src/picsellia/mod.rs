@@ -74,6 +74,8 @@ pub struct Faults {
     /// ... or creates the data and then hangs `hang` before answering.
     pub register_hang_after: Vec<FileFault>,
     pub hang: Duration,
+    /// Every registration's answer goes out this long after the data was created.
+    pub register_answer_delay: Option<Duration>,
     /// Processing of these ends in `ERROR`.
     pub processing_error: Vec<FileFault>,
     /// Processing of these never ends.
@@ -446,6 +448,12 @@ fn handle(st: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes
                 return Answer {
                     response: r,
                     delay_after: Some(s.faults.hang),
+                };
+            }
+            if r.status().is_success() {
+                return Answer {
+                    response: r,
+                    delay_after: s.faults.register_answer_delay,
                 };
             }
             r
