@@ -10,7 +10,7 @@ use std::time::Duration;
 use fake_platform::picsellia::{FakePicsellia, FileFault};
 use serde_json::Value;
 
-use crate::support::{Daemon, TestConfig, committed_filenames, queue_stats, run_to_end};
+use crate::support::{Daemon, Figures, TestConfig, committed_filenames, queue_stats, run_to_end};
 
 fn config(tmp: &std::path::Path, server: &FakePicsellia, frames: u64) -> TestConfig {
     let mut cfg = TestConfig::picsellia(tmp, &server.endpoint());
@@ -613,20 +613,28 @@ async fn kill_9_at_random_moments_registers_every_committed_frame_exactly_once()
     let stats = queue_stats(&config);
     let lifetime = stats["counters"]["committed"].as_u64().unwrap() as usize;
     assert_eq!(stats["pending"]["frames"], 0, "{stats}");
-    server.with(|s| {
+    let (delivered, lost, duplicates) = server.with(|s| {
         assert!(s.record.violations.is_empty(), "{:?}", s.record.violations);
-        assert!(
-            s.duplicates().is_empty(),
-            "registered twice: {:?}",
-            s.duplicates()
-        );
         let have: BTreeSet<&String> = s.data.values().map(|d| &d.filename).collect();
-        let missing: Vec<&String> = committed.iter().filter(|f| !have.contains(f)).collect();
-        assert!(missing.is_empty(), "committed frames lost: {missing:?}");
-        assert_eq!(s.data.len(), lifetime, "one data per committed frame");
+        let missing = committed.iter().filter(|f| !have.contains(f)).count();
+        (s.data.len(), missing, s.duplicates().len())
     });
-    eprintln!(
-        "picsellia kill -9: {cycles} cycles, {lifetime} frames committed and registered once each, recovered {}",
-        stats["counters"]["recovered"]
-    );
+    assert_eq!(duplicates, 0, "frames registered twice");
+    assert_eq!(lost, 0, "committed frames lost");
+    assert_eq!(delivered, lifetime, "one data per committed frame");
+    Figures {
+        case: "Picsellia: kill -9 at random moments",
+        runs: cycles as u64,
+        committed: lifetime as u64,
+        delivered: delivered as u64,
+        lost: lost as u64,
+        duplicates: duplicates as u64,
+        dead: stats["dead"]["frames"].as_u64().unwrap_or(0),
+        recovery_secs: None,
+        notes: format!(
+            "registration answers 150 ms late, processing 3 reads; {} frames found by object name after a restart and not registered again; {} re-sent after a crash",
+            stats["counters"]["recovered"], stats["counters"]["resent_after_crash"]
+        ),
+    }
+    .report();
 }
