@@ -71,6 +71,7 @@ fn print_details(st: &Snapshot) {
         "  sent again: after a crash or stop {}, after an error {}; index repaired {} time(s)",
         st.counters.resent_after_crash, st.counters.resent_after_error, st.counters.index_repairs
     );
+    println!("  {}", receipts_line(&st.receipts));
     for c in &st.cameras {
         println!(
             "  camera {}: {} frames, {} errors, {} unchanged (skipped), {} bad, {} dropped (buffer)",
@@ -100,6 +101,7 @@ pub(super) fn queue_stats(cfg: &Config, json: bool) -> anyhow::Result<()> {
             state: "idle".to_string(),
             updated_at: edgecap::frame::rfc3339_utc(std::time::SystemTime::now()),
             queue_dir: cfg.queue.dir.display().to_string(),
+            receipts: q.receipt_stats(),
             ..Snapshot::default()
         }
         .with_queue(&q.stats(), q.oldest_waiting_age().map(|d| d.as_secs()))
@@ -142,5 +144,21 @@ pub(super) fn queue_stats(cfg: &Config, json: bool) -> anyhow::Result<()> {
         "  sent again: after a crash or stop {}, after an error {}; index repaired {} time(s)",
         c.resent_after_crash, c.resent_after_error, c.index_repairs
     );
+    println!("  {}", receipts_line(&snap.receipts));
     Ok(())
+}
+
+/// The receipts line of `status` and `queue stats`.
+fn receipts_line(r: &edgecap::queue::ReceiptStats) -> String {
+    match r.last_ms {
+        Some(ms) => format!(
+            "delivered (receipts): last at {}, {} in the last hour, {} in the last day",
+            edgecap::frame::rfc3339_utc(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)
+            ),
+            r.last_hour,
+            r.last_day
+        ),
+        None => "delivered (receipts): none yet".to_string(),
+    }
 }

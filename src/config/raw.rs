@@ -176,6 +176,8 @@ pub struct RawQueue {
     pub buffer_frames: u64,
     #[serde(default = "defaults::index_cache_bytes")]
     pub index_cache_bytes: u64,
+    #[serde(default = "defaults::receipts_max_bytes")]
+    pub receipts_max_bytes: u64,
 }
 
 impl Default for RawQueue {
@@ -189,6 +191,7 @@ impl Default for RawQueue {
             commit_window_ms: defaults::commit_window_ms(),
             buffer_frames: defaults::buffer_frames(),
             index_cache_bytes: defaults::index_cache_bytes(),
+            receipts_max_bytes: defaults::receipts_max_bytes(),
         }
     }
 }
@@ -353,6 +356,9 @@ pub mod defaults {
     }
     pub fn buffer_frames() -> u64 {
         32
+    }
+    pub fn receipts_max_bytes() -> u64 {
+        8_000_000
     }
     pub fn index_cache_bytes() -> u64 {
         4 * 1024 * 1024

@@ -273,6 +273,8 @@ pub struct QueueConfig {
     pub buffer_frames: usize,
     /// sled's page cache size.
     pub index_cache_bytes: u64,
+    /// Cap of the receipt log (proof of delivery), in bytes.
+    pub receipts_max_bytes: u64,
 }
 
 /// `[upload]`.

@@ -382,6 +382,7 @@ impl StatusCtx {
                 .stalled()
                 .map(|st| format!("{} stuck {} s in {}", st.name, st.for_secs, st.doing)),
             cameras,
+            receipts: self.queue.receipt_stats(),
             ..self.base.clone()
         }
         .with_queue(&self.queue.stats(), oldest)

@@ -20,7 +20,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::queue::{Counters, IndexFailure, Stats, Tally};
+use crate::queue::{Counters, IndexFailure, ReceiptStats, Stats, Tally};
 
 /// One camera, this run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -116,6 +116,8 @@ pub struct Snapshot {
     pub index_failed: Option<IndexFailure>,
     /// Per camera, this run.
     pub cameras: Vec<CameraSnapshot>,
+    /// Proof of delivery: the last receipt and the deliveries of the last hour and day.
+    pub receipts: ReceiptStats,
 }
 
 impl Snapshot {

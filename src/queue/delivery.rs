@@ -6,6 +6,7 @@
 use tracing::{error, warn};
 
 use super::index::{Entry, FrameState, SessionRef, decode_entry, index_err, seq_of};
+use super::receipts::{Receipt, ReceiptStats};
 use super::spool::{self, SpoolError};
 use super::{Counters, Op, Queue, QueueError, ReadError, State};
 use crate::frame::FrameMeta;
@@ -27,7 +28,80 @@ pub struct Leased {
     pub previous: Option<SessionRef>,
 }
 
+/// What the uploader knows of a frame the platform accepted: its receipt's facts.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    /// Queue sequence number.
+    pub seq: u64,
+    /// Platform filename.
+    pub filename: String,
+    /// CRC-32C of the image.
+    pub crc32c: u32,
+    /// Image bytes.
+    pub bytes: u64,
+    /// Capture time, Unix ms.
+    pub captured_ms: Option<i64>,
+    /// The platform's id for it, where it gave one.
+    pub asset: Option<String>,
+}
+
 impl Queue {
+    /// The platform accepted these frames (into `sink`): their receipts are written and
+    /// made durable, with the session each went into, then the frames leave the queue
+    /// ([`Queue::ack`]). A receipt that cannot be written (a full disk) is logged; the
+    /// frames are delivered all the same.
+    pub fn deliver(&self, frames: &[Delivered], sink: &str) {
+        if frames.is_empty() {
+            return;
+        }
+        let now = crate::frame::unix_ms(std::time::SystemTime::now());
+        let receipts: Vec<Receipt> = {
+            let st = self.state();
+            frames
+                .iter()
+                .map(|d| {
+                    let session = st
+                        .store
+                        .get(FrameState::InFlight, d.seq)
+                        .and_then(|e| e.session);
+                    Receipt {
+                        filename: d.filename.clone(),
+                        asset: d.asset.clone(),
+                        session: session.as_ref().map(|s| s.id.clone()),
+                        operation: session
+                            .map(|s| s.operation)
+                            .filter(|o| !o.is_empty() && !o.starts_with("picsellia")),
+                        crc32c: d.crc32c,
+                        bytes: d.bytes,
+                        captured_ms: d.captured_ms,
+                        delivered_ms: now,
+                        sink: sink.to_string(),
+                    }
+                })
+                .collect()
+        };
+        let written = self
+            .receipts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .append(&receipts);
+        if let Err(e) = written {
+            warn!(frames = frames.len(), error = %e,
+                "cannot write the receipts of delivered frames; they are delivered without one");
+        }
+        let seqs: Vec<u64> = frames.iter().map(|d| d.seq).collect();
+        self.ack(&seqs);
+    }
+
+    /// The last receipt's time and the deliveries of the last hour and day.
+    pub fn receipt_stats(&self) -> ReceiptStats {
+        let now = crate::frame::unix_ms(std::time::SystemTime::now());
+        self.receipts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stats(now)
+    }
+
     /// Leases up to `max_frames` pending frames (at least one, at most `max_bytes` unless a
     /// single frame is larger) that share the oldest pending frame's groups. While the
     /// index has failed, a repair is tried first; if it cannot be done yet, nothing is
@@ -323,7 +397,9 @@ impl Queue {
             st.counters.metadata_retried += seqs.len() as u64;
             st.dirty = true;
         }
-        self.settle(seqs, Some(error), false, |e| {
+        // The session stays: the image went in it (the receipt names it), and after a
+        // restart the platform is asked about it before anything is sent again.
+        self.settle(seqs, Some(error), true, |e| {
             e.image_delivered = true;
             false
         });

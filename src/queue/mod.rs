@@ -14,6 +14,8 @@
 //!                                floor for the index's, rewritten every 30 s and at close
 //! <dir>/quarantine/              corrupt or unexpected files, moved aside, never deleted
 //! <dir>/reserve                  4 MiB of zeros, given back when the disk fills up
+//! <dir>/receipts/<n>.jsonl       proof of delivery, one JSON line per delivered frame
+//!                                (`receipts.rs`), capped at `receipts_max_bytes`
 //! ```
 //!
 //! # A full disk
@@ -167,6 +169,7 @@ mod files;
 mod group;
 mod index;
 mod open;
+mod receipts;
 mod repair;
 pub mod spool;
 mod store;
@@ -180,11 +183,12 @@ use tracing::warn;
 
 pub use admin::{Damaged, Listed, Spooled, scan_spool};
 pub use counters::{Counters, IndexFailure, Stats, Tally};
-pub use delivery::Leased;
+pub use delivery::{Delivered, Leased};
 pub use files::{INDEX_MARGIN_BYTES, RESERVE_BYTES};
 pub use group::{Committed, Group};
 pub use index::{Entry, FrameState, SessionRef};
 pub use open::OpenReport;
+pub use receipts::{Receipt, ReceiptStats, read_all as read_receipts};
 pub use repair::RETRY_EVERY as REPAIR_EVERY;
 
 use crate::config::OnFull;
@@ -299,6 +303,7 @@ pub struct Queue {
     on_full: OnFull,
     index_cache_bytes: u64,
     state: Mutex<State>,
+    receipts: Mutex<receipts::Receipts>,
     notify: tokio::sync::Notify,
     _lock: File,
 }

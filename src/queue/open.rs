@@ -130,6 +130,7 @@ impl Queue {
             }
         }
         let mut report = OpenReport::default();
+        let receipts = super::receipts::Receipts::open(&dir, cfg.receipts_max_bytes);
         // The newest index directory is the index; older ones are left-overs of a repair.
         let mut dirs = index_dirs(&dir);
         let (mut generation, mut index) = dirs.pop().unwrap_or((0, dir.join("index")));
@@ -189,6 +190,7 @@ impl Queue {
             max_bytes: cfg.max_bytes,
             on_full: cfg.on_full,
             index_cache_bytes: cfg.index_cache_bytes,
+            receipts: Mutex::new(receipts),
             state: Mutex::new(State {
                 next_seq: 1,
                 pending: Tally::default(),

@@ -22,6 +22,8 @@ use crate::queue::{Leased, Queue, ReadError};
 pub enum Outcome {
     /// The platform has it: delete it from the queue.
     Accepted,
+    /// The platform has it, under this id (its receipt names it).
+    AcceptedAs(String),
     /// Not delivered for a reason outside the frame (network, server, expired URL): try
     /// again later; does not count as an attempt.
     Retry(String),
@@ -41,6 +43,13 @@ pub enum Outcome {
     /// Sent into a recorded session whose end is not known (the daemon is stopping): the
     /// session stays noted, and the next start asks the platform before sending it again.
     Unknown(String),
+}
+
+impl Outcome {
+    /// Whether the platform has the frame (image and metadata).
+    pub fn accepted(&self) -> bool {
+        matches!(self, Self::Accepted | Self::AcceptedAs(_))
+    }
 }
 
 /// The sink's verdict on the link after a batch.

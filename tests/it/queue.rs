@@ -20,6 +20,7 @@ fn qcfg(dir: &Path, max_frames: u64, max_bytes: u64, on_full: OnFull) -> QueueCo
         commit_window: std::time::Duration::from_millis(0),
         buffer_frames: 4,
         index_cache_bytes: 1024 * 1024,
+        receipts_max_bytes: 1024 * 1024,
     }
 }
 

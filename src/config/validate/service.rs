@@ -83,6 +83,12 @@ impl Validator<'_> {
             64 * 1024,
             1024 * 1024 * 1024,
         );
+        let receipts = self.range(
+            &p("receipts_max_bytes"),
+            q.receipts_max_bytes,
+            64 * 1024,
+            1024 * 1024 * 1024,
+        );
         Some(QueueConfig {
             dir: PathBuf::from(q.dir),
             max_bytes,
@@ -92,6 +98,7 @@ impl Validator<'_> {
             commit_window: Duration::from_millis(window),
             buffer_frames: usize::try_from(buffer).ok()?,
             index_cache_bytes: cache,
+            receipts_max_bytes: receipts,
         })
     }
 }

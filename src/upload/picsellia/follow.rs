@@ -48,7 +48,7 @@ pub(super) async fn follow(c: &Client, mut frames: Vec<(u64, String)>) -> Vec<(u
                 Ok(d) if d.upload_status == "ERROR" => {
                     out.push((seq, Outcome::Rejected(error_text(c, &d))));
                 }
-                Ok(d) if d.ready() => out.push((seq, Outcome::Accepted)),
+                Ok(d) if d.ready() => out.push((seq, Outcome::AcceptedAs(d.id))),
                 Ok(_) => frames.push((seq, id)),
                 Err(e) => {
                     warn!(seq, error = %e, "cannot read a data's processing status; asking again");
@@ -65,7 +65,11 @@ pub(super) async fn follow(c: &Client, mut frames: Vec<(u64, String)>) -> Vec<(u
                 waited_secs = started.elapsed().as_secs(),
                 "the platform has not finished processing these frames; they are registered, so they count as delivered"
             );
-            out.extend(frames.into_iter().map(|(seq, _)| (seq, Outcome::Accepted)));
+            out.extend(
+                frames
+                    .into_iter()
+                    .map(|(seq, id)| (seq, Outcome::AcceptedAs(id))),
+            );
             return out;
         }
     }

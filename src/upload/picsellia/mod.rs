@@ -258,7 +258,7 @@ impl PicselliaSink {
             settle(seq, end, &mut verdict);
         }
         // One frame's lost connection is not a link that is down when others got through.
-        let through = !follow.is_empty() || outcomes.iter().any(|(_, o)| *o == Outcome::Accepted);
+        let through = !follow.is_empty() || outcomes.iter().any(|(_, o)| o.accepted());
         if let (Verdict::Offline(reason), true) = (&verdict, through) {
             verdict = Verdict::Backoff {
                 reason: reason.clone(),
@@ -503,12 +503,12 @@ impl PicselliaSink {
     /// A registered data, by its processing status.
     fn by_status(&self, seq: u64, d: Data) -> End {
         match d.upload_status.as_str() {
-            "DONE" => End::Now(Outcome::Accepted, Verdict::Ok),
+            "DONE" => End::Now(Outcome::AcceptedAs(d.id), Verdict::Ok),
             "ERROR" => End::Now(
                 Outcome::Rejected(follow::error_text(&self.client, &d)),
                 Verdict::Ok,
             ),
-            _ if d.ready() => End::Now(Outcome::Accepted, Verdict::Ok),
+            _ if d.ready() => End::Now(Outcome::AcceptedAs(d.id), Verdict::Ok),
             _ => {
                 let _ = seq;
                 End::Follow(d.id)

@@ -47,7 +47,7 @@ use super::sink::{Frame, ImageStore, Outcome, Sink, Verdict};
 use super::stopped;
 use crate::config::UploadConfig;
 use crate::ops::health::Beat;
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Delivered, Queue, QueueError};
 use settle::blocking;
 
 /// Uploader counters (for the summary line and status).
@@ -138,6 +138,8 @@ pub struct Uploader<S: Sink> {
     last_session: std::collections::HashMap<Vec<String>, Instant>,
     /// The link's measured speed (batches are cut to fit it).
     link: LinkRate,
+    /// What each frame out with the platform needs for its receipt.
+    facts: std::sync::Mutex<std::collections::HashMap<u64, Delivered>>,
 }
 
 impl<S: Sink> Uploader<S> {
@@ -165,6 +167,7 @@ impl<S: Sink> Uploader<S> {
             recovered: false,
             last_session: Default::default(),
             link: LinkRate::default(),
+            facts: Default::default(),
         }
     }
 
@@ -363,6 +366,7 @@ impl<S: Sink> Uploader<S> {
             .map(|l| Frame::stored(l, Arc::clone(&store)))
             .collect();
         let seqs: Vec<u64> = batch.iter().map(|f| f.seq).collect();
+        self.note_facts(&batch);
         let n = seqs.len();
         self.last_session
             .insert(batch[0].meta.groups.clone(), Instant::now());
@@ -476,6 +480,32 @@ impl<S: Sink> Uploader<S> {
         }
     }
 
+    /// Notes the receipt facts of frames handed to the sink.
+    pub(super) fn note_facts(&self, batch: &[Frame]) {
+        let mut facts = self.facts.lock().unwrap_or_else(|e| e.into_inner());
+        for f in batch {
+            facts.insert(
+                f.seq,
+                Delivered {
+                    seq: f.seq,
+                    filename: f.meta.filename.clone(),
+                    crc32c: f.image_crc,
+                    bytes: u64::from(f.image_len),
+                    captured_ms: f.meta.captured_ms,
+                    asset: None,
+                },
+            );
+        }
+    }
+
+    /// Drops the facts of frames decided or given up on.
+    pub(super) fn forget_facts(&self, seqs: &[u64]) {
+        let mut facts = self.facts.lock().unwrap_or_else(|e| e.into_inner());
+        for s in seqs {
+            facts.remove(s);
+        }
+    }
+
     /// Waits until `until`, applying operations that finish meanwhile; true if stopped.
     async fn pause_until(&mut self, until: Instant) -> bool {
         loop {
@@ -498,6 +528,7 @@ impl<S: Sink> Uploader<S> {
             }
         }
         let left = self.ops.abort();
+        self.forget_facts(&left);
         if !left.is_empty() {
             let q = Arc::clone(&self.queue);
             // Their sessions stay recorded: the next start asks the platform about them.

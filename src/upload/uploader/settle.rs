@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 
 use super::Uploader;
 use crate::ops::health::Beat;
+use crate::queue::Delivered;
 use crate::upload::sink::{Outcome, Sink};
 
 impl<S: Sink> Uploader<S> {
@@ -25,7 +26,8 @@ impl<S: Sink> Uploader<S> {
         for (seq, o) in outcomes {
             seen.insert(*seq);
             match o {
-                Outcome::Accepted => accepted.push(*seq),
+                Outcome::Accepted => accepted.push((*seq, None)),
+                Outcome::AcceptedAs(id) => accepted.push((*seq, Some(id.clone()))),
                 Outcome::Retry(m) => retry.push((*seq, m.clone())),
                 Outcome::Failed(m) => failed.push((*seq, m.clone())),
                 Outcome::Rejected(m) => rejected.push((*seq, m.clone())),
@@ -40,6 +42,30 @@ impl<S: Sink> Uploader<S> {
                 retry.push((*s, "not sent".to_string()));
             }
         }
+        // Receipt facts of the accepted frames; every decided frame's are dropped.
+        let delivered: Vec<Delivered> = {
+            let mut facts = self.facts.lock().unwrap_or_else(|e| e.into_inner());
+            let out = accepted
+                .iter()
+                .map(|(seq, asset)| {
+                    let mut d = facts.remove(seq).unwrap_or_else(|| Delivered {
+                        seq: *seq,
+                        filename: String::new(),
+                        crc32c: 0,
+                        bytes: 0,
+                        captured_ms: None,
+                        asset: None,
+                    });
+                    d.asset = asset.clone();
+                    d
+                })
+                .collect();
+            for s in seen.iter().chain(seqs) {
+                facts.remove(s);
+            }
+            out
+        };
+        let sink = self.cfg.sink.name();
         let stats = &self.stats;
         stats
             .accepted
@@ -50,7 +76,7 @@ impl<S: Sink> Uploader<S> {
         let q = Arc::clone(&self.queue);
         let max_attempts = self.cfg.max_attempts;
         let dead = blocking(&self.beat, "queue update", move || {
-            q.ack(&accepted);
+            q.deliver(&delivered, sink);
             // One index update per distinct reason, not one per frame.
             for (m, seqs) in by_reason(&retry) {
                 q.release(&seqs, Some(m));

@@ -103,6 +103,7 @@ impl<S: Sink> Uploader<S> {
                 .into_iter()
                 .map(|l| Frame::stored(l, Arc::clone(&store)))
                 .collect();
+            self.note_facts(&frames);
             if offline.is_some() {
                 // The platform cannot be asked: the rest keep their sessions and are asked
                 // about before they are sent again.
@@ -115,7 +116,7 @@ impl<S: Sink> Uploader<S> {
             found += report
                 .outcomes
                 .iter()
-                .filter(|(_, o)| matches!(o, Outcome::Accepted | Outcome::MetadataPending(_)))
+                .filter(|(_, o)| o.accepted() || matches!(o, Outcome::MetadataPending(_)))
                 .count() as u64;
             // Frames the platform still processes were found too; they are followed like
             // a batch's.

@@ -131,6 +131,7 @@ impl Harness {
             commit_window: Duration::ZERO,
             buffer_frames: 8,
             index_cache_bytes: 1 << 20,
+            receipts_max_bytes: 1 << 20,
         })
         .unwrap();
         Self {
