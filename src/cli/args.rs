@@ -68,6 +68,29 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Check the receipts of delivered frames against the platform: each frame there, with
+    /// its size and metadata. Exit 0 when nothing is missing, 1 on any gap.
+    Verify {
+        /// Only frames delivered within this long, e.g. `24h`, `7d`, `90m`.
+        #[arg(long)]
+        since: Option<String>,
+        /// Check at most this many frames, spread over the selection.
+        #[arg(long)]
+        sample: Option<usize>,
+        /// Platform requests per second at most.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The Nexus project of the config, from the device (the daemon's key; works while it
+    /// runs; never touches the queue).
+    Nexus {
+        /// Which.
+        #[command(subcommand)]
+        command: NexusCommand,
+    },
     /// The Picsellia datalake of the config, from the device (the daemon's token; works
     /// while it runs; never touches the queue).
     Picsellia {
@@ -172,6 +195,76 @@ pub enum DataCommand {
     Delete {
         /// Id or filename.
         data: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// `edgecap nexus …`.
+#[derive(Subcommand)]
+pub enum NexusCommand {
+    /// The project's assets.
+    Assets {
+        /// Which.
+        #[command(subcommand)]
+        command: AssetCommand,
+    },
+    /// Statistics of the project's asset groups (all, or those named).
+    Groups {
+        /// Group names.
+        names: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `edgecap nexus assets …`. An asset is named by its `asset_…` id or its filename.
+#[derive(Subcommand)]
+pub enum AssetCommand {
+    /// List assets, one page at a time.
+    List {
+        /// Only assets of this group (repeatable).
+        #[arg(long)]
+        group: Vec<String>,
+        /// Assets per page.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Start at this page cursor (printed after each page).
+        #[arg(long)]
+        page: Option<String>,
+        /// Follow the pages to the end.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One asset, with its groups and custom metadata.
+    Get {
+        /// Id or filename.
+        asset: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set an asset's status and/or its custom metadata.
+    Update {
+        /// Id or filename.
+        asset: String,
+        /// New annotation status (e.g. Annotated, Review, Completed, Tofix, None).
+        #[arg(long)]
+        status: Option<String>,
+        /// Custom metadata `key=value` (repeatable; integers, floats and true/false are
+        /// typed, anything else is a string). Replaces the asset's custom metadata.
+        #[arg(long, value_name = "KEY=VALUE")]
+        metadata: Vec<String>,
+    },
+    /// Delete an asset (asks first).
+    Delete {
+        /// Id or filename.
+        asset: String,
         /// Do not ask.
         #[arg(long)]
         yes: bool,

@@ -2,7 +2,9 @@
 //! config once and dispatches; each command's body lives with its kind: `view.rs`
 //! (`status`, `queue stats`: the [`Snapshot`](edgecap::ops::snapshot::Snapshot) views),
 //! `queue.rs` (`queue list/export/retry-dead/purge`), `daemon.rs` (`run`, `enqueue`,
-//! `snapshot`, `cameras`, `config validate`), `picsellia.rs` (`picsellia data …`).
+//! `snapshot`, `cameras`, `config validate`), `picsellia.rs` (`picsellia data …`),
+//! `nexus.rs` (`nexus assets …`, `nexus groups`), `verify.rs` (`verify`); `platform.rs`
+//! holds what the platform commands share.
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage, 3 (`status`) not running.
 //! Only `run`, `enqueue` and `config validate` resolve the config against the machine
@@ -10,8 +12,11 @@
 
 mod args;
 mod daemon;
+mod nexus;
 mod picsellia;
+mod platform;
 mod queue;
+mod verify;
 mod view;
 
 use std::io::Write;
@@ -111,6 +116,32 @@ pub fn main() -> ExitCode {
             };
             edgecap::ops::journal::init();
             daemon::run(resolved, drain)
+        }
+        Command::Verify {
+            since,
+            sample,
+            rate,
+            json,
+        } => {
+            let resolved = match config::resolve_platform(cfg, path) {
+                Ok(r) => r,
+                Err(e) => return config_failure(&e),
+            };
+            match verify::run(&resolved, since.as_deref(), sample, rate, json) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(EXIT_RUNTIME),
+                Err(e) => runtime_failure(&e),
+            }
+        }
+        Command::Nexus { command } => {
+            let resolved = match config::resolve_platform(cfg, path) {
+                Ok(r) => r,
+                Err(e) => return config_failure(&e),
+            };
+            match nexus::run(&resolved, command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => runtime_failure(&e),
+            }
         }
         Command::Picsellia {
             command: PicselliaCommand::Data { command },

@@ -3,7 +3,7 @@
 //! may run them). Human tables by default, `--json` for scripts; errors name the data and
 //! the platform's words; the token is never printed.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 
 use anyhow::{Context, bail};
 use edgecap::config::{Resolved, SinkConfig};
@@ -24,10 +24,7 @@ pub fn data(resolved: &Resolved, command: DataCommand) -> anyhow::Result<()> {
         .clone()
         .context("the Picsellia API token was not resolved")?;
     let admin = Admin::new(cfg, token, &resolved.device_id)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = super::platform::runtime()?;
     let mut out = std::io::stdout().lock();
     match command {
         DataCommand::List { tag, limit, json } => {
@@ -61,7 +58,7 @@ pub fn data(resolved: &Resolved, command: DataCommand) -> anyhow::Result<()> {
         DataCommand::Delete { data, yes } => {
             let d = rt.block_on(admin.get(&data))?;
             if !yes
-                && !confirm(&format!(
+                && !super::platform::confirm(&format!(
                     "Delete {} ({}) from the datalake?",
                     d.filename, d.id
                 ))?
@@ -73,18 +70,6 @@ pub fn data(resolved: &Resolved, command: DataCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Asks on the terminal; refuses without one (a script passes `--yes`).
-#[allow(clippy::print_stderr, reason = "the question goes to the terminal")]
-fn confirm(question: &str) -> anyhow::Result<bool> {
-    if !std::io::stdin().is_terminal() {
-        bail!("{question} Not asked: stdin is not a terminal (pass --yes)");
-    }
-    eprint!("{question} [y/N] ");
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }
 
 fn table(out: &mut impl Write, list: &[DataView]) -> std::io::Result<()> {

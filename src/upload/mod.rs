@@ -27,15 +27,17 @@
 //! | `nexus/` | the Datature Nexus sink |
 //! | `picsellia/` | the Picsellia datalake sink |
 //! | `directory.rs` | the local-folder sink |
+//! | `verify.rs` | `edgecap verify`: receipts checked against the platform |
 
 mod backoff;
 pub mod directory;
 mod link_rate;
-mod nexus;
+pub mod nexus;
 mod operations;
 pub mod picsellia;
 mod sink;
 mod uploader;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -20,6 +20,7 @@ mod never_wedge;
 mod nexus;
 mod picsellia;
 mod pipeline;
+mod proof;
 mod queue;
 mod resources;
 mod service;

@@ -70,6 +70,11 @@ impl Client {
             .timeout(self.cfg.request_timeout)
     }
 
+    /// The `Secret-Key` header value (marked sensitive).
+    pub(super) fn secret_header(&self) -> HeaderValue {
+        self.secret_header.clone()
+    }
+
     pub(super) fn project_path(&self, rest: &str) -> String {
         format!("/projects/{}{rest}", self.cfg.project_id)
     }
@@ -79,7 +84,7 @@ impl Client {
         crate::upload::masked(s, self.secret.expose(), 300)
     }
 
-    fn describe_error_body(&self, status: StatusCode, body: &[u8]) -> String {
+    pub(super) fn describe_error_body(&self, status: StatusCode, body: &[u8]) -> String {
         match serde_json::from_slice::<ErrorBody>(body) {
             Ok(ErrorBody {
                 code: Some(c),

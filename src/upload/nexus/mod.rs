@@ -22,8 +22,10 @@
 //! and any occurrence of the secret key is masked before it reaches a log line.
 //!
 //! `wire.rs` holds the JSON bodies, `client.rs` the API client and error classification,
+//! `admin.rs` the asset calls of `edgecap nexus …` and `edgecap verify`,
 //! `put.rs` the storage PUTs; this file is the session flow.
 
+pub mod admin;
 mod client;
 mod metadata;
 mod put;

@@ -24,6 +24,9 @@ pub enum AdminError {
     /// No data has this id or filename.
     #[error("no data {0:?} in the datalake")]
     NotFound(String),
+    /// Too many requests; the server asks to wait this long.
+    #[error("the platform asks to slow down (429)")]
+    Busy(Option<std::time::Duration>),
     /// The platform refused or could not be reached.
     #[error("{0}")]
     Platform(String),
@@ -31,7 +34,14 @@ pub enum AdminError {
 
 impl From<ApiError> for AdminError {
     fn from(e: ApiError) -> Self {
-        Self::Platform(e.to_string())
+        match e {
+            ApiError::Status {
+                status: 429,
+                retry_after,
+                ..
+            } => Self::Busy(retry_after),
+            e => Self::Platform(e.to_string()),
+        }
     }
 }
 
@@ -118,6 +128,15 @@ impl Admin {
             .await?
             .map(DataView::from)
             .ok_or_else(|| AdminError::NotFound(key.to_string()))
+    }
+
+    /// The data whose `by` (`object_name`, `filename` or `id`) is `value`.
+    pub async fn find(&self, by: &str, value: &str) -> Result<DataView, AdminError> {
+        self.client
+            .find_data(by, value)
+            .await?
+            .map(DataView::from)
+            .ok_or_else(|| AdminError::NotFound(value.to_string()))
     }
 
     /// Attaches the data tags `tags` (created where missing) to the data `key` names.

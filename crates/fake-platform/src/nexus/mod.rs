@@ -2,6 +2,9 @@
 //! `docs/protocols/nexus.md` (its "what a fake server must do" section): upload sessions, signed-URL storage PUTs (content type,
 //! length and CRC-32C checked), operations, cancel, asset list/get, and switchable faults.
 //! It records everything it sees so tests can assert on the wire behaviour.
+//!
+//! `assets.rs` holds the asset routes (list with cursors, get, update, custom metadata,
+//! delete, group statistics); this file the state, the upload flow and the server.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -13,6 +16,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
+
+mod assets;
 
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 pub const PROJECT: &str = "proj_cd067221d5a6e4007ccbb4afb5966535";
@@ -103,6 +108,8 @@ pub struct StoredAsset {
     pub create_ms: u64,
     /// The session it was uploaded in.
     pub session: String,
+    /// Annotation status (`None` until set).
+    pub status: String,
 }
 
 struct PendingAsset {
@@ -154,6 +161,8 @@ pub struct Record {
     pub metadata_calls: Vec<usize>,
     /// Metadata attached through the bulk endpoint, per filename (how many times).
     pub metadata_updates: BTreeMap<String, usize>,
+    /// Asset list calls.
+    pub asset_lists: usize,
 }
 
 #[derive(Default)]
@@ -294,7 +303,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn json_response(status: u16, v: Value) -> Response {
+pub(super) fn json_response(status: u16, v: Value) -> Response {
     (
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         [("content-type", "application/json")],
@@ -303,7 +312,7 @@ fn json_response(status: u16, v: Value) -> Response {
         .into_response()
 }
 
-fn error(status: u16, code: &str, message: &str) -> Response {
+pub(super) fn error(status: u16, code: &str, message: &str) -> Response {
     json_response(status, json!({"code": code, "message": message}))
 }
 
@@ -386,17 +395,10 @@ fn handle(st: Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes)
         ("POST", ["projects", pid, "customMetadataBulkUpdates"]) if *pid == PROJECT => {
             bulk_metadata(&mut s, &body)
         }
-        ("GET", ["projects", pid, "assets"]) if *pid == PROJECT => list_assets(&s, uri.query()),
-        ("GET", ["projects", pid, "assets", name]) if *pid == PROJECT => {
-            let name = percent_decode(name);
-            match s
-                .assets
-                .values()
-                .find(|a| a.filename == name || a.id == name)
-            {
-                Some(a) => json_response(200, asset_json(a)),
-                None => error(404, "ResourceNotFoundError", "Requested Asset Not Found"),
-            }
+        (_, ["projects", pid, "assets", ..] | ["projects", pid, "assetgroups"])
+            if *pid == PROJECT =>
+        {
+            assets::route(&mut s, &method, &segs[2..], uri.query(), &headers, &body)
         }
         _ if segs.get(1).is_some_and(|p| *p != PROJECT) => error(
             404,
@@ -407,36 +409,10 @@ fn handle(st: Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes)
     }
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()
-}
-
-fn asset_json(a: &StoredAsset) -> Value {
-    json!({
-        "id": a.id, "object": "asset", "projectId": PROJECT, "filename": a.filename,
-        "status": "None", "createDate": a.create_ms, "url": "",
-        "metadata": {"fileSize": a.bytes.len(), "mimeType": a.mime, "height": 0, "width": 0,
-            "groups": a.groups, "customMetadata": a.custom_metadata},
-    })
-}
-
-fn list_assets(s: &State, query: Option<&str>) -> Response {
-    let mut limit = 100usize;
-    let mut page = 0usize;
-    for kv in query.unwrap_or("").split('&') {
-        let mut it = kv.splitn(2, '=');
-        match (it.next(), it.next()) {
-            (Some("limit"), Some(v)) => limit = v.parse().unwrap_or(100).max(1),
-            (Some("page"), Some(v)) => page = v.parse().unwrap_or(0),
-            _ => {}
-        }
-    }
-    let all: Vec<Value> = s.assets.values().map(asset_json).collect();
-    let data: Vec<Value> = all.iter().skip(page).take(limit).cloned().collect();
-    let next = (page + limit < all.len()).then(|| (page + limit).to_string());
-    json_response(200, json!({"data": data, "nextPage": next}))
 }
 
 fn create_session(s: &mut State, body: &[u8]) -> Response {
@@ -773,6 +749,7 @@ fn storage_put(
             custom_metadata: p.custom_metadata.clone(),
             create_ms: now_ms(),
             session: p.session.clone(),
+            status: "None".to_string(),
         };
         if let Some(old) = s.assets.insert(asset.filename.clone(), asset) {
             if s.sessions
