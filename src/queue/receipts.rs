@@ -261,7 +261,11 @@ mod tests {
         let all = read_all(tmp.path());
         assert_eq!(all.last().unwrap().filename, "f1000.jpg");
         assert!(all.len() < 1001, "the oldest were removed");
-        assert!(all.len() > 150, "the newest three quarters stay: {}", all.len());
+        assert!(
+            all.len() > 150,
+            "the newest three quarters stay: {}",
+            all.len()
+        );
         drop(r);
         // A torn line at the end of the newest segment.
         let (_, newest, _) = segments(&tmp.path().join("receipts")).pop().unwrap();

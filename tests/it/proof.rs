@@ -233,3 +233,34 @@ async fn the_asset_commands_page_get_update_delete_and_count_groups() {
     assert!(err.contains(&format!("no asset \"{name}\"")), "{err}");
     assert_eq!(server.with(|s| s.assets.len()), 24);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_checks_a_folder_sink_by_size_checksum_and_metadata_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("out");
+    let mut cfg = TestConfig::nexus(tmp.path(), "http://unused");
+    cfg.endpoint = None;
+    cfg.out_dir = Some(out_dir.clone());
+    cfg.stop_after_frames = 8;
+    let (config, _d) = run_to_end(&cfg, tmp.path()).await;
+    let (code, out, _) = edgecap(&config, &["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("8 frame(s) checked: 8 ok"), "{out}");
+    let mut jpgs: Vec<std::path::PathBuf> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .collect();
+    jpgs.sort();
+    // One file changed by someone, one metadata file gone.
+    let mut bytes = std::fs::read(&jpgs[0]).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&jpgs[0], bytes).unwrap();
+    std::fs::remove_file(jpgs[1].with_extension("jpg.json")).unwrap();
+    let (code, out, _) = edgecap(&config, &["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("6 ok, 0 missing, 1 without metadata, 1 mismatched"),
+        "{out}"
+    );
+}
