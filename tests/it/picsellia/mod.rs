@@ -2,7 +2,7 @@
 //! the protocol notes): frames land with their tags, source, size, standard and custom
 //! metadata, through both storage styles; a storage refusal, a lost or failed registration,
 //! a processing error, a schema refusal and a refused token each stay with their frame; a
-//! crash between upload and registration leaves no duplicate (`crash.rs`); the datalake
+//! crash between upload and registration leaves no duplicate (`kills.rs`); the datalake
 //! commands, `verify` and config validation are in `ops.rs`.
 
 use std::collections::BTreeSet;
@@ -33,7 +33,7 @@ pub(super) fn assert_clean(server: &FakePicsellia, n: usize) {
     });
 }
 
-mod crash;
+mod kills;
 mod ops;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
