@@ -80,6 +80,10 @@ pub enum Command {
         /// Platform requests per second at most.
         #[arg(long, default_value_t = 10.0)]
         rate: f64,
+        /// Queue the missing frames again from the kept delivered frames
+        /// (`keep_delivered_bytes`); the daemon must be stopped.
+        #[arg(long)]
+        repair: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,

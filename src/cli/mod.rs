@@ -121,13 +121,14 @@ pub fn main() -> ExitCode {
             since,
             sample,
             rate,
+            repair,
             json,
         } => {
             let resolved = match config::resolve_platform(cfg, path) {
                 Ok(r) => r,
                 Err(e) => return config_failure(&e),
             };
-            match verify::run(&resolved, since.as_deref(), sample, rate, json) {
+            match verify::run(&resolved, since.as_deref(), sample, rate, repair, json) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(EXIT_RUNTIME),
                 Err(e) => runtime_failure(&e),

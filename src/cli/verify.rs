@@ -16,6 +16,7 @@ pub fn run(
     since: Option<&str>,
     sample: Option<usize>,
     rate: f64,
+    repair: bool,
     json: bool,
 ) -> anyhow::Result<bool> {
     if !(rate.is_finite() && rate > 0.0) {
@@ -56,7 +57,62 @@ pub fn run(
     } else {
         print(&mut out, &report, cfg.upload.sink.name())?;
     }
+    if repair && json {
+        // stdout holds the JSON report.
+        requeue(&mut std::io::stderr().lock(), cfg, &report)?;
+    } else if repair {
+        requeue(&mut out, cfg, &report)?;
+    }
     Ok(!report.has_gaps())
+}
+
+/// `--repair`: the missing frames queued again from the kept delivered frames.
+fn requeue(
+    out: &mut impl Write,
+    cfg: &edgecap::config::Config,
+    report: &VerifyReport,
+) -> anyhow::Result<()> {
+    let missing: Vec<&verify::Checked> = report
+        .gaps
+        .iter()
+        .filter(|g| g.finding == verify::Finding::Missing)
+        .collect();
+    if missing.is_empty() {
+        writeln!(out, "repair: nothing missing")?;
+        return Ok(());
+    }
+    if edgecap::queue::Queue::held_elsewhere(&cfg.queue.dir)? {
+        bail!(
+            "repair: the daemon holds the queue {}; stop the service first (systemctl stop edgecap), then run verify --repair again",
+            cfg.queue.dir.display()
+        );
+    }
+    let (queue, _) = edgecap::queue::Queue::open(&cfg.queue)?;
+    let seqs: Vec<u64> = missing.iter().filter_map(|g| g.seq).collect();
+    let results: std::collections::HashMap<u64, Result<(), String>> =
+        queue.requeue_kept(&seqs).into_iter().collect();
+    let mut queued = 0;
+    for g in missing {
+        let res = match g.seq {
+            Some(seq) => results
+                .get(&seq)
+                .cloned()
+                .unwrap_or_else(|| Err("not tried".into())),
+            None => Err("its receipt has no sequence number (written by an older edgecap)".into()),
+        };
+        match res {
+            Ok(()) => {
+                queued += 1;
+                writeln!(out, "  queued again      {}", g.filename)?;
+            }
+            Err(why) => writeln!(out, "  cannot send again {}: {why}", g.filename)?,
+        }
+    }
+    writeln!(
+        out,
+        "repair: {queued} frame(s) queued again; the daemon sends them at its next start"
+    )?;
+    Ok(())
 }
 
 /// `90s`, `90m`, `24h`, `7d` (or what jiff reads, e.g. `1h 30m`) in milliseconds.
@@ -108,7 +164,7 @@ fn print(out: &mut impl Write, r: &VerifyReport, sink: &str) -> std::io::Result<
     if r.has_gaps() {
         writeln!(
             out,
-            "gaps found. The frames left the queue when they were delivered; the receipts name them."
+            "gaps found. `verify --repair` queues missing frames again while delivered frames are kept (keep_delivered_bytes)."
         )?;
     }
     Ok(())

@@ -178,6 +178,8 @@ pub struct RawQueue {
     pub index_cache_bytes: u64,
     #[serde(default = "defaults::receipts_max_bytes")]
     pub receipts_max_bytes: u64,
+    #[serde(default)]
+    pub keep_delivered_bytes: u64,
 }
 
 impl Default for RawQueue {
@@ -192,6 +194,7 @@ impl Default for RawQueue {
             buffer_frames: defaults::buffer_frames(),
             index_cache_bytes: defaults::index_cache_bytes(),
             receipts_max_bytes: defaults::receipts_max_bytes(),
+            keep_delivered_bytes: 0,
         }
     }
 }

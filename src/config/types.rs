@@ -275,6 +275,8 @@ pub struct QueueConfig {
     pub index_cache_bytes: u64,
     /// Cap of the receipt log (proof of delivery), in bytes.
     pub receipts_max_bytes: u64,
+    /// Delivered frames kept for `verify --repair`, in bytes (0: none).
+    pub keep_delivered_bytes: u64,
 }
 
 /// `[upload]`.

@@ -65,6 +65,7 @@ impl Queue {
                         .get(FrameState::InFlight, d.seq)
                         .and_then(|e| e.session);
                     Receipt {
+                        seq: Some(d.seq),
                         filename: d.filename.clone(),
                         asset: d.asset.clone(),
                         session: session.as_ref().map(|s| s.id.clone()),
@@ -91,6 +92,70 @@ impl Queue {
         }
         let seqs: Vec<u64> = frames.iter().map(|d| d.seq).collect();
         self.ack(&seqs);
+    }
+
+    /// Frees at least `need` bytes of disk from the kept delivered frames (all of them
+    /// with `u64::MAX`); the bytes freed.
+    pub(super) fn free_kept(&self, need: u64) -> u64 {
+        let freed = self
+            .kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .free(need);
+        if freed > 0 {
+            warn!(
+                freed_bytes = freed,
+                "the disk is nearly full: deleted kept delivered frames"
+            );
+        }
+        freed
+    }
+
+    /// Commits the kept delivered frames `seqs` to the queue again, as they were (name,
+    /// metadata, image; checksums verified), for `verify --repair`. One result per frame.
+    pub fn requeue_kept(&self, seqs: &[u64]) -> Vec<(u64, Result<(), String>)> {
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut group = self.group();
+        let mut added = Vec::new();
+        for &seq in seqs {
+            let path = {
+                let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+                if !kept.enabled() {
+                    out.push((
+                        seq,
+                        Err(
+                            "delivered frames are not kept ([queue] keep_delivered_bytes = 0)"
+                                .to_string(),
+                        ),
+                    ));
+                    continue;
+                }
+                if !kept.has(seq) {
+                    out.push((seq, Err("no longer kept (deleted to stay within keep_delivered_bytes or to free the disk)".to_string())));
+                    continue;
+                }
+                kept.path(seq)
+            };
+            match spool::read_frame_of(&path, seq) {
+                Ok((_, meta, image)) => match group.add(&meta, &image) {
+                    Ok(_) => added.push(seq),
+                    Err(e) => out.push((seq, Err(e.to_string()))),
+                },
+                Err(e) => out.push((seq, Err(format!("its kept file cannot be read: {e}")))),
+            }
+        }
+        let committed = group.commit();
+        let ok = committed.frames.len() == added.len();
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        for seq in added {
+            if ok {
+                kept.remove(seq);
+                out.push((seq, Ok(())));
+            } else {
+                out.push((seq, Err("the queue could not commit it".to_string())));
+            }
+        }
+        out
     }
 
     /// The last receipt's time and the deliveries of the last hour and day.
@@ -241,10 +306,18 @@ impl Queue {
         if seqs.is_empty() {
             return;
         }
+        let keep = self
+            .kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .enabled();
         let mut st = self.state();
         let mut ops = Vec::with_capacity(seqs.len());
         for &seq in seqs {
             if let Some(e) = st.store.get(FrameState::InFlight, seq) {
+                if keep {
+                    st.acked.insert(seq);
+                }
                 st.inflight.sub(e.bytes);
                 ops.push(Op::Finish {
                     seq,

@@ -75,6 +75,10 @@ impl Group<'_> {
         } else {
             INDEX_MARGIN_BYTES
         };
+        // Kept delivered frames go first: a kept frame never costs a captured one.
+        if let Some(free) = free_bytes(&self.q.spool).filter(|f| *f < bytes + margin) {
+            self.q.free_kept(bytes + margin - free);
+        }
         if free_bytes(&self.q.spool).is_some_and(|free| free < bytes + margin) {
             self.q.unreserve(bytes, true);
             return Err(AddError::Write(SpoolError::Io {
@@ -104,6 +108,7 @@ impl Group<'_> {
                 if let SpoolError::Io { source, .. } = &e
                     && is_storage_full(source)
                 {
+                    self.q.free_kept(u64::MAX);
                     self.q.release_reserve();
                 }
                 Err(AddError::Write(e))

@@ -16,6 +16,8 @@
 //! <dir>/reserve                  4 MiB of zeros, given back when the disk fills up
 //! <dir>/receipts/<n>.jsonl       proof of delivery, one JSON line per delivered frame
 //!                                (`receipts.rs`), capped at `receipts_max_bytes`
+//! <dir>/delivered/<seq>.frame    delivered frames kept for `verify --repair` (`kept.rs`,
+//!                                only with `keep_delivered_bytes` > 0)
 //! ```
 //!
 //! # A full disk
@@ -168,6 +170,7 @@ mod delivery;
 mod files;
 mod group;
 mod index;
+mod kept;
 mod open;
 mod receipts;
 mod repair;
@@ -289,6 +292,9 @@ pub(super) struct State {
     /// When the index was last flushed.
     flushed_at: std::time::Instant,
     store: Store,
+    /// Frames acknowledged (delivered) whose files are to be kept, not deleted, once the
+    /// index flush makes their delivery durable (`kept.rs`).
+    acked: std::collections::HashSet<u64>,
     /// Whether the last add found the budget full (to log the first drop at ERROR).
     full: bool,
 }
@@ -304,6 +310,7 @@ pub struct Queue {
     index_cache_bytes: u64,
     state: Mutex<State>,
     receipts: Mutex<receipts::Receipts>,
+    kept: Mutex<kept::Kept>,
     notify: tokio::sync::Notify,
     _lock: File,
 }
@@ -467,12 +474,20 @@ impl Queue {
                     .map(|(_, seq)| *seq)
                     .collect();
                 st.store.durable_upto(upto);
+                let keep: Vec<bool> = unlink.iter().map(|s| st.acked.remove(s)).collect();
                 drop(st);
                 if unlink.is_empty() {
                     return true;
                 }
-                for &seq in &unlink {
+                for (&seq, keep) in unlink.iter().zip(keep) {
                     let path = self.path_of(seq);
+                    if keep {
+                        self.kept
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .keep(seq, &path);
+                        continue;
+                    }
                     if let Err(e) = std::fs::remove_file(&path)
                         && e.kind() != std::io::ErrorKind::NotFound
                     {

@@ -131,6 +131,7 @@ impl Queue {
         }
         let mut report = OpenReport::default();
         let receipts = super::receipts::Receipts::open(&dir, cfg.receipts_max_bytes);
+        let kept = super::kept::Kept::open(&dir, cfg.keep_delivered_bytes);
         // The newest index directory is the index; older ones are left-overs of a repair.
         let mut dirs = index_dirs(&dir);
         let (mut generation, mut index) = dirs.pop().unwrap_or((0, dir.join("index")));
@@ -191,6 +192,7 @@ impl Queue {
             on_full: cfg.on_full,
             index_cache_bytes: cfg.index_cache_bytes,
             receipts: Mutex::new(receipts),
+            kept: Mutex::new(kept),
             state: Mutex::new(State {
                 next_seq: 1,
                 pending: Tally::default(),
@@ -202,6 +204,7 @@ impl Queue {
                 dirty: false,
                 flushed_at: std::time::Instant::now(),
                 store,
+                acked: Default::default(),
                 full: false,
             }),
             notify: tokio::sync::Notify::new(),

@@ -33,6 +33,9 @@ use tracing::warn;
 /// One delivered frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {
+    /// The frame's queue sequence number (finds it among the kept delivered frames).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     /// Platform filename.
     pub filename: String,
     /// The platform's id of the asset or data, where it gave one.
@@ -233,6 +236,7 @@ mod tests {
 
     fn receipt(i: u64, at: i64) -> Receipt {
         Receipt {
+            seq: Some(i),
             filename: format!("f{i}.jpg"),
             asset: None,
             session: Some("s".into()),

@@ -9,9 +9,8 @@
 //! - a folder: `<filename>` exists with the receipt's size and CRC-32C, and its `.json`.
 //!
 //! Each frame ends up `ok`, `missing`, `metadata_missing`, `mismatched` or `unknown` (the
-//! platform could not be asked). Receipts prove what was delivered; the frames themselves
-//! left the queue when they were, so a missing frame can be named but not sent again from
-//! here.
+//! platform could not be asked). A missing frame can be sent again (`--repair`) only while
+//! the queue keeps delivered frames (`keep_delivered_bytes`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -46,6 +45,9 @@ pub enum Finding {
 pub struct Checked {
     /// Its filename.
     pub filename: String,
+    /// Its queue sequence number when it was delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     /// The finding.
     pub finding: Finding,
     /// What was found (for anything but `ok`).
@@ -154,6 +156,7 @@ pub async fn verify(
         if finding != Finding::Ok {
             report.gaps.push(Checked {
                 filename: r.filename.clone(),
+                seq: r.seq,
                 finding,
                 detail,
                 delivered_ms: r.delivered_ms,

@@ -264,3 +264,98 @@ async fn verify_checks_a_folder_sink_by_size_checksum_and_metadata_file() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_repair_sends_lost_frames_again_from_the_kept_delivered_frames() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.stop_after_frames = 10;
+    let write = |cfg: &TestConfig, keep: u64| {
+        let text = cfg.render().replace(
+            "commit_window_ms = 50\n",
+            &format!("commit_window_ms = 50\nkeep_delivered_bytes = {keep}\n"),
+        );
+        let path = tmp.path().join("edgecap.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let run = |path: &Path, log: &str| {
+        let mut d = Daemon::start(path, &tmp.path().join(log));
+        async move {
+            let st = d.wait(Duration::from_secs(60)).await;
+            assert!(st.success(), "{}", d.log_text());
+        }
+    };
+    // Without kept frames, repair can only say why not.
+    let config = write(&cfg, 0);
+    run(&config, "log0").await;
+    let name = server.with(|s| s.assets.keys().next().unwrap().clone());
+    server.with(|s| s.assets.remove(&name));
+    let (code, out, _) = edgecap(&config, &["verify", "--repair"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("keep_delivered_bytes = 0"), "{out}");
+
+    // With them: two frames lost by the platform are queued again and delivered.
+    let config = write(&cfg, 50_000_000);
+    run(&config, "log1").await;
+    let lost: Vec<String> = server.with(|s| {
+        let names: Vec<String> = s.assets.keys().rev().take(2).cloned().collect();
+        for n in &names {
+            s.assets.remove(n);
+        }
+        names
+    });
+    let (code, out, err) = edgecap(&config, &["verify", "--repair"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("2 frame(s) queued again"), "{out}");
+    for n in &lost {
+        assert!(out.contains(&format!("queued again      {n}")), "{out}");
+    }
+    let mut again = cfg.clone();
+    again.stop_after_frames = 1;
+    let config = write(&again, 50_000_000);
+    run(&config, "log2").await;
+    server.with(|s| {
+        for n in &lost {
+            assert!(s.assets.contains_key(n), "{n} delivered again");
+        }
+    });
+    // The frame lost while nothing was kept is still missing; the others are there.
+    let (code, out, _) = edgecap(&config, &["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("1 missing") && out.contains(&name), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_delivered_frames_give_way_before_a_captured_frame_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = tmp.path().join("disk");
+    let _fs = crate::support::Tmpfs::mount(&disk, "10m");
+    let mut cfg = TestConfig::nexus(tmp.path(), "http://unused");
+    cfg.endpoint = None;
+    cfg.out_dir = Some(tmp.path().join("out"));
+    cfg.queue_dir = disk.join("queue");
+    cfg.fps = 100.0;
+    cfg.stop_after_frames = 1500;
+    // Far more kept than the disk holds.
+    let text = cfg.render().replace(
+        "commit_window_ms = 50\n",
+        "commit_window_ms = 50\nkeep_delivered_bytes = 1000000000\n",
+    );
+    let config = tmp.path().join("edgecap.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    let st = d.wait(Duration::from_secs(90)).await;
+    assert!(st.success(), "{}", d.log_text());
+    let stats = queue_stats(&config);
+    assert_eq!(stats["counters"]["committed"], 1500, "{stats}");
+    assert_eq!(stats["counters"]["uploaded"], 1500, "{stats}");
+    assert_eq!(stats["counters"]["dropped_write"], 0, "{stats}");
+    let log = d.log_text();
+    assert!(log.contains("deleted kept delivered frames"), "{log}");
+    let kept = std::fs::read_dir(disk.join("queue").join("delivered"))
+        .unwrap()
+        .count();
+    assert!(kept > 0 && kept < 1500, "{kept} kept");
+}

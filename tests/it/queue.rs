@@ -21,6 +21,7 @@ fn qcfg(dir: &Path, max_frames: u64, max_bytes: u64, on_full: OnFull) -> QueueCo
         buffer_frames: 4,
         index_cache_bytes: 1024 * 1024,
         receipts_max_bytes: 1024 * 1024,
+        keep_delivered_bytes: 0,
     }
 }
 

@@ -99,6 +99,7 @@ impl Validator<'_> {
             buffer_frames: usize::try_from(buffer).ok()?,
             index_cache_bytes: cache,
             receipts_max_bytes: receipts,
+            keep_delivered_bytes: q.keep_delivered_bytes,
         })
     }
 }

@@ -132,6 +132,7 @@ impl Harness {
             buffer_frames: 8,
             index_cache_bytes: 1 << 20,
             receipts_max_bytes: 1 << 20,
+            keep_delivered_bytes: 0,
         })
         .unwrap();
         Self {
