@@ -119,8 +119,9 @@ impl Sink for PicselliaSink {
     }
 
     /// A frame whose object name was recorded before a crash or a stop: looked up by that
-    /// name; present → decided by its status; absent → sent again; unknown → kept with
-    /// its name (looked up again before it is registered).
+    /// name; present → delivered (as Nexus recovery takes an existing asset; an `ERROR`
+    /// status still makes it dead); absent → sent again; unknown → kept with its name
+    /// (looked up again before it is registered).
     async fn recover(&self, session: SessionRef, frames: Vec<Frame>) -> Report {
         let mut report = Report {
             outcomes: Vec::new(),
@@ -130,10 +131,11 @@ impl Sink for PicselliaSink {
         if session.operation != OBJECT {
             return Report::retry_all(&frames, "not a Picsellia object name", Verdict::Ok);
         }
-        let mut follow = Vec::new();
         for f in frames {
             match self.look_up(f.seq, &session.id).await {
-                Some(End::Follow(id)) => follow.push((f.seq, id)),
+                // Registered and still processing: it is on the platform. Following it
+                // here would find it again after every restart that lands mid-processing.
+                Some(End::Follow(id)) => report.outcomes.push((f.seq, Outcome::AcceptedAs(id))),
                 Some(End::Now(o, v)) => {
                     report.verdict = worse(report.verdict, v);
                     report.outcomes.push((f.seq, o));
@@ -144,7 +146,6 @@ impl Sink for PicselliaSink {
                 )),
             }
         }
-        report.pending = self.follow(follow);
         report
     }
 

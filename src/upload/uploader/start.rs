@@ -118,14 +118,13 @@ impl<S: Sink> Uploader<S> {
                 .iter()
                 .filter(|(_, o)| o.accepted() || matches!(o, Outcome::MetadataPending(_)))
                 .count() as u64;
-            // Frames the platform still processes were found too; they are followed like
-            // a batch's.
+            // Frames a sink follows further (still processing) are decided later, counted
+            // by their outcome then.
             let later: std::collections::HashSet<u64> = report
                 .pending
                 .as_ref()
                 .map(|p| p.seqs.iter().copied().collect())
                 .unwrap_or_default();
-            found += later.len() as u64;
             seqs.extend(frames.iter().map(|f| f.seq).filter(|s| !later.contains(s)));
             outcomes.extend(report.outcomes);
             if let Some(p) = report.pending {

@@ -95,6 +95,9 @@ async fn kill_9_at_random_moments_registers_every_committed_frame_exactly_once()
     });
     let mut cfg = config(tmp.path(), &server, 0);
     cfg.batch_max_frames = 10;
+    // Below what the slowed platform takes (about 20 frames/s), so the backlog the kills
+    // leave stays one the last run drains.
+    cfg.fps = 10.0;
     let path = cfg.write(&tmp.path().join("edgecap.toml"));
     let mut committed: BTreeSet<String> = BTreeSet::new();
     for cycle in 0..cycles {
@@ -111,7 +114,7 @@ async fn kill_9_at_random_moments_registers_every_committed_frame_exactly_once()
     let (config, d) = run_to_end(&last, tmp.path()).await;
     committed.extend(committed_filenames(&d.log_text()));
     assert!(
-        committed.len() > 50,
+        committed.len() > 40,
         "the kills hit a busy daemon: {}",
         committed.len()
     );
