@@ -75,9 +75,11 @@ impl Group<'_> {
         } else {
             INDEX_MARGIN_BYTES
         };
-        // Kept delivered frames go first: a kept frame never costs a captured one.
-        if let Some(free) = free_bytes(&self.q.spool).filter(|f| *f < bytes + margin) {
-            self.q.free_kept(bytes + margin - free);
+        // Kept delivered frames go first, with headroom: a kept frame never costs a
+        // captured one.
+        let want = bytes + margin + super::kept::KEPT_HEADROOM_BYTES;
+        if let Some(free) = free_bytes(&self.q.spool).filter(|f| *f < want) {
+            self.q.free_kept(want - free);
         }
         if free_bytes(&self.q.spool).is_some_and(|free| free < bytes + margin) {
             self.q.unreserve(bytes, true);

@@ -8,16 +8,21 @@
 //! ```
 //!
 //! They are a cache, outside the queue's budget and its index: the oldest go first when
-//! they exceed their cap, and all of them before a new frame would be refused for lack of
-//! disk space (a kept frame never costs a captured one). Losing them (a crash between the
-//! flush and the rename, a deleted folder) loses only the chance of a repair.
+//! they exceed their cap, and before the disk gets within [`KEPT_HEADROOM_BYTES`] of what
+//! new frames and the index need (a frame is not kept at all then), so a kept frame never
+//! costs a captured one: the headroom covers the index growing between two checks.
+//! Losing them (a crash between the flush and the rename, a deleted folder) loses only the
+//! chance of a repair.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use super::files::frame_name;
+use super::files::{INDEX_MARGIN_BYTES, frame_name, free_bytes};
+
+/// Free space kept frames leave on top of the index margin and the frame being written.
+pub(super) const KEPT_HEADROOM_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The kept frames of one queue.
 pub(super) struct Kept {
@@ -72,6 +77,14 @@ impl Kept {
     /// that fails). Returns false when the file had to be deleted instead.
     pub(super) fn keep(&mut self, seq: u64, spool_path: &Path) -> bool {
         let len = std::fs::metadata(spool_path).map_or(0, |m| m.len());
+        let low = free_bytes(spool_path.parent().unwrap_or(spool_path))
+            .is_some_and(|f| f < INDEX_MARGIN_BYTES + KEPT_HEADROOM_BYTES);
+        if low {
+            // The disk is nearly full: this frame's space is worth more to capture.
+            let _ = std::fs::remove_file(spool_path);
+            self.free(len);
+            return false;
+        }
         let kept = std::fs::create_dir_all(&self.dir)
             .and_then(|_| std::fs::rename(spool_path, self.path(seq)));
         match kept {
