@@ -276,7 +276,7 @@ async fn verify_repair_sends_lost_frames_again_from_the_kept_delivered_frames() 
             "commit_window_ms = 50\n",
             &format!("commit_window_ms = 50\nkeep_delivered_bytes = {keep}\n"),
         );
-        let path = tmp.path().join("edgecap.toml");
+        let path = cfg.queue_dir.with_extension("toml");
         std::fs::write(&path, text).unwrap();
         path
     };
@@ -287,8 +287,10 @@ async fn verify_repair_sends_lost_frames_again_from_the_kept_delivered_frames() 
             assert!(st.success(), "{}", d.log_text());
         }
     };
-    // Without kept frames, repair can only say why not.
-    let config = write(&cfg, 0);
+    // Without kept frames (a queue of its own), repair can only say why not.
+    let mut bare = cfg.clone();
+    bare.queue_dir = tmp.path().join("bare-queue");
+    let config = write(&bare, 0);
     run(&config, "log0").await;
     let name = server.with(|s| s.assets.keys().next().unwrap().clone());
     server.with(|s| s.assets.remove(&name));
@@ -299,12 +301,12 @@ async fn verify_repair_sends_lost_frames_again_from_the_kept_delivered_frames() 
     // With them: two frames lost by the platform are queued again and delivered.
     let config = write(&cfg, 50_000_000);
     run(&config, "log1").await;
-    let lost: Vec<String> = server.with(|s| {
-        let names: Vec<String> = s.assets.keys().rev().take(2).cloned().collect();
-        for n in &names {
-            s.assets.remove(n);
+    // Two of this queue's frames (the server also has the first queue's).
+    let lost: Vec<String> = receipts(&cfg.queue_dir).into_keys().take(2).collect();
+    server.with(|s| {
+        for n in &lost {
+            assert!(s.assets.remove(n).is_some(), "{n}");
         }
-        names
     });
     let (code, out, err) = edgecap(&config, &["verify", "--repair"]);
     assert_eq!(code, 1, "{out}{err}");
@@ -321,10 +323,10 @@ async fn verify_repair_sends_lost_frames_again_from_the_kept_delivered_frames() 
             assert!(s.assets.contains_key(n), "{n} delivered again");
         }
     });
-    // The frame lost while nothing was kept is still missing; the others are there.
+    // A second verify is clean.
     let (code, out, _) = edgecap(&config, &["verify"]);
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("1 missing") && out.contains(&name), "{out}");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(": 11 ok, 0 missing"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
