@@ -147,6 +147,34 @@ pub(crate) fn masked(s: &str, secret: &str, max: usize) -> String {
     }
 }
 
+/// A storage answer of 400 or more, read.
+pub(crate) struct StorageRefusal {
+    /// Its status.
+    pub(crate) status: reqwest::StatusCode,
+    /// Its body, control characters dropped, at most 200 characters.
+    pub(crate) text: String,
+    /// "storage answered <status>: <text>", for the log and the frame's last error.
+    pub(crate) reason: String,
+    /// A 5xx, 408 or 429: worth trying again.
+    pub(crate) passing: bool,
+}
+
+/// Reads a storage answer of 400 or more (both sinks' uploads).
+pub(crate) async fn storage_refusal(r: reqwest::Response) -> StorageRefusal {
+    use reqwest::StatusCode;
+    let status = r.status();
+    let text = r.text().await.unwrap_or_default();
+    let text: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
+    StorageRefusal {
+        reason: format!("storage answered {status}: {text}"),
+        passing: status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT,
+        status,
+        text,
+    }
+}
+
 /// Resolves when `stop` becomes true (or its sender is gone).
 pub async fn stopped(stop: &watch::Receiver<bool>) {
     let mut rx = stop.clone();

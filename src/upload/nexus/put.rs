@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 
 use super::wire::UploadSpec;
 use crate::upload::sink::{Frame, ImageError, Outcome};
-use crate::upload::{sleep_or_stop, stopped};
+use crate::upload::{StorageRefusal, sleep_or_stop, stopped, storage_refusal};
 
 /// Result of one PUT.
 pub(super) enum Put {
@@ -109,14 +109,13 @@ pub(super) async fn put_file(
                 };
             }
             Ok(r) => {
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                let text: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
-                let reason = format!("storage answered {status}: {text}");
-                if status.is_server_error()
-                    || status == StatusCode::TOO_MANY_REQUESTS
-                    || status == StatusCode::REQUEST_TIMEOUT
-                {
+                let StorageRefusal {
+                    status,
+                    text,
+                    reason,
+                    passing,
+                } = storage_refusal(r).await;
+                if passing {
                     (true, reason, false)
                 } else if status == StatusCode::BAD_REQUEST && is_digest_mismatch(&text) {
                     // The bytes were damaged on the way (the spool file's own checksum

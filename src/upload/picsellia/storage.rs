@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::wire::Presigned;
-use crate::upload::{sleep_or_stop, stopped};
+use crate::upload::{sleep_or_stop, stopped, storage_refusal};
 
 /// How a storage upload ended.
 pub(super) enum Stored {
@@ -121,17 +121,11 @@ pub(super) async fn upload(
                 };
             }
             Ok(r) => {
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                let text: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
-                let reason = format!("storage answered {status}: {text}");
-                let passing = status.is_server_error()
-                    || status == StatusCode::TOO_MANY_REQUESTS
-                    || status == StatusCode::REQUEST_TIMEOUT;
-                if !passing {
-                    return Stored::Refused(reason);
+                let refusal = storage_refusal(r).await;
+                if !refusal.passing {
+                    return Stored::Refused(refusal.reason);
                 }
-                (reason, false)
+                (refusal.reason, false)
             }
             Err(e) => (format!("storage upload failed: {}", e.without_url()), true),
         };
