@@ -146,13 +146,8 @@ impl Receipts {
     fn count(&mut self, ms: i64) {
         let minute = ms.div_euclid(60_000);
         match self.minutes.back_mut() {
-            Some((m, n)) if *m == minute => *n += 1,
-            Some((m, _)) if *m > minute => {
-                // Out of order (a clock step): counted in the newest minute.
-                if let Some((_, n)) = self.minutes.back_mut() {
-                    *n += 1;
-                }
-            }
+            // Out of order (a clock step back): counted in the newest minute.
+            Some((m, n)) if *m >= minute => *n += 1,
             _ => self.minutes.push_back((minute, 1)),
         }
         while self

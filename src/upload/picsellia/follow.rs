@@ -28,6 +28,18 @@ pub(super) fn error_text(c: &Client, d: &Data) -> String {
     c.clean(&text)
 }
 
+/// A data's fate by its status: an outcome once processing is over (`ERROR` → dead with
+/// the platform's words; any other ready status → delivered), `None` while it runs.
+pub(super) fn settled(c: &Client, d: &Data) -> Option<Outcome> {
+    if d.upload_status == "ERROR" {
+        Some(Outcome::Rejected(error_text(c, d)))
+    } else if d.ready() {
+        Some(Outcome::AcceptedAs(d.id.clone()))
+    } else {
+        None
+    }
+}
+
 /// Follows `frames` (`(seq, data id)`) to their end.
 pub(super) async fn follow(c: &Client, mut frames: Vec<(u64, String)>) -> Vec<(u64, Outcome)> {
     let started = Instant::now();
@@ -45,11 +57,10 @@ pub(super) async fn follow(c: &Client, mut frames: Vec<(u64, String)>) -> Vec<(u
         frames = Vec::new();
         for ((seq, id), r) in reads {
             match r {
-                Ok(d) if d.upload_status == "ERROR" => {
-                    out.push((seq, Outcome::Rejected(error_text(c, &d))));
-                }
-                Ok(d) if d.ready() => out.push((seq, Outcome::AcceptedAs(d.id))),
-                Ok(_) => frames.push((seq, id)),
+                Ok(d) => match settled(c, &d) {
+                    Some(o) => out.push((seq, o)),
+                    None => frames.push((seq, id)),
+                },
                 Err(e) => {
                     warn!(seq, error = %e, "cannot read a data's processing status; asking again");
                     frames.push((seq, id));

@@ -62,7 +62,6 @@ use crate::config::{MetaValue, PicselliaConfig, Secret};
 
 /// `SessionRef::operation` of a recorded object name.
 pub(crate) const OBJECT_SESSION: &str = "picsellia-object";
-const OBJECT: &str = OBJECT_SESSION;
 
 /// Above this the SDK uses its multipart upload (protocol doc §4, item 4).
 const LARGE: u32 = 25 * 1024 * 1024;
@@ -128,7 +127,7 @@ impl Sink for PicselliaSink {
             verdict: Verdict::Ok,
             pending: None,
         };
-        if session.operation != OBJECT {
+        if session.operation != OBJECT_SESSION {
             return Report::retry_all(&frames, "not a Picsellia object name", Verdict::Ok);
         }
         for f in frames {
@@ -181,9 +180,11 @@ impl PicselliaSink {
         };
 
         // 1. Frames with an unconfirmed registration: ask first.
-        let (known, fresh): (Vec<Frame>, Vec<Frame>) = batch
-            .into_iter()
-            .partition(|f| f.previous.as_ref().is_some_and(|s| s.operation == OBJECT));
+        let (known, fresh): (Vec<Frame>, Vec<Frame>) = batch.into_iter().partition(|f| {
+            f.previous
+                .as_ref()
+                .is_some_and(|s| s.operation == OBJECT_SESSION)
+        });
         let looked: Vec<(Frame, Option<End>)> = stream::iter(known)
             .map(|f| async move {
                 let name = f
@@ -234,7 +235,7 @@ impl PicselliaSink {
                         f.seq,
                         SessionRef {
                             id: name.clone(),
-                            operation: OBJECT.to_string(),
+                            operation: OBJECT_SESSION.to_string(),
                         },
                     )
                 })
@@ -436,7 +437,7 @@ impl PicselliaSink {
                     return End::Now(Outcome::Accepted, Verdict::Ok);
                 }
                 Ok((_, bytes)) => match serde_json::from_slice::<Data>(&bytes) {
-                    Ok(d) => return self.by_status(seq, d),
+                    Ok(d) => return self.by_status(d),
                     Err(e) => {
                         last = Some(ApiError::Garbage(c.clean(&format!(
                             "registering a frame: the answer is not a data ({e})"
@@ -489,7 +490,7 @@ impl PicselliaSink {
     /// Looks a frame up by object name: `None` when the platform has no such data.
     async fn look_up(&self, seq: u64, object_name: &str) -> Option<End> {
         match self.client.find_data("object_name", object_name).await {
-            Ok(Some(d)) => Some(self.by_status(seq, d)),
+            Ok(Some(d)) => Some(self.by_status(d)),
             Ok(None) => None,
             Err(e) => {
                 self.client.lookup_failed(seq, &e);
@@ -502,18 +503,10 @@ impl PicselliaSink {
     }
 
     /// A registered data, by its processing status.
-    fn by_status(&self, seq: u64, d: Data) -> End {
-        match d.upload_status.as_str() {
-            "DONE" => End::Now(Outcome::AcceptedAs(d.id), Verdict::Ok),
-            "ERROR" => End::Now(
-                Outcome::Rejected(follow::error_text(&self.client, &d)),
-                Verdict::Ok,
-            ),
-            _ if d.ready() => End::Now(Outcome::AcceptedAs(d.id), Verdict::Ok),
-            _ => {
-                let _ = seq;
-                End::Follow(d.id)
-            }
+    fn by_status(&self, d: Data) -> End {
+        match follow::settled(&self.client, &d) {
+            Some(o) => End::Now(o, Verdict::Ok),
+            None => End::Follow(d.id),
         }
     }
 
