@@ -151,10 +151,7 @@ fn print(out: &mut impl Write, r: &VerifyReport, sink: &str) -> std::io::Result<
         let when = edgecap::frame::rfc3339_utc(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(g.delivered_ms.max(0) as u64),
         );
-        let what = serde_json::to_value(g.finding)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let what = g.finding.name();
         writeln!(
             out,
             "  {what:<16}  {}  delivered {when}  {}",

@@ -40,6 +40,19 @@ pub enum Finding {
     Unknown,
 }
 
+impl Finding {
+    /// Its name, as `--json` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Missing => "missing",
+            Self::MetadataMissing => "metadata_missing",
+            Self::Mismatched => "mismatched",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 /// One checked frame.
 #[derive(Debug, Clone, Serialize)]
 pub struct Checked {
@@ -143,15 +156,7 @@ pub async fn verify(
     };
     for r in receipts {
         let (finding, detail) = check(&platform, &r).await;
-        *report
-            .counts
-            .entry(
-                serde_json::to_value(finding)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
-            )
-            .or_default() += 1;
+        *report.counts.entry(finding.name().to_string()).or_default() += 1;
         report.checked += 1;
         if finding != Finding::Ok {
             report.gaps.push(Checked {
