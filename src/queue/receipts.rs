@@ -104,15 +104,20 @@ fn segments(dir: &Path) -> Vec<(u64, PathBuf, u64)> {
 pub fn read_all(queue_dir: &Path) -> Vec<Receipt> {
     let mut out = Vec::new();
     for (_, path, _) in segments(&queue_dir.join("receipts")) {
-        let Ok(f) = File::open(&path) else { continue };
-        for line in BufReader::new(f).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(r) = serde_json::from_str::<Receipt>(&line) {
-                out.push(r);
-            }
-        }
+        read_segment(&path, &mut out);
     }
     out
+}
+
+/// The receipts of one segment, appended to `out` (torn or unreadable lines skipped).
+fn read_segment(path: &Path, out: &mut Vec<Receipt>) {
+    let Ok(f) = File::open(path) else { return };
+    for line in BufReader::new(f).lines() {
+        let Ok(line) = line else { break };
+        if let Ok(r) = serde_json::from_str::<Receipt>(&line) {
+            out.push(r);
+        }
+    }
 }
 
 impl Receipts {
@@ -124,7 +129,8 @@ impl Receipts {
         if let Err(e) = std::fs::create_dir_all(&dir) {
             warn!(dir = %dir.display(), error = %e, "cannot create the receipt folder; deliveries go on without receipts until it can be written");
         }
-        let next_segment = segments(&dir).last().map_or(0, |(n, _, _)| n + 1);
+        let all = segments(&dir);
+        let next_segment = all.last().map_or(0, |(n, _, _)| n + 1);
         let mut r = Self {
             dir,
             max_bytes,
@@ -133,8 +139,27 @@ impl Receipts {
             minutes: VecDeque::new(),
             last_ms: None,
         };
+        // Only what the status needs is read at open, not the whole log: the segments
+        // written to within the last day, and the newest segment with a receipt in it.
         let now = crate::frame::unix_ms(std::time::SystemTime::now());
-        for rec in read_all(queue_dir) {
+        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        let mut wanted = Vec::new();
+        let mut have_last = false;
+        for (_, path, len) in all.iter().rev() {
+            let recent = std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= day_ago);
+            if !recent && have_last {
+                break;
+            }
+            have_last |= *len > 0;
+            wanted.push(path);
+        }
+        let mut recs = Vec::new();
+        for path in wanted.into_iter().rev() {
+            read_segment(path, &mut recs);
+        }
+        for rec in recs {
             if now - rec.delivered_ms < 86_400_000 {
                 r.count(rec.delivered_ms);
             }
@@ -276,5 +301,36 @@ mod tests {
         assert_eq!(st.last_ms, Some(now));
         assert_eq!(st.last_hour, 1);
         assert_eq!(st.last_day as usize, all.len());
+    }
+
+    #[test]
+    fn at_open_an_old_log_still_gives_the_last_receipt_and_no_recent_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = crate::frame::unix_ms(std::time::SystemTime::now());
+        let two_days = 2 * 86_400_000;
+        let mut r = Receipts::open(tmp.path(), 1_000_000);
+        r.append(&[receipt(1, now - two_days - 5), receipt(2, now - two_days)])
+            .unwrap();
+        drop(r);
+        let age = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+        for (_, p, _) in segments(&tmp.path().join("receipts")) {
+            File::options()
+                .append(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(age)
+                .unwrap();
+        }
+        let r = Receipts::open(tmp.path(), 1_000_000);
+        let st = r.stats(now);
+        assert_eq!(st.last_ms, Some(now - two_days));
+        assert_eq!((st.last_hour, st.last_day), (0, 0));
+        // A newer segment after it: the last receipt and the day's count come from it.
+        let mut r = r;
+        r.append(&[receipt(3, now)]).unwrap();
+        drop(r);
+        let st = Receipts::open(tmp.path(), 1_000_000).stats(now);
+        assert_eq!(st.last_ms, Some(now));
+        assert_eq!((st.last_hour, st.last_day), (1, 1));
     }
 }
