@@ -149,6 +149,95 @@ pub struct CameraStats {
     pub skipped_unchanged: AtomicU64,
     /// Frames that could not be decoded or encoded (each is logged).
     pub bad_frames: AtomicU64,
+    /// Times the source was opened again after a failure.
+    pub restarts: AtomicU64,
+    /// The loop's state ([`CameraState`] as a number).
+    pub state: std::sync::atomic::AtomicU8,
+    /// When the source last delivered a frame (Unix ms; 0: never).
+    pub last_frame_ms: std::sync::atomic::AtomicI64,
+    /// Times of the frames delivered in the last 30 s (for the measured rate).
+    recent: Mutex<std::collections::VecDeque<Instant>>,
+    /// The newest frame kept (the JPEG the queue got), for `/snapshot/<camera>.jpg`.
+    latest: Mutex<Option<Arc<Vec<u8>>>>,
+}
+
+/// Where a camera loop stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CameraState {
+    /// Not opened yet.
+    Starting = 0,
+    /// Delivering frames.
+    Capturing = 1,
+    /// Its source failed; opened again with backoff.
+    Reopening = 2,
+    /// Outside its active_hours: source closed.
+    Closed = 3,
+}
+
+/// How far back the measured rate looks.
+const RATE_WINDOW: Duration = Duration::from_secs(30);
+
+impl CameraStats {
+    fn set_state(&self, s: CameraState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    /// The state's name.
+    pub fn state_name(&self) -> &'static str {
+        match self.state.load(Ordering::Relaxed) {
+            1 => "capturing",
+            2 => "reopening",
+            3 => "closed",
+            _ => "starting",
+        }
+    }
+
+    /// Notes a frame delivered by the source now.
+    fn frame_now(&self) {
+        let now = Instant::now();
+        self.last_frame_ms.store(
+            crate::frame::unix_ms(std::time::SystemTime::now()),
+            Ordering::Relaxed,
+        );
+        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        r.push_back(now);
+        while r
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RATE_WINDOW)
+        {
+            r.pop_front();
+        }
+    }
+
+    /// Frames per second over the last 30 s (or since the first of them).
+    pub fn fps(&self) -> f64 {
+        let now = Instant::now();
+        let r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let n = r
+            .iter()
+            .filter(|t| now.duration_since(**t) <= RATE_WINDOW)
+            .count();
+        match r.front() {
+            Some(first) if n > 1 => {
+                let span = now.duration_since(*first).min(RATE_WINDOW).as_secs_f64();
+                if span > 0.0 { n as f64 / span } else { 0.0 }
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// The newest frame the camera delivered to the queue (JPEG), if any.
+    pub fn latest(&self) -> Option<Arc<Vec<u8>>> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn keep_latest(&self, jpeg: &[u8]) {
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(jpeg.to_vec()));
+    }
 }
 
 /// A stop flag that sleeping threads can wait on.
@@ -228,6 +317,7 @@ pub fn run_camera_with_clock(
     let mut inactive_logged = false;
     while !stop.is_set() {
         if let Some(wait) = cam.active_hours.until_active(&clock.now()) {
+            stats.set_state(CameraState::Closed);
             if source.take().is_some() || !inactive_logged {
                 info!(camera = %cam.name, next_in_secs = wait.as_secs(),
                     "outside active_hours: camera source closed until the next window");
@@ -253,6 +343,7 @@ pub fn run_camera_with_clock(
                 Ok(s) => source = Some(s),
                 Err(e) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
+                    stats.set_state(CameraState::Reopening);
                     if !failing {
                         warn!(camera = %cam.name, error = %e, "cannot open camera source; retrying with backoff");
                         failing = true;
@@ -294,6 +385,8 @@ pub fn run_camera_with_clock(
             Ok(None) => break,
             Err(e) => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
+                stats.restarts.fetch_add(1, Ordering::Relaxed);
+                stats.set_state(CameraState::Reopening);
                 if !failing {
                     warn!(camera = %cam.name, error = %e, "camera source failed; re-opening it with backoff");
                     failing = true;
@@ -316,6 +409,8 @@ pub fn run_camera_with_clock(
         }
         backoff = BACKOFF_START;
         stats.produced.fetch_add(1, Ordering::Relaxed);
+        stats.set_state(CameraState::Capturing);
+        stats.frame_now();
         let processed = {
             let _busy = beat.busy("processing a frame");
             processor.process(frame.pixels, Instant::now())
@@ -339,6 +434,7 @@ pub fn run_camera_with_clock(
                 continue;
             }
         };
+        stats.keep_latest(&out.jpeg);
         let frame = CapturedFrame {
             camera: index,
             captured_at: frame.captured_at,

@@ -43,8 +43,14 @@ pub enum Command {
     /// file). Exit 0 when it runs, 3 when it does not.
     Status {
         /// Print JSON.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Refresh in the terminal every 2 s (or `--interval`) until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between refreshes with `--watch`.
+        #[arg(long, default_value_t = 2.0, requires = "watch")]
+        interval: f64,
     },
     /// List the V4L2 cameras with their formats, sizes and rates.
     Cameras,
@@ -113,8 +119,19 @@ pub enum Command {
 /// `edgecap config …`.
 #[derive(Subcommand)]
 pub enum ConfigCommand {
-    /// Validate a config file; every problem is listed with its key and line.
-    Validate,
+    /// Validate a config file; every problem is listed with its key and line. By default
+    /// also against this machine: the secret (a systemd credential outside the service is
+    /// noted, not read) and the folders' rights.
+    Validate {
+        /// Only the file itself: no secret read, no folder checked (any user may run it).
+        #[arg(long, conflicts_with = "online")]
+        offline: bool,
+        /// Also what only the network can tell: the platform accepts the key and knows
+        /// the project or datalake; each command source's program is on PATH; the
+        /// session budget fits the platform's limit.
+        #[arg(long)]
+        online: bool,
+    },
     /// Print the commented default config.
     PrintDefault,
 }

@@ -1,5 +1,4 @@
-//! The commands that run edgecap's machinery: `run`, `enqueue`, `snapshot`, `cameras`, and
-//! `config validate`'s report.
+//! The commands that run edgecap's machinery: `run`, `enqueue`, `snapshot`, `cameras`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,20 +8,6 @@ use anyhow::Context;
 use super::{EXIT_RUNTIME, runtime_failure, usage_failure};
 use edgecap::config::{CameraConfig, Resolved, SinkConfig};
 use edgecap::daemon::Mode;
-
-/// `config validate`'s report of a config that resolved.
-pub(super) fn validated(r: &Resolved, path: &Path) -> ExitCode {
-    for w in &r.warnings {
-        println!("warning: {w}");
-    }
-    println!(
-        "{}: ok ({} camera(s), device {})",
-        path.display(),
-        r.config.cameras.len(),
-        r.device_id
-    );
-    ExitCode::SUCCESS
-}
 
 /// `edgecap run [--drain]`.
 pub(super) fn run(resolved: Resolved, drain: bool) -> ExitCode {

@@ -16,6 +16,7 @@ mod nexus;
 mod picsellia;
 mod platform;
 mod queue;
+mod validate;
 mod verify;
 mod view;
 
@@ -63,11 +64,39 @@ pub fn main() -> ExitCode {
         Err(e) => return config_failure(&e),
     };
     match cli.command {
-        Command::Config { .. } => match config::resolve(cfg, path) {
-            Ok(r) => daemon::validated(&r, path),
-            Err(e) => config_failure(&e),
+        Command::Config {
+            command: ConfigCommand::Validate { offline, online },
+        } => {
+            let stage = if offline {
+                config::Stage::Offline
+            } else {
+                config::Stage::Validate
+            };
+            match config::resolve_at(cfg, path, stage) {
+                Ok(r) if online => validate::validated_online(&r, path),
+                Ok(r) => validate::validated(&r, path),
+                Err(e) => config_failure(&e),
+            }
+        }
+        Command::Config {
+            command: ConfigCommand::PrintDefault,
+        } => ExitCode::SUCCESS,
+        Command::Status {
+            watch: true,
+            interval,
+            ..
+        } => match view::watch(
+            &cfg,
+            std::time::Duration::from_secs_f64(if interval.is_finite() {
+                interval.clamp(0.2, 3600.0)
+            } else {
+                2.0
+            }),
+        ) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => runtime_failure(&e),
         },
-        Command::Status { json } => match view::status(&cfg, json) {
+        Command::Status { json, .. } => match view::status(&cfg, json) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(EXIT_NOT_RUNNING),
             Err(e) => runtime_failure(&e),
@@ -102,6 +131,9 @@ pub fn main() -> ExitCode {
                 Some(Ok(i)) => i,
                 Some(Err(code)) => return code,
             };
+            if let Err(e) = queue::ensure_owner(&cfg.queue.dir) {
+                return runtime_failure(&e);
+            }
             let resolved = match resolve(cfg, path) {
                 Ok(r) => r,
                 Err(code) => return code,

@@ -8,7 +8,8 @@ use anyhow::Context;
 use edgecap::config::Config;
 use edgecap::queue::{FrameState, Queue, scan_spool, spool};
 
-/// Refuses when the daemon holds the queue.
+/// Refuses when the daemon holds the queue, or when this user is not the one who may
+/// change it.
 fn ensure_stopped(cfg: &Config, what: &str) -> anyhow::Result<()> {
     if Queue::held_elsewhere(&cfg.queue.dir)? {
         anyhow::bail!(
@@ -16,18 +17,58 @@ fn ensure_stopped(cfg: &Config, what: &str) -> anyhow::Result<()> {
             cfg.queue.dir.display()
         );
     }
-    Ok(())
+    ensure_owner(&cfg.queue.dir)
+}
+
+/// Refuses to change an existing queue that belongs to another user (root changing the
+/// service's queue would leave files the service cannot write).
+pub(super) fn ensure_owner(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(dir) else {
+        return Ok(());
+    };
+    if edgecap::queue::may_open(dir) {
+        return Ok(());
+    }
+    if m.uid() == rustix::process::geteuid().as_raw() {
+        anyhow::bail!("the queue {} is not writable by this user", dir.display());
+    }
+    let name = user_name(m.uid()).unwrap_or_else(|| m.uid().to_string());
+    anyhow::bail!(
+        "the queue {} belongs to user {name} and only that user may change it: run the command as that user (e.g. sudo -u {name} edgecap …)",
+        dir.display()
+    )
+}
+
+/// The name of user `uid` from /etc/passwd.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    })
 }
 
 pub(super) fn list(cfg: &Config, json: bool, only_dead: bool, limit: usize) -> anyhow::Result<()> {
-    if Queue::held_elsewhere(&cfg.queue.dir)? {
-        // Live: the index belongs to the daemon; read the spool files' headers.
+    let live = Queue::held_elsewhere(&cfg.queue.dir)?;
+    if live || !edgecap::queue::may_open(&cfg.queue.dir) {
+        // Live, or not this user's to open: the index is the daemon's; read the spool
+        // files' headers.
         if only_dead {
             anyhow::bail!(
-                "the daemon is running: dead frames can be listed only while it is stopped (the states are in its index)"
+                "{}: dead frames can be listed only by the queue's owner while the daemon is stopped (the states are in its index)",
+                if live {
+                    "the daemon is running"
+                } else {
+                    "this user may only read the queue"
+                }
             );
         }
-        let (frames, bad) = scan_spool(&cfg.queue.dir)?;
+        let (frames, bad) = match scan_spool(&cfg.queue.dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), Vec::new()),
+            other => other?,
+        };
         if json {
             let v: Vec<_> = frames
                 .iter()
@@ -37,13 +78,14 @@ pub(super) fn list(cfg: &Config, json: bool, only_dead: bool, limit: usize) -> a
             println!(
                 "{}",
                 serde_json::to_string_pretty(
-                    &serde_json::json!({"live": true, "frames": v, "damaged": bad.len()})
+                    &serde_json::json!({"live": live, "read_only": true, "frames": v, "damaged": bad.len()})
                 )?
             );
         } else {
             println!(
-                "queue {} (live: {} frame file(s); pending, in flight and dead are told apart only while the daemon is stopped)",
+                "queue {} ({}: {} frame file(s); pending, in flight and dead are told apart only by the queue's owner while the daemon is stopped)",
                 cfg.queue.dir.display(),
+                if live { "live" } else { "read-only view" },
                 frames.len()
             );
             for f in frames.iter().take(limit) {

@@ -9,6 +9,18 @@ use edgecap::config::Config;
 use edgecap::ops::snapshot::{self, Snapshot};
 use edgecap::queue::Queue;
 
+/// `status --watch`: the status again every `every`, on a cleared terminal, until
+/// interrupted.
+pub(super) fn watch(cfg: &Config, every: std::time::Duration) -> anyhow::Result<bool> {
+    loop {
+        // Clear the screen and go home (ANSI), as `watch(1)` does.
+        print!("\x1b[2J\x1b[H");
+        println!("every {} s; Ctrl-C to leave", every.as_secs_f64());
+        status(cfg, false)?;
+        std::thread::sleep(every);
+    }
+}
+
 /// Prints the daemon's status; `Ok(true)` when it runs.
 pub(super) fn status(cfg: &Config, json: bool) -> anyhow::Result<bool> {
     let running = Queue::held_elsewhere(&cfg.queue.dir)?;
@@ -58,6 +70,19 @@ pub(super) fn status(cfg: &Config, json: bool) -> anyhow::Result<bool> {
 }
 
 fn print_details(st: &Snapshot) {
+    use edgecap::upload::state::local_time;
+    let u = &st.uploader;
+    println!("  uploader: {}", u.text());
+    println!(
+        "    last success: {}; last 5 min: {:.1} frames/min, {:.2} MB/min",
+        u.last_success_ms
+            .map_or("none yet".to_string(), |ms| local_time(ms, true)),
+        u.frames_per_min,
+        u.bytes_per_min / 1e6
+    );
+    if let (Some(e), Some(at)) = (&u.last_error, u.last_error_ms) {
+        println!("    last error ({}): {e}", local_time(at, true));
+    }
     println!("  {}", st.line());
     println!(
         "  dropped: budget {} ({} queued frames evicted), write errors {}, capture buffer {}; quarantined {}",
@@ -74,8 +99,22 @@ fn print_details(st: &Snapshot) {
     println!("  {}", receipts_line(&st.receipts));
     for c in &st.cameras {
         println!(
-            "  camera {}: {} frames, {} errors, {} unchanged (skipped), {} bad, {} dropped (buffer)",
-            c.name, c.produced, c.errors, c.skipped_unchanged, c.bad_frames, c.dropped_buffer
+            "  camera {}: {}, {:.2} fps, last frame {}, {} restart(s); {} frames, {} errors, {} unchanged (skipped), {} bad, {} dropped (buffer)",
+            c.name,
+            if c.state.is_empty() {
+                "starting"
+            } else {
+                &c.state
+            },
+            c.fps,
+            c.last_frame_ms
+                .map_or("never".to_string(), |ms| local_time(ms, false)),
+            c.restarts,
+            c.produced,
+            c.errors,
+            c.skipped_unchanged,
+            c.bad_frames,
+            c.dropped_buffer
         );
     }
     println!("  updated {} (state {})", st.updated_at, st.state);
@@ -94,6 +133,8 @@ pub(super) fn queue_stats(cfg: &Config, json: bool) -> anyhow::Result<()> {
                 path.display()
             )
         })?
+    } else if !edgecap::queue::may_open(&cfg.queue.dir) {
+        return read_only_stats(cfg, json);
     } else {
         let (q, _) = Queue::open(&cfg.queue)?;
         Snapshot {
@@ -145,6 +186,58 @@ pub(super) fn queue_stats(cfg: &Config, json: bool) -> anyhow::Result<()> {
         c.resent_after_crash, c.resent_after_error, c.index_repairs
     );
     println!("  {}", receipts_line(&snap.receipts));
+    Ok(())
+}
+
+/// `queue stats` for a user who may read the queue but not open its index (a member of
+/// the service's group, or root beside the service's files): the spool files, the
+/// counters as of the last flush, the receipts.
+fn read_only_stats(cfg: &Config, json: bool) -> anyhow::Result<()> {
+    let dir = &cfg.queue.dir;
+    let i = edgecap::queue::inspect(dir)
+        .with_context(|| format!("cannot read the queue {}", dir.display()))?;
+    let now = edgecap::frame::unix_ms(std::time::SystemTime::now());
+    let oldest = i
+        .oldest_captured_ms
+        .map(|ms| u64::try_from(now - ms).unwrap_or(0) / 1000);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "queue_dir": dir.display().to_string(),
+                "read_only": true,
+                "on_disk": i.on_disk,
+                "oldest_age_secs": oldest,
+                "damaged": i.damaged,
+                "counters": i.counters,
+                "receipts": i.receipts,
+            }))?
+        );
+        return Ok(());
+    }
+    let c = i.counters;
+    println!(
+        "queue {} (read-only view: the index is opened only by the queue's owner; pending, in flight and dead are counted together)",
+        dir.display()
+    );
+    println!(
+        "  on disk  {:>8} frames {:>14} bytes{}{}",
+        i.on_disk.frames,
+        i.on_disk.bytes,
+        oldest
+            .map(|a| format!(", oldest captured {a} s ago"))
+            .unwrap_or_default(),
+        if i.damaged > 0 {
+            format!(", {} damaged file(s)", i.damaged)
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "  lifetime (as of the last flush): committed {}, uploaded {}, dropped (budget) {}, dropped (write errors) {}, quarantined {}, dead {}, purged {}",
+        c.committed, c.uploaded, c.dropped_budget, c.dropped_write, c.quarantined, c.dead, c.purged
+    );
+    println!("  {}", receipts_line(&i.receipts));
     Ok(())
 }
 

@@ -30,7 +30,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use raw::PixelFormat;
-pub use resolve::{Resolved, resolve, resolve_platform};
+pub use resolve::{Resolved, Stage, resolve, resolve_at, resolve_platform};
 pub use types::*;
 pub use validate::{BUILTIN_METADATA_KEYS, FILENAME_PLACEHOLDERS, parse};
 

@@ -1,8 +1,10 @@
 //! Resolving a parsed config against this machine: the host name (when `device.id` is not
 //! set), the secret key from its source, and whether the configured folders are usable by
-//! this user. Only the commands that need these call [`resolve()`] (`run`, `enqueue`,
-//! `config validate`); read-only views (`status`, `queue stats`, …) do not, so they work
-//! without the secret and without write access.
+//! this user. How much is answered is the caller's [`Stage`]: `run` and `enqueue` need all
+//! of it, the platform commands the secret alone, `config validate` all of it except a
+//! systemd credential outside systemd (noted as "provided by systemd at start"), and
+//! `config validate --offline` none of it. Read-only views (`status`, `queue stats`, …)
+//! do not resolve at all, so they work without the secret and without write access.
 
 use std::path::Path;
 
@@ -22,23 +24,43 @@ pub struct Resolved {
     /// Things worth an operator's attention that do not stop the daemon (a file holding
     /// the secret that every user can read, …).
     pub warnings: Vec<String>,
+    /// What was left unchecked at this stage, and why (for `config validate`'s report).
+    pub notes: Vec<String>,
+}
+
+/// How far [`resolve_at`] answers the config's deferred checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Everything: the secret must be readable now and the folders usable (`run`,
+    /// `enqueue`).
+    Run,
+    /// Everything, except that a systemd credential outside systemd (no
+    /// `CREDENTIALS_DIRECTORY`) is noted, not refused: `config validate` run by hand.
+    Validate,
+    /// The secret only, no folder rights: commands that only talk to the platform.
+    Platform,
+    /// Neither the secret nor the folders: `config validate --offline`, for any user.
+    Offline,
 }
 
 /// Answers the config's deferred checks; every problem is listed, with its key and line.
 /// `path` is the config file (it may hold the secret itself).
 pub fn resolve(config: Config, path: &Path) -> Result<Resolved, ConfigError> {
-    resolve_with(config, path, true)
+    resolve_at(config, path, Stage::Run)
 }
 
 /// [`resolve()`] without the folder checks: what a command that only talks to the platform
 /// needs (`edgecap picsellia …`), so it works for a user who cannot write the queue.
 pub fn resolve_platform(config: Config, path: &Path) -> Result<Resolved, ConfigError> {
-    resolve_with(config, path, false)
+    resolve_at(config, path, Stage::Platform)
 }
 
-fn resolve_with(config: Config, path: &Path, folders: bool) -> Result<Resolved, ConfigError> {
+/// Answers the config's deferred checks as far as `stage` asks.
+pub fn resolve_at(config: Config, path: &Path, stage: Stage) -> Result<Resolved, ConfigError> {
+    let folders = matches!(stage, Stage::Run | Stage::Validate);
     let mut problems = Vec::new();
     let mut warnings = config.warnings.clone();
+    let mut notes = Vec::new();
     let mut secret = None;
     let mut host = None;
     let problem = |site: &Site, message: String| Problem {
@@ -72,6 +94,20 @@ fn resolve_with(config: Config, path: &Path, folders: bool) -> Result<Resolved, 
                     }
                 }
             }
+            Deferred::Secret { site, .. } if stage == Stage::Offline => {
+                notes.push(format!("{}: the secret is not read (--offline)", site.key))
+            }
+            Deferred::Secret {
+                site,
+                source: SecretSource::Credential(name),
+            } if stage == Stage::Validate
+                && std::env::var_os("CREDENTIALS_DIRECTORY").is_none() =>
+            {
+                notes.push(format!(
+                    "{}: provided by systemd at start (LoadCredential={name}:…); not read here, outside the service",
+                    site.key
+                ));
+            }
             Deferred::Secret { site, source } => match read_secret(source) {
                 Ok(s) => {
                     secret = Some(s);
@@ -92,6 +128,14 @@ fn resolve_with(config: Config, path: &Path, folders: bool) -> Result<Resolved, 
             },
         }
     }
+    if stage == Stage::Offline
+        && config
+            .deferred
+            .iter()
+            .any(|d| matches!(d, Deferred::Writable { .. }))
+    {
+        notes.push("folder rights are not checked (--offline)".to_string());
+    }
     if !problems.is_empty() {
         return Err(ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -108,6 +152,7 @@ fn resolve_with(config: Config, path: &Path, folders: bool) -> Result<Resolved, 
         device_id,
         secret,
         warnings,
+        notes,
     })
 }
 

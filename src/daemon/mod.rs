@@ -369,6 +369,10 @@ impl StatusCtx {
                 skipped_unchanged: st.skipped_unchanged.load(Ordering::Relaxed),
                 bad_frames: st.bad_frames.load(Ordering::Relaxed),
                 dropped_buffer: st.dropped_buffer.load(Ordering::Relaxed),
+                state: st.state_name().to_string(),
+                last_frame_ms: Some(st.last_frame_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0),
+                fps: st.fps(),
+                restarts: st.restarts.load(Ordering::Relaxed),
             })
             .collect();
         let oldest = self.queue.oldest_waiting_age().map(|d| d.as_secs());
@@ -377,6 +381,7 @@ impl StatusCtx {
             updated_at: crate::frame::rfc3339_utc(std::time::SystemTime::now()),
             run: RunCounters::of(&cameras),
             online: self.up.online.load(Ordering::Relaxed),
+            uploader: self.up.state.status(),
             stalled: self
                 .health
                 .stalled()

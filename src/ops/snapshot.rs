@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::queue::{Counters, IndexFailure, ReceiptStats, Stats, Tally};
+use crate::upload::state::UploaderStatus;
 
 /// One camera, this run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -37,6 +38,19 @@ pub struct CameraSnapshot {
     pub bad_frames: u64,
     /// Frames dropped because the disk did not keep up.
     pub dropped_buffer: u64,
+    /// `starting`, `capturing`, `reopening` (its source failed; opened again with
+    /// backoff) or `closed` (outside its active_hours).
+    #[serde(default)]
+    pub state: String,
+    /// When its source last delivered a frame (Unix ms).
+    #[serde(default)]
+    pub last_frame_ms: Option<i64>,
+    /// Frames per second its source delivered, measured over the last 30 s.
+    #[serde(default)]
+    pub fps: f64,
+    /// Times its source was opened again after a failure.
+    #[serde(default)]
+    pub restarts: u64,
 }
 
 /// This run's totals over all cameras.
@@ -107,8 +121,11 @@ pub struct Snapshot {
     pub counters: Counters,
     /// This run's totals.
     pub run: RunCounters,
-    /// Whether the platform is reachable.
+    /// Whether the platform answered the uploader's last call.
     pub online: bool,
+    /// What the uploader is doing and why (state, reason, since/until, last success,
+    /// last error, delivery rate).
+    pub uploader: UploaderStatus,
     /// A loop stuck longer than the stall limit (the watchdog stopped pinging), if any.
     pub stalled: Option<String>,
     /// Set while the queue index has failed and waits for its repair (frames are still
@@ -141,13 +158,13 @@ impl Snapshot {
             .map(|a| format!(", oldest {a} s"))
             .unwrap_or_default();
         format!(
-            "committed {}, uploaded {}, backlog {} frames ({:.1} MB{age}), dead {}, {}{}{}",
+            "{}; committed {}, uploaded {}, backlog {} frames ({:.1} MB{age}), dead {}{}{}",
+            self.uploader.text(),
             self.counters.committed,
             self.counters.uploaded,
             self.backlog_frames,
             self.backlog_bytes as f64 / 1e6,
             self.dead.frames,
-            if self.online { "online" } else { "offline" },
             self.index_failed
                 .as_ref()
                 .map(|f| format!(", QUEUE INDEX FAILED since {}: {}", f.since, f.error))
@@ -185,6 +202,9 @@ impl Snapshot {
             backlog_bytes = self.backlog_bytes,
             oldest_pending_age_secs = self.oldest_pending_age_secs,
             online = self.online,
+            uploader = self.uploader.text(),
+            frames_per_min = self.uploader.frames_per_min,
+            last_error = self.uploader.last_error.as_deref(),
             "summary"
         );
     }

@@ -1,5 +1,7 @@
-//! The operator's views and repairs: [`scan_spool`] (read-only, safe beside a running
-//! daemon), [`Queue::list`], [`Queue::retry_dead`] and [`Queue::purge_dead`].
+//! The operator's views and repairs: [`scan_spool`] and [`inspect`] (read-only, safe
+//! beside a running daemon and for a user who may only read the queue), [`may_open`] (whether
+//! this user may open the queue at all), [`Queue::list`], [`Queue::retry_dead`] and
+//! [`Queue::purge_dead`].
 
 use std::path::{Path, PathBuf};
 
@@ -7,7 +9,7 @@ use tracing::{info, warn};
 
 use super::files::parse_frame_name;
 use super::index::{Entry, FrameState, decode_entry, seq_of};
-use super::{Op, Queue, Tally, spool};
+use super::{Counters, Op, Queue, Tally, spool};
 use crate::frame::FrameMeta;
 
 /// One frame of [`Queue::list`].
@@ -67,6 +69,66 @@ pub fn scan_spool(dir: &Path) -> std::io::Result<(Vec<Spooled>, Vec<Damaged>)> {
     }
     ok.sort_by_key(|s| s.seq);
     Ok((ok, bad))
+}
+
+/// Whether this process may open the queue in `dir` (which writes to it): the folder
+/// exists, belongs to this user and this user may write it. Anyone else reads it through
+/// [`inspect`] and [`scan_spool`]: a group member cannot write it, and root could, but the
+/// files it would create or rewrite would then belong to root and the service (its
+/// owner) could no longer write them.
+pub fn may_open(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(dir) else {
+        return false;
+    };
+    m.is_dir()
+        && m.uid() == rustix::process::geteuid().as_raw()
+        && rustix::fs::access(
+            dir,
+            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+        )
+        .is_ok()
+}
+
+/// What a reader sees of a queue without its index ([`inspect`]).
+#[derive(Debug, Clone, Default)]
+pub struct Inspection {
+    /// Frame files in the spool: pending, in flight and dead together (only the index
+    /// tells them apart).
+    pub on_disk: Tally,
+    /// Capture time of the oldest of them, Unix ms.
+    pub oldest_captured_ms: Option<i64>,
+    /// Spool files whose header cannot be read.
+    pub damaged: usize,
+    /// The lifetime counters as of the daemon's last flush (the counters file beside the
+    /// index); zero when there is none.
+    pub counters: Counters,
+    /// The receipts' figures.
+    pub receipts: super::ReceiptStats,
+}
+
+/// The queue in `dir` read from its files alone — spool headers, the counters file, the
+/// receipts — writing nothing; a queue that does not exist reads as empty.
+pub fn inspect(dir: &Path) -> std::io::Result<Inspection> {
+    let mut out = Inspection {
+        counters: super::open::read_floor(dir).unwrap_or_default(),
+        receipts: super::receipts::Receipts::stats_read_only(dir),
+        ..Inspection::default()
+    };
+    let (frames, bad) = match scan_spool(dir) {
+        Ok(x) => x,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for f in &frames {
+        out.on_disk.add(f.bytes);
+        out.oldest_captured_ms = match (out.oldest_captured_ms, f.meta.captured_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    out.damaged = bad.len();
+    Ok(out)
 }
 
 impl Queue {

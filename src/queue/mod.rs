@@ -184,7 +184,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::warn;
 
-pub use admin::{Damaged, Listed, Spooled, scan_spool};
+pub use admin::{Damaged, Inspection, Listed, Spooled, inspect, may_open, scan_spool};
 pub use counters::{Counters, IndexFailure, Stats, Tally};
 pub use delivery::{Delivered, Leased};
 pub use files::{INDEX_MARGIN_BYTES, RESERVE_BYTES};

@@ -129,8 +129,7 @@ impl Receipts {
         if let Err(e) = std::fs::create_dir_all(&dir) {
             warn!(dir = %dir.display(), error = %e, "cannot create the receipt folder; deliveries go on without receipts until it can be written");
         }
-        let all = segments(&dir);
-        let next_segment = all.last().map_or(0, |(n, _, _)| n + 1);
+        let next_segment = segments(&dir).last().map_or(0, |(n, _, _)| n + 1);
         let mut r = Self {
             dir,
             max_bytes,
@@ -139,6 +138,28 @@ impl Receipts {
             minutes: VecDeque::new(),
             last_ms: None,
         };
+        r.load();
+        r
+    }
+
+    /// The status figures of the log under `queue_dir`, read without writing anything:
+    /// for a user who may read the queue but not open it.
+    pub(super) fn stats_read_only(queue_dir: &Path) -> ReceiptStats {
+        let mut r = Self {
+            dir: queue_dir.join("receipts"),
+            max_bytes: 0,
+            current: None,
+            next_segment: 0,
+            minutes: VecDeque::new(),
+            last_ms: None,
+        };
+        r.load();
+        r.stats(crate::frame::unix_ms(std::time::SystemTime::now()))
+    }
+
+    /// Reads back the last day's delivery times and the last receipt's time.
+    fn load(&mut self) {
+        let all = segments(&self.dir);
         // Only what the status needs is read at open, not the whole log: the segments
         // written to within the last day, and the newest segment with a receipt in it.
         let now = crate::frame::unix_ms(std::time::SystemTime::now());
@@ -161,11 +182,10 @@ impl Receipts {
         }
         for rec in recs {
             if now - rec.delivered_ms < 86_400_000 {
-                r.count(rec.delivered_ms);
+                self.count(rec.delivered_ms);
             }
-            r.last_ms = r.last_ms.max(Some(rec.delivered_ms));
+            self.last_ms = self.last_ms.max(Some(rec.delivered_ms));
         }
-        r
     }
 
     fn count(&mut self, ms: i64) {

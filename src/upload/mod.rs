@@ -36,6 +36,7 @@ pub mod nexus;
 mod operations;
 pub mod picsellia;
 mod sink;
+pub mod state;
 mod uploader;
 pub mod verify;
 
@@ -116,6 +117,14 @@ impl Sink for ConfiguredSink {
             Self::Nexus(s) => s.check().await,
             Self::Directory(s) => s.check().await,
             Self::Picsellia(s) => s.check().await,
+        }
+    }
+
+    fn next_session_in(&self) -> Duration {
+        match self {
+            Self::Nexus(s) => s.next_session_in(),
+            Self::Directory(s) => s.next_session_in(),
+            Self::Picsellia(s) => s.next_session_in(),
         }
     }
 

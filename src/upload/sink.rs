@@ -129,6 +129,12 @@ pub trait Sink: Send + Sync + 'static {
         async { Verdict::Ok }
     }
 
+    /// How long until the sink may start its next batch (its platform's session limit);
+    /// zero when it may now, or has no limit.
+    fn next_session_in(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// Batches the sink may still start in its rate window (None: no limit).
     fn sessions_left(&self) -> Option<usize> {
         None

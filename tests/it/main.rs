@@ -18,6 +18,7 @@ mod faults;
 mod journal;
 mod never_wedge;
 mod nexus;
+mod operate;
 mod picsellia;
 mod pipeline;
 mod proof;

@@ -182,6 +182,14 @@ impl Client {
             .forget_last();
     }
 
+    /// Until the client-side limiter allows the next session (zero: now).
+    pub(super) fn next_session_in(&self) -> Duration {
+        self.limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .wait_time(Instant::now())
+    }
+
     /// Sessions the client-side limiter still allows in its window now.
     pub(super) fn sessions_left(&self) -> usize {
         self.limiter

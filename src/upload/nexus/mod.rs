@@ -89,6 +89,11 @@ impl Sink for NexusSink {
         self.client.check_project().await
     }
 
+    /// Until the client-side limiter allows the next session.
+    fn next_session_in(&self) -> std::time::Duration {
+        self.client.next_session_in()
+    }
+
     /// Sessions the client-side limiter still allows in its window now.
     fn sessions_left(&self) -> Option<usize> {
         Some(self.client.sessions_left())

@@ -44,6 +44,7 @@ use super::backoff::{Backoff, batch_size};
 use super::link_rate::LinkRate;
 use super::operations::{MAX_OPEN_OPERATIONS, Operations};
 use super::sink::{Frame, ImageStore, Outcome, Sink, Verdict};
+use super::state::StateCell;
 use super::stopped;
 use crate::config::UploadConfig;
 use crate::ops::health::Beat;
@@ -61,8 +62,10 @@ pub struct UploadStats {
     pub retried: AtomicU64,
     /// Frames marked dead.
     pub dead: AtomicU64,
-    /// Whether the platform is reachable.
+    /// Whether the platform answered the last call (false until it first does).
     pub online: AtomicBool,
+    /// What the uploader is doing and why.
+    pub state: StateCell,
 }
 
 /// Where the uploader stands. `since` is when the oldest frame still waiting was first
@@ -173,8 +176,8 @@ impl<S: Sink> Uploader<S> {
 
     /// Runs until `stop` is set, then winds down (see [`Uploader::wind_down`]).
     pub async fn run(mut self) {
-        self.stats.online.store(true, Ordering::Relaxed);
         let mut phase = Phase::Checking;
+        self.note_phase(&phase);
         loop {
             if *self.stop.borrow() {
                 break;
@@ -193,12 +196,48 @@ impl<S: Sink> Uploader<S> {
                     if std::mem::discriminant(&p) != std::mem::discriminant(&phase) {
                         debug!(from = ?phase, to = ?p, "uploader phase");
                     }
+                    self.note_phase(&p);
                     phase = p;
                 }
                 None => break,
             }
         }
         self.wind_down().await;
+    }
+
+    /// The state word of `phase`, where the phase alone tells it (backing off and offline
+    /// are noted with their reason where the verdict is read). A check after a refusal or
+    /// an outage keeps showing that until it passes.
+    fn note_phase(&self, phase: &Phase) {
+        let st = &self.stats.state;
+        match phase {
+            Phase::Checking => {
+                if !matches!(st.word().as_str(), "refused" | "offline" | "backing off") {
+                    st.set("checking", None, None);
+                }
+            }
+            Phase::Recovering => st.set("recovering", None, None),
+            Phase::Idle => st.set("idle", None, None),
+            Phase::Filling { .. } | Phase::Sending { .. } => st.set("uploading", None, None),
+            Phase::BackingOff { .. } | Phase::Offline { .. } => {}
+        }
+    }
+
+    /// A transient failure: backing off for `d`.
+    fn note_backoff(&self, reason: &str, d: Duration) {
+        self.stats
+            .state
+            .set("backing off", Some(reason.to_string()), Some(d));
+        self.stats.state.error(reason);
+    }
+
+    /// A refusal an operator must fix.
+    fn note_refusal(&self, reason: &str, d: Duration) {
+        self.stats
+            .state
+            .set("refused", Some(reason.to_string()), Some(d));
+        self.stats.state.error(reason);
+        self.stats.online.store(true, Ordering::Relaxed);
     }
 
     /// Where to go once a wait is over: check first if no check has passed since the
@@ -221,6 +260,8 @@ impl<S: Sink> Uploader<S> {
 
     /// The link is down: counted and logged once, then probed.
     fn went_offline(&self, reason: String, since: Option<Instant>) -> Phase {
+        self.stats.state.set("offline", Some(reason.clone()), None);
+        self.stats.state.error(&reason);
         if self.stats.online.swap(false, Ordering::Relaxed) {
             warn!(
                 reason,
@@ -289,6 +330,21 @@ impl<S: Sink> Uploader<S> {
         let s = self.queue.stats();
         if s.pending.frames == 0 {
             return Some(Phase::Idle);
+        }
+        // The platform's session limit holds the next batch: wait here, visibly.
+        let wait = self.sink.next_session_in();
+        if !wait.is_zero() {
+            self.stats
+                .state
+                .set("waiting", Some("session limit".to_string()), Some(wait));
+            info!(
+                wait_secs = wait.as_secs(),
+                "session rate limit reached; waiting"
+            );
+            if self.pause_until(Instant::now() + wait).await {
+                return None;
+            }
+            return Some(Phase::Sending { since });
         }
         let max = self.cfg.batch;
         // While bisecting a refused batch (cap below the configured size) no growth.
@@ -404,11 +460,15 @@ impl<S: Sink> Uploader<S> {
                 if !self.stats.online.swap(true, Ordering::Relaxed) {
                     info!("uplink is back: uploading");
                 }
+                if self.stats.state.word() != "uploading" {
+                    self.stats.state.set("uploading", None, None);
+                }
                 self.backoff.reset();
                 self.cap = (self.cap * 2).min(max.max_frames);
                 self.after(since)
             }
             Verdict::Split(reason) => {
+                self.stats.state.error(&reason);
                 self.cap = (n / 2).max(1);
                 warn!(
                     frames = n,
@@ -423,6 +483,7 @@ impl<S: Sink> Uploader<S> {
                 retry_after,
             } => {
                 let d = self.backoff_delay(retry_after);
+                self.note_backoff(&reason, d);
                 warn!(
                     reason,
                     retry_in_ms = d.as_millis() as u64,
@@ -438,6 +499,7 @@ impl<S: Sink> Uploader<S> {
                 let d = self.cfg.retry.max;
                 // The next session waits for a check to pass.
                 self.checked = false;
+                self.note_refusal(&reason, d);
                 self.refusal_logged = true;
                 error!(
                     reason,

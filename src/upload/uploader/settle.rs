@@ -67,6 +67,10 @@ impl<S: Sink> Uploader<S> {
         };
         let sink = self.cfg.sink.name();
         let stats = &self.stats;
+        stats.state.delivered(
+            delivered.len() as u64,
+            delivered.iter().map(|d| d.bytes).sum(),
+        );
         stats
             .accepted
             .fetch_add(accepted.len() as u64, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 //! after a refusal) and the recovery of the sessions the last run left behind.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -25,6 +26,8 @@ impl<S: Sink> Uploader<S> {
                 }
                 self.checked = true;
                 self.refusal_logged = false;
+                self.stats.online.store(true, Ordering::Relaxed);
+                self.stats.state.set("checking", None, None);
                 if self.recovered {
                     Phase::Idle
                 } else {
@@ -33,6 +36,7 @@ impl<S: Sink> Uploader<S> {
             }
             Verdict::OperatorMustAct(reason) => {
                 let d = self.cfg.retry.max;
+                self.note_refusal(&reason, d);
                 if self.refusal_logged {
                     debug!(
                         reason,
@@ -56,6 +60,7 @@ impl<S: Sink> Uploader<S> {
                 retry_after,
             } => {
                 let d = self.backoff_delay(retry_after);
+                self.note_backoff(&reason, d);
                 warn!(
                     reason,
                     retry_in_ms = d.as_millis() as u64,

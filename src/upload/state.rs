@@ -1,0 +1,233 @@
+//! What the uploader is doing and why, in one word and a reason, for the status file,
+//! `edgecap status`, `STATUS=`, the summary line and `/metrics`:
+//!
+//! | state | meaning | reason / time |
+//! |---|---|---|
+//! | `starting` | nothing asked yet | |
+//! | `checking` | asking whether the project/datalake exists and the key is accepted | |
+//! | `recovering` | asking about the last run's sessions | |
+//! | `idle` | nothing to send | |
+//! | `uploading` | frames are being batched and sent | |
+//! | `waiting` | a limit of the platform holds the next batch | `session limit`, until |
+//! | `backing off` | the platform answered with a transient error | the error, until |
+//! | `refused` | the platform refuses the key, the project or a request: an operator must act | the refusal, since |
+//! | `offline` | the platform cannot be reached | the error, since |
+//!
+//! `since` is when this state (with any reason) began, so a refusal retried every
+//! minute still shows since when it has lasted. Alongside: the last success, the last error
+//! (as the sink wrote it, which masks the secret; cut to 200 characters), and frames and
+//! bytes delivered per minute over the last five minutes.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::unix_ms;
+
+/// How far back the delivery rate looks.
+const RATE_WINDOW: Duration = Duration::from_secs(300);
+/// The longest error text kept.
+const MAX_ERROR_CHARS: usize = 200;
+
+/// The uploader's state as the status shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UploaderStatus {
+    /// One word (see the module doc).
+    pub state: String,
+    /// Why, where the state has a reason.
+    pub reason: Option<String>,
+    /// Since when (Unix ms).
+    pub since_ms: i64,
+    /// Until when the uploader waits (Unix ms), for `waiting` and `backing off`.
+    pub until_ms: Option<i64>,
+    /// The last time the platform accepted frames (Unix ms).
+    pub last_success_ms: Option<i64>,
+    /// The last error (masked), and when.
+    pub last_error: Option<String>,
+    /// When the last error happened (Unix ms).
+    pub last_error_ms: Option<i64>,
+    /// Frames delivered per minute, over the last five minutes.
+    pub frames_per_min: f64,
+    /// Image bytes delivered per minute, over the last five minutes.
+    pub bytes_per_min: f64,
+}
+
+impl UploaderStatus {
+    /// The state with its reason and time, e.g. `waiting: session limit until 12:04:31`,
+    /// `refused: … since 2026-11-26 10:02:11`, `offline since …`. Times in local time.
+    pub fn text(&self) -> String {
+        let word = if self.state.is_empty() {
+            "starting"
+        } else {
+            self.state.as_str()
+        };
+        let mut s = word.to_string();
+        if let Some(r) = &self.reason {
+            s += ": ";
+            s += r;
+        }
+        match (word, self.until_ms) {
+            ("waiting" | "backing off", Some(until)) => {
+                s += &format!(" until {}", local_time(until, false));
+            }
+            ("refused" | "offline", _) => {
+                s += &format!(" since {}", local_time(self.since_ms, true));
+            }
+            _ => {}
+        }
+        s
+    }
+}
+
+/// `ms` as local time: `HH:MM:SS`, with the date when `date` (or when not today).
+pub fn local_time(ms: i64, date: bool) -> String {
+    let Ok(ts) = jiff::Timestamp::from_millisecond(ms) else {
+        return ms.to_string();
+    };
+    let tz = jiff::tz::TimeZone::system();
+    let z = ts.to_zoned(tz.clone());
+    let today = jiff::Timestamp::now().to_zoned(tz).date();
+    if date || z.date() != today {
+        z.strftime("%Y-%m-%d %H:%M:%S").to_string()
+    } else {
+        z.strftime("%H:%M:%S").to_string()
+    }
+}
+
+/// The uploader's state, shared with the status writer.
+#[derive(Debug, Default)]
+pub struct StateCell(Mutex<Inner>);
+
+#[derive(Debug, Default)]
+struct Inner {
+    status: UploaderStatus,
+    /// Deliveries (time, frames, bytes), the last five minutes.
+    recent: VecDeque<(SystemTime, u64, u64)>,
+}
+
+impl StateCell {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Enters `state` (with `reason`, waiting until `until`). `since` is kept when the
+    /// state word does not change.
+    pub fn set(&self, state: &str, reason: Option<String>, until: Option<Duration>) {
+        let now = SystemTime::now();
+        let mut g = self.lock();
+        let st = &mut g.status;
+        if st.state != state {
+            st.state = state.to_string();
+            st.since_ms = unix_ms(now);
+        }
+        st.reason = reason.map(|r| clip(&r));
+        st.until_ms = until.map(|d| unix_ms(now + d));
+    }
+
+    /// The current state word.
+    pub fn word(&self) -> String {
+        self.lock().status.state.clone()
+    }
+
+    /// The platform accepted `frames` frames of `bytes` image bytes.
+    pub fn delivered(&self, frames: u64, bytes: u64) {
+        if frames == 0 {
+            return;
+        }
+        let now = SystemTime::now();
+        let mut g = self.lock();
+        g.status.last_success_ms = Some(unix_ms(now));
+        g.recent.push_back((now, frames, bytes));
+        trim(&mut g.recent, now);
+    }
+
+    /// An error to show as the last one.
+    pub fn error(&self, error: &str) {
+        let mut g = self.lock();
+        g.status.last_error = Some(clip(error));
+        g.status.last_error_ms = Some(unix_ms(SystemTime::now()));
+    }
+
+    /// The state now, with the delivery rate.
+    pub fn status(&self) -> UploaderStatus {
+        let now = SystemTime::now();
+        let mut g = self.lock();
+        trim(&mut g.recent, now);
+        let (frames, bytes) = g
+            .recent
+            .iter()
+            .fold((0, 0), |(f, b), (_, nf, nb)| (f + nf, b + nb));
+        let minutes = RATE_WINDOW.as_secs_f64() / 60.0;
+        UploaderStatus {
+            frames_per_min: frames as f64 / minutes,
+            bytes_per_min: bytes as f64 / minutes,
+            ..g.status.clone()
+        }
+    }
+}
+
+fn trim(recent: &mut VecDeque<(SystemTime, u64, u64)>, now: SystemTime) {
+    while recent
+        .front()
+        .is_some_and(|(t, _, _)| now.duration_since(*t).unwrap_or_default() > RATE_WINDOW)
+    {
+        recent.pop_front();
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_ERROR_CHARS)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_is_kept_while_the_word_stays_and_the_text_names_reason_and_time() {
+        let c = StateCell::default();
+        c.set("refused", Some("key or project (403)".into()), None);
+        let first = c.status().since_ms;
+        std::thread::sleep(Duration::from_millis(5));
+        c.set("refused", Some("key or project (403) again".into()), None);
+        let st = c.status();
+        assert_eq!(st.since_ms, first);
+        assert!(
+            st.text()
+                .starts_with("refused: key or project (403) again since "),
+            "{}",
+            st.text()
+        );
+        c.set(
+            "waiting",
+            Some("session limit".into()),
+            Some(Duration::from_secs(90)),
+        );
+        let st = c.status();
+        assert!(st.since_ms >= first);
+        assert!(
+            st.text().starts_with("waiting: session limit until "),
+            "{}",
+            st.text()
+        );
+        c.set("idle", None, None);
+        assert_eq!(c.status().text(), "idle");
+    }
+
+    #[test]
+    fn the_rate_counts_the_last_five_minutes() {
+        let c = StateCell::default();
+        c.delivered(10, 1000);
+        c.delivered(5, 500);
+        let st = c.status();
+        assert_eq!(st.frames_per_min, 3.0);
+        assert_eq!(st.bytes_per_min, 300.0);
+        assert!(st.last_success_ms.is_some());
+    }
+}

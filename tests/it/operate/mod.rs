@@ -1,0 +1,6 @@
+//! Operating a device: the views that need no secret and no write access, `config
+//! validate --offline/--online`, the uploader's state in the status, signals, and the
+//! HTTP endpoint (`/metrics`, `/status`, `/snapshot`).
+
+mod states;
+mod views;
