@@ -3,4 +3,5 @@
 //! HTTP endpoint (`/metrics`, `/status`, `/snapshot`).
 
 mod states;
+mod validate;
 mod views;
