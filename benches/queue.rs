@@ -104,7 +104,11 @@ path = {out:?}
         "edgecap" => {
             let (queue, _) = Queue::open(&config.queue).unwrap();
             let queue = Arc::new(queue);
-            let namer = Namer::new("bench01".into(), "benchrun".into(), config.cameras.clone());
+            let namer = Namer::new(
+                "bench01".into(),
+                "benchrun".into(),
+                edgecap::frame::CameraTable::new("bench01", &config.cameras),
+            );
             let settings = CommitSettings {
                 mode: fsync,
                 window,

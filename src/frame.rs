@@ -13,6 +13,7 @@
 //! `timedatectl` reports it) is recorded with the capture time.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -95,40 +96,92 @@ pub fn unix_ms(t: SystemTime) -> i64 {
     }
 }
 
+/// The cameras' configs by slot, as the commit thread names their frames: shared with
+/// the daemon, which replaces a camera's entry on a reload (its next frame gets the new
+/// metadata, groups and filename template) and appends a slot for a new camera. A removed
+/// camera keeps its slot: frames of it may still be in the channel. `{device}` and
+/// `{camera}` in string metadata and tags are expanded once, when an entry is set.
+#[derive(Debug)]
+pub struct CameraTable {
+    device: String,
+    slots: std::sync::RwLock<Vec<Arc<CameraConfig>>>,
+}
+
+impl CameraTable {
+    /// The table of `cameras` (slot = position) for `device`.
+    pub fn new(device: &str, cameras: &[CameraConfig]) -> Arc<Self> {
+        let t = Self {
+            device: device.to_string(),
+            slots: Default::default(),
+        };
+        for c in cameras {
+            t.push(c.clone());
+        }
+        Arc::new(t)
+    }
+
+    fn expand(&self, mut cam: CameraConfig) -> Arc<CameraConfig> {
+        let device = &self.device;
+        for t in &mut cam.tags {
+            *t = t.replace("{device}", device).replace("{camera}", &cam.name);
+        }
+        for v in cam.metadata.values_mut() {
+            if let MetaValue::Str(s) = v {
+                *s = s.replace("{device}", device).replace("{camera}", &cam.name);
+            }
+        }
+        Arc::new(cam)
+    }
+
+    /// Appends a camera; returns its slot.
+    pub fn push(&self, cam: CameraConfig) -> usize {
+        let cam = self.expand(cam);
+        let mut g = self.slots.write().unwrap_or_else(|e| e.into_inner());
+        g.push(cam);
+        g.len() - 1
+    }
+
+    /// Replaces the camera in `slot`.
+    pub fn set(&self, slot: usize, cam: CameraConfig) {
+        let cam = self.expand(cam);
+        if let Some(s) = self
+            .slots
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(slot)
+        {
+            *s = cam;
+        }
+    }
+
+    /// The camera in `slot`.
+    pub fn get(&self, slot: usize) -> Option<Arc<CameraConfig>> {
+        self.slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(slot)
+            .cloned()
+    }
+}
+
 /// Gives frames their names and metadata, and keeps the per-camera sequence counters.
 pub struct Namer {
     device: String,
     run_id: String,
-    cameras: Vec<CameraConfig>,
+    cameras: Arc<CameraTable>,
     next_seq: Vec<u64>,
     synced: bool,
     synced_checked: Option<std::time::Instant>,
 }
 
 impl Namer {
-    /// A namer for one daemon run.
-    pub fn new(device: String, run_id: String, mut cameras: Vec<CameraConfig>) -> Self {
-        let n = cameras.len();
-        // `{device}` and `{camera}` in string metadata, once per run.
-        for cam in &mut cameras {
-            for t in &mut cam.tags {
-                *t = t
-                    .replace("{device}", &device)
-                    .replace("{camera}", &cam.name);
-            }
-            for v in cam.metadata.values_mut() {
-                if let MetaValue::Str(s) = v {
-                    *s = s
-                        .replace("{device}", &device)
-                        .replace("{camera}", &cam.name);
-                }
-            }
-        }
+    /// A namer for one daemon run over the cameras of `cameras`.
+    pub fn new(device: String, run_id: String, cameras: Arc<CameraTable>) -> Self {
         Self {
             device,
             run_id,
             cameras,
-            next_seq: vec![0; n],
+            next_seq: Vec::new(),
             synced: false,
             synced_checked: None,
         }
@@ -155,7 +208,10 @@ impl Namer {
     pub fn peek(&mut self, frame: &CapturedFrame) -> Option<FrameMeta> {
         let synced = self.synced();
         let cam = self.cameras.get(frame.camera)?;
-        let seq = *self.next_seq.get(frame.camera)?;
+        if self.next_seq.len() <= frame.camera {
+            self.next_seq.resize(frame.camera + 1, 0);
+        }
+        let seq = self.next_seq[frame.camera];
         let time = compact_utc(frame.captured_at);
         let stem = cam
             .filename_template
@@ -236,7 +292,11 @@ mod tests {
 
     #[test]
     fn every_built_in_key_goes_by_default_and_templates_are_expanded() {
-        let mut n = Namer::new("dev1".into(), "run1".into(), vec![camera("")]);
+        let mut n = Namer::new(
+            "dev1".into(),
+            "run1".into(),
+            CameraTable::new("dev1", &[camera("")]),
+        );
         let m = n.peek(&frame()).unwrap();
         let keys: Vec<&str> = m.custom.keys().map(String::as_str).collect();
         for k in crate::config::BUILTIN_METADATA_KEYS {
@@ -250,7 +310,11 @@ mod tests {
     #[test]
     fn builtin_metadata_picks_the_keys_edgecap_adds() {
         let cam = camera("builtin_metadata = [\"capture_time\", \"camera\"]");
-        let mut n = Namer::new("dev1".into(), "run1".into(), vec![cam]);
+        let mut n = Namer::new(
+            "dev1".into(),
+            "run1".into(),
+            CameraTable::new("dev1", &[cam]),
+        );
         let m = n.peek(&frame()).unwrap();
         let keys: Vec<&str> = m.custom.keys().map(String::as_str).collect();
         assert_eq!(keys, ["camera", "capture_time", "site"]);

@@ -16,11 +16,12 @@
 pub mod command;
 pub mod mjpeg;
 pub mod process;
+mod stats;
 pub mod stream;
 mod test_pattern;
 pub mod v4l2;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -33,6 +34,7 @@ use crate::frame::CapturedFrame;
 use crate::ops::health::Beat;
 use crate::schedule::{Clock, SystemClock};
 use process::{Processed, Processor};
+pub use stats::{CameraState, CameraStats};
 pub use test_pattern::TestPattern;
 
 /// A source failed to deliver a frame.
@@ -136,115 +138,16 @@ pub fn snapshot(cam: &CameraConfig) -> Result<process::Ready, CaptureError> {
     }
 }
 
-/// Counters of one camera's capture loop.
-#[derive(Debug, Default)]
-pub struct CameraStats {
-    /// Frames the source delivered.
-    pub produced: AtomicU64,
-    /// Frames dropped because the commit channel was full.
-    pub dropped_buffer: AtomicU64,
-    /// Source errors.
-    pub errors: AtomicU64,
-    /// Frames change detection found unchanged and did not keep.
-    pub skipped_unchanged: AtomicU64,
-    /// Frames that could not be decoded or encoded (each is logged).
-    pub bad_frames: AtomicU64,
-    /// Times the source was opened again after a failure.
-    pub restarts: AtomicU64,
-    /// The loop's state ([`CameraState`] as a number).
-    pub state: std::sync::atomic::AtomicU8,
-    /// When the source last delivered a frame (Unix ms; 0: never).
-    pub last_frame_ms: std::sync::atomic::AtomicI64,
-    /// Times of the frames delivered in the last 30 s (for the measured rate).
-    recent: Mutex<std::collections::VecDeque<Instant>>,
-    /// The newest frame kept (the JPEG the queue got), for `/snapshot/<camera>.jpg`.
-    latest: Mutex<Option<Arc<Vec<u8>>>>,
-}
-
-/// Where a camera loop stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum CameraState {
-    /// Not opened yet.
-    Starting = 0,
-    /// Delivering frames.
-    Capturing = 1,
-    /// Its source failed; opened again with backoff.
-    Reopening = 2,
-    /// Outside its active_hours: source closed.
-    Closed = 3,
-}
-
-/// How far back the measured rate looks.
-const RATE_WINDOW: Duration = Duration::from_secs(30);
-
-impl CameraStats {
-    fn set_state(&self, s: CameraState) {
-        self.state.store(s as u8, Ordering::Relaxed);
-    }
-
-    /// The state's name.
-    pub fn state_name(&self) -> &'static str {
-        match self.state.load(Ordering::Relaxed) {
-            1 => "capturing",
-            2 => "reopening",
-            3 => "closed",
-            _ => "starting",
-        }
-    }
-
-    /// Notes a frame delivered by the source now.
-    fn frame_now(&self) {
-        let now = Instant::now();
-        self.last_frame_ms.store(
-            crate::frame::unix_ms(std::time::SystemTime::now()),
-            Ordering::Relaxed,
-        );
-        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        r.push_back(now);
-        while r
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > RATE_WINDOW)
-        {
-            r.pop_front();
-        }
-    }
-
-    /// Frames per second over the last 30 s (or since the first of them).
-    pub fn fps(&self) -> f64 {
-        let now = Instant::now();
-        let r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        let n = r
-            .iter()
-            .filter(|t| now.duration_since(**t) <= RATE_WINDOW)
-            .count();
-        match r.front() {
-            Some(first) if n > 1 => {
-                let span = now.duration_since(*first).min(RATE_WINDOW).as_secs_f64();
-                if span > 0.0 { n as f64 / span } else { 0.0 }
-            }
-            _ => 0.0,
-        }
-    }
-
-    /// The newest frame the camera delivered to the queue (JPEG), if any.
-    pub fn latest(&self) -> Option<Arc<Vec<u8>>> {
-        self.latest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn keep_latest(&self, jpeg: &[u8]) {
-        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(jpeg.to_vec()));
-    }
-}
-
-/// A stop flag that sleeping threads can wait on.
+/// A stop flag that sleeping threads can wait on. A [`Stop::child`] is set with its
+/// parent (one camera stops on its own when a reload removes it, all with the daemon);
+/// [`Stop::nudge`] ends the current wait early without stopping (a reload's new config is
+/// applied at once, not after a long interval).
 #[derive(Debug, Default)]
 pub struct Stop {
-    stopped: Mutex<bool>,
+    /// (set, nudged)
+    state: Mutex<(bool, bool)>,
     cv: Condvar,
+    children: Mutex<Vec<std::sync::Weak<Stop>>>,
 }
 
 impl Stop {
@@ -252,21 +155,48 @@ impl Stop {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
-    /// Sets the flag and wakes every waiter.
+    /// A flag set when this one is (or by itself).
+    pub fn child(&self) -> Arc<Self> {
+        let c = Self::new();
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&c));
+        // Set before the child was registered: the child starts set.
+        if self.is_set() {
+            c.set();
+        }
+        c
+    }
+    /// Sets the flag (and its children's) and wakes every waiter.
     pub fn set(&self) {
-        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0 = true;
+        self.cv.notify_all();
+        let children =
+            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+        for c in children.iter().filter_map(std::sync::Weak::upgrade) {
+            c.set();
+        }
+    }
+    /// Ends the current (or next) wait early, without setting the flag.
+    pub fn nudge(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
         self.cv.notify_all();
     }
     /// Whether the flag is set.
     pub fn is_set(&self) -> bool {
-        *self.stopped.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0
     }
-    /// Sleeps until `deadline` or until the flag is set; true if it is set.
+    /// Sleeps until `deadline`, until the flag is set (true), or until nudged (false).
     pub fn wait_until(&self, deadline: Instant) -> bool {
-        let mut g = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if *g {
+            if g.0 {
                 return true;
+            }
+            if g.1 {
+                g.1 = false;
+                return false;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -280,32 +210,42 @@ impl Stop {
     }
 }
 
+/// One camera's loop: where its frames go and how it is steered.
+pub struct CameraLoop {
+    /// The camera's slot in the [`crate::frame::CameraTable`] (frames carry it).
+    pub index: usize,
+    /// Its config at start.
+    pub cam: CameraConfig,
+    /// The commit thread's channel.
+    pub tx: SyncSender<CapturedFrame>,
+    /// Set: the loop ends.
+    pub stop: Arc<Stop>,
+    /// Its counters and state.
+    pub stats: Arc<CameraStats>,
+    /// A new config (a reload), applied before the next frame: a changed source is
+    /// opened again; rate, schedule, transforms and change detection change in place.
+    pub updates: std::sync::mpsc::Receiver<CameraConfig>,
+}
+
 /// Runs one camera until `stop` is set or the channel closes. `beat` is marked busy
 /// around every call that could hang (opening, reading, processing).
-pub fn run_camera(
-    index: usize,
-    cam: CameraConfig,
-    tx: SyncSender<CapturedFrame>,
-    stop: Arc<Stop>,
-    stats: Arc<CameraStats>,
-    beat: Arc<Beat>,
-) {
-    run_camera_with_clock(index, cam, tx, stop, stats, &beat, &SystemClock);
+pub fn run_camera(l: CameraLoop, beat: Arc<Beat>) {
+    run_camera_with_clock(l, &beat, &SystemClock);
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// [`run_camera`] with the time of day taken from `clock` (for `active_hours`).
-pub fn run_camera_with_clock(
-    index: usize,
-    cam: CameraConfig,
-    tx: SyncSender<CapturedFrame>,
-    stop: Arc<Stop>,
-    stats: Arc<CameraStats>,
-    beat: &Beat,
-    clock: &dyn Clock,
-) {
+pub fn run_camera_with_clock(l: CameraLoop, beat: &Beat, clock: &dyn Clock) {
+    let CameraLoop {
+        index,
+        mut cam,
+        tx,
+        stop,
+        stats,
+        updates,
+    } = l;
     let mut backoff = BACKOFF_START;
     let mut source: Option<Box<dyn Source>> = None;
     let mut processor = Processor::new(&cam);
@@ -316,6 +256,22 @@ pub fn run_camera_with_clock(
     let mut buffer_full = false;
     let mut inactive_logged = false;
     while !stop.is_set() {
+        while let Ok(new) = updates.try_recv() {
+            if new.source != cam.source {
+                info!(camera = %cam.name, "source changed by a reload: opening it again");
+                let _busy = beat.busy("closing the source");
+                source = None;
+                backoff = BACKOFF_START;
+            }
+            if new.transform != cam.transform || new.change_detection != cam.change_detection {
+                processor = Processor::new(&new);
+            }
+            if new.interval != cam.interval {
+                info!(camera = %cam.name, interval_ms = new.interval.as_millis() as u64, "capture rate changed by a reload");
+                next = Instant::now();
+            }
+            cam = new;
+        }
         if let Some(wait) = cam.active_hours.until_active(&clock.now()) {
             stats.set_state(CameraState::Closed);
             if source.take().is_some() || !inactive_logged {
@@ -492,8 +448,9 @@ mod tests {
         let stop = Stop::new();
         let stats = Arc::new(CameraStats::default());
         let (s2, st2) = (Arc::clone(&stop), Arc::clone(&stats));
-        let h =
-            std::thread::spawn(move || run_camera(0, cam, tx, s2, st2, Arc::new(Beat::new("c"))));
+        let h = std::thread::spawn(move || {
+            run_camera(looped(cam, tx, s2, st2), Arc::new(Beat::new("c")))
+        });
         std::thread::sleep(Duration::from_millis(400));
         stop.set();
         h.join().unwrap();
@@ -506,6 +463,35 @@ mod tests {
             "all but the two buffered frames were dropped"
         );
         assert_eq!(rx.try_iter().count(), 2);
+    }
+
+    /// The loop of camera slot 0 (no updates come).
+    fn looped(
+        cam: CameraConfig,
+        tx: SyncSender<CapturedFrame>,
+        stop: Arc<Stop>,
+        stats: Arc<CameraStats>,
+    ) -> CameraLoop {
+        CameraLoop {
+            index: 0,
+            cam,
+            tx,
+            stop,
+            stats,
+            updates: std::sync::mpsc::channel().1,
+        }
+    }
+
+    #[test]
+    fn a_nudge_ends_a_wait_early_and_a_child_stops_with_its_parent() {
+        let parent = Stop::new();
+        let child = parent.child();
+        let far = Instant::now() + Duration::from_secs(60);
+        child.nudge();
+        assert!(!child.wait_until(far), "nudged: the wait ends, not stopped");
+        parent.set();
+        assert!(child.wait_until(far));
+        assert!(parent.child().is_set(), "a child of a set flag starts set");
     }
 
     /// A clock stuck at one local time.
@@ -529,7 +515,7 @@ mod tests {
             let stats = Arc::new(CameraStats::default());
             let (s2, st2, cam2) = (Arc::clone(&stop), Arc::clone(&stats), cam.clone());
             let h = std::thread::spawn(move || {
-                run_camera_with_clock(0, cam2, tx, s2, st2, &Beat::new("c"), &clock)
+                run_camera_with_clock(looped(cam2, tx, s2, st2), &Beat::new("c"), &clock)
             });
             std::thread::sleep(Duration::from_millis(300));
             stop.set();

@@ -26,6 +26,8 @@ pub struct Resolved {
     pub warnings: Vec<String>,
     /// What was left unchecked at this stage, and why (for `config validate`'s report).
     pub notes: Vec<String>,
+    /// The config file (read again on SIGHUP).
+    pub path: std::path::PathBuf,
 }
 
 /// How far [`resolve_at`] answers the config's deferred checks.
@@ -153,6 +155,7 @@ pub fn resolve_at(config: Config, path: &Path, stage: Stage) -> Result<Resolved,
         secret,
         warnings,
         notes,
+        path: path.to_path_buf(),
     })
 }
 

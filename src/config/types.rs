@@ -93,7 +93,7 @@ pub enum SecretSource {
 }
 
 /// `[daemon]`: process-level behaviour.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DaemonConfig {
     /// Stop capturing after this many frames were committed (None: run until a signal).
     pub stop_after_frames: Option<u64>,
@@ -109,7 +109,7 @@ pub struct DaemonConfig {
 }
 
 /// One `[[camera]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CameraConfig {
     /// Unique camera name (`[A-Za-z0-9._-]`).
     pub name: String,
@@ -255,7 +255,7 @@ pub enum FsyncMode {
 }
 
 /// `[queue]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueueConfig {
     /// Queue directory (spool files, index, quarantine).
     pub dir: PathBuf,
@@ -280,7 +280,7 @@ pub struct QueueConfig {
 }
 
 /// `[upload]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UploadConfig {
     /// When a batch is cut.
     pub batch: BatchLimits,
@@ -293,7 +293,7 @@ pub struct UploadConfig {
 }
 
 /// Batch limits: a batch is sent when any is reached.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchLimits {
     /// Frames per batch (at most a Nexus session's 5000 assets).
     pub max_frames: usize,
@@ -304,7 +304,7 @@ pub struct BatchLimits {
 }
 
 /// Exponential backoff bounds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
     /// First delay.
     pub initial: Duration,
@@ -313,7 +313,7 @@ pub struct RetryPolicy {
 }
 
 /// Which sink, with its settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SinkConfig {
     /// Datature Nexus upload sessions.
     Nexus(NexusConfig),
@@ -338,7 +338,7 @@ impl SinkConfig {
 }
 
 /// Settings of the Picsellia sink (`[upload.picsellia]`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PicselliaConfig {
     /// Platform base URL (its path part is ignored, as the SDK does).
     pub host: String,
@@ -365,7 +365,7 @@ pub struct PicselliaConfig {
 }
 
 /// Settings of the Nexus sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NexusConfig {
     /// API base URL (its path part is ignored, as the SDK does).
     pub endpoint: String,

@@ -84,7 +84,7 @@ pub fn enqueue(
     let mut namer = Namer::new(
         resolved.device_id.clone(),
         run_id.clone(),
-        config.cameras.clone(),
+        crate::frame::CameraTable::new(&resolved.device_id, &config.cameras),
     );
     let mut done = Enqueued {
         run_id,

@@ -8,24 +8,29 @@
 //! to `drain_on_stop_secs` before the same shutdown. [`Mode::DrainOnly`] (`edgecap run
 //! --drain`) starts no camera and goes straight to that drain.
 
+mod cameras;
 pub mod commit;
 pub mod enqueue;
+mod reload;
+mod status;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
-use crate::capture::{self, CameraStats, Stop};
+use crate::capture::Stop;
 use crate::config::Resolved;
-use crate::frame::{Namer, new_run_id};
+use crate::frame::{CameraTable, Namer, new_run_id};
 use crate::ops::health::Health;
 use crate::ops::notify;
-use crate::ops::snapshot::{self, CameraSnapshot, RunCounters, Snapshot};
+use crate::ops::snapshot::Snapshot;
 use crate::queue::{Queue, QueueError, Stats};
 use crate::upload::{self, ConfiguredSink, Controls, UploadStats, Uploader};
+use cameras::Cameras;
+use status::StatusCtx;
 
 /// The daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +102,11 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
         config,
         device_id,
         secret,
+        path: config_path,
         ..
     } = resolved;
+    // From here on SIGHUP reloads the config (its default action would end the process).
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let qcfg = config.queue.clone();
     let (queue, report) = tokio::task::spawn_blocking(move || Queue::open(&qcfg))
         .await
@@ -131,25 +139,16 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
     let (tx, rx) = std::sync::mpsc::sync_channel(config.queue.buffer_frames);
     let capture_stop = Stop::new();
     let health = Health::new(config.daemon.watchdog_stall);
-    let mut cam_stats = Vec::new();
-    let mut cam_threads = Vec::new();
-    let cameras = match mode {
-        Mode::Capture => config.cameras.as_slice(),
-        Mode::DrainOnly => &[],
-    };
-    for (i, cam) in cameras.iter().enumerate() {
-        let st = Arc::new(CameraStats::default());
-        cam_stats.push(Arc::clone(&st));
-        let (cam, tx, stop) = (cam.clone(), tx.clone(), Arc::clone(&capture_stop));
-        let beat = health.beat(&format!("camera {}", cam.name));
-        let h = std::thread::Builder::new()
-            .name(format!("capture-{}", cam.name))
-            .spawn(move || capture::run_camera(i, cam, tx, stop, st, beat))
-            .map_err(DaemonError::Thread)?;
-        cam_threads.push(h);
-    }
-    drop(tx);
-    let namer = Namer::new(device_id.clone(), run_id.clone(), config.cameras.clone());
+    let table = CameraTable::new(&device_id, &config.cameras);
+    let mut cameras = Cameras::start(
+        &config.cameras,
+        Arc::clone(&table),
+        (mode == Mode::Capture).then_some(tx),
+        Arc::clone(&capture_stop),
+        Arc::clone(&health),
+    )
+    .map_err(DaemonError::Thread)?;
+    let namer = Namer::new(device_id.clone(), run_id.clone(), table);
     let settings = commit::CommitSettings {
         mode: config.queue.fsync,
         window: config.queue.commit_window,
@@ -170,6 +169,7 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
     let up_stats = Arc::new(UploadStats::default());
+    let (settings_tx, settings_rx) = watch::channel(upload_settings(&config));
     let uploader = tokio::spawn(
         Uploader::new(
             Arc::clone(&queue),
@@ -180,14 +180,14 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
                 stop: stop_rx.clone(),
                 drain: drain_rx,
                 beat: health.beat("upload"),
+                settings: settings_rx,
             },
         )
         .run(),
     );
     let status_ctx = StatusCtx {
         queue: Arc::clone(&queue),
-        cams: cam_stats.clone(),
-        names: cameras.iter().map(|c| c.name.clone()).collect(),
+        cams: cameras.list(),
         up: Arc::clone(&up_stats),
         health: Arc::clone(&health),
         base: Snapshot {
@@ -238,50 +238,61 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
     let mut restart_for_index = false;
     let sig = signal();
     tokio::pin!(sig);
-    tokio::select! {
-        s = &mut sig => {
-            info!(signal = s, "stopping");
-            signalled = true;
-        }
-        _ = hopeless.notified() => {
-            error!(exit_code = EXIT_RESTART,
-                "the failed queue index cannot be rebuilt in-process; stopping so that systemd starts edgecap again (the restart is counted in index_restarts)");
-            queue.mark_restart_for_repair();
-            restart_for_index = true;
-        }
-        _ = commit_done.wait_for(|d| *d) => {
-            let _ = drain_tx.send(true);
-            let deadline = Instant::now() + config.daemon.drain_on_stop;
-            info!(timeout_secs = config.daemon.drain_on_stop.as_secs(), "capture finished; draining the queue");
-            loop {
-                let st = queue.stats();
-                if st.pending.frames + st.inflight.frames == 0 {
-                    break;
+    let mut running = config.clone();
+    let commit_flag = commit_done.clone();
+    loop {
+        tokio::select! {
+            s = &mut sig => {
+                info!(signal = s, "stopping");
+                signalled = true;
+            }
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                if mode == Mode::Capture && !*commit_flag.borrow() {
+                    reload::apply(&config_path, &mut running, &mut cameras, &settings_tx);
+                } else {
+                    info!("SIGHUP while draining: the config is read again at the next start");
                 }
-                if Instant::now() >= deadline {
-                    warn!(pending = st.pending.frames, inflight = st.inflight.frames,
-                        "drain timed out; the remaining frames stay queued for the next run");
-                    break;
-                }
-                tokio::select! {
-                    s = &mut sig => {
-                        info!(signal = s, "stopping");
-                        signalled = true;
+                continue;
+            }
+            _ = hopeless.notified() => {
+                error!(exit_code = EXIT_RESTART,
+                    "the failed queue index cannot be rebuilt in-process; stopping so that systemd starts edgecap again (the restart is counted in index_restarts)");
+                queue.mark_restart_for_repair();
+                restart_for_index = true;
+            }
+            _ = commit_done.wait_for(|d| *d) => {
+                let _ = drain_tx.send(true);
+                let deadline = Instant::now() + config.daemon.drain_on_stop;
+                info!(timeout_secs = config.daemon.drain_on_stop.as_secs(), "capture finished; draining the queue");
+                loop {
+                    let st = queue.stats();
+                    if st.pending.frames + st.inflight.frames == 0 {
                         break;
                     }
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    if Instant::now() >= deadline {
+                        warn!(pending = st.pending.frames, inflight = st.inflight.frames,
+                            "drain timed out; the remaining frames stay queued for the next run");
+                        break;
+                    }
+                    tokio::select! {
+                        s = &mut sig => {
+                            info!(signal = s, "stopping");
+                            signalled = true;
+                            break;
+                        }
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
                 }
             }
         }
+        break;
     }
 
     notify::stopping();
     status_ctx.write("stopping");
     capture_stop.set();
     let committed = tokio::task::spawn_blocking(move || {
-        for h in cam_threads {
-            let _ = h.join();
-        }
+        cameras.join();
         committer.join().unwrap_or(0)
     })
     .await
@@ -298,9 +309,12 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
     let q = Arc::clone(&queue);
     let _ = tokio::task::spawn_blocking(move || q.flush()).await;
     status_ctx.write("stopped").log_summary();
-    let dropped_buffer = cam_stats
+    let dropped_buffer = status_ctx
+        .cams
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
         .iter()
-        .map(|c| c.dropped_buffer.load(Ordering::Relaxed))
+        .map(|(_, c)| c.dropped_buffer.load(Ordering::Relaxed))
         .sum();
     Ok(RunSummary {
         run_id,
@@ -336,141 +350,4 @@ fn upload_settings(config: &crate::config::Config) -> crate::config::UploadConfi
         }
     }
     up
-}
-
-/// What the status writer needs.
-#[derive(Clone)]
-struct StatusCtx {
-    queue: Arc<Queue>,
-    cams: Vec<Arc<CameraStats>>,
-    names: Vec<String>,
-    up: Arc<UploadStats>,
-    health: Arc<Health>,
-    base: Snapshot,
-    path: std::path::PathBuf,
-}
-
-/// How often the status file and systemd's STATUS= are refreshed.
-const STATUS_EVERY: Duration = Duration::from_secs(2);
-
-/// How often the queue's counters are copied outside the index (`<queue>/counters`).
-const FLOOR_EVERY: Duration = Duration::from_secs(30);
-
-impl StatusCtx {
-    fn snapshot(&self, state: &str) -> Snapshot {
-        let cameras: Vec<CameraSnapshot> = self
-            .names
-            .iter()
-            .zip(&self.cams)
-            .map(|(name, st)| CameraSnapshot {
-                name: name.clone(),
-                produced: st.produced.load(Ordering::Relaxed),
-                errors: st.errors.load(Ordering::Relaxed),
-                skipped_unchanged: st.skipped_unchanged.load(Ordering::Relaxed),
-                bad_frames: st.bad_frames.load(Ordering::Relaxed),
-                dropped_buffer: st.dropped_buffer.load(Ordering::Relaxed),
-                state: st.state_name().to_string(),
-                last_frame_ms: Some(st.last_frame_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0),
-                fps: st.fps(),
-                restarts: st.restarts.load(Ordering::Relaxed),
-            })
-            .collect();
-        let oldest = self.queue.oldest_waiting_age().map(|d| d.as_secs());
-        Snapshot {
-            state: state.to_string(),
-            updated_at: crate::frame::rfc3339_utc(std::time::SystemTime::now()),
-            run: RunCounters::of(&cameras),
-            online: self.up.online.load(Ordering::Relaxed),
-            uploader: self.up.state.status(),
-            stalled: self
-                .health
-                .stalled()
-                .map(|st| format!("{} stuck {} s in {}", st.name, st.for_secs, st.doing)),
-            cameras,
-            receipts: self.queue.receipt_stats(),
-            ..self.base.clone()
-        }
-        .with_queue(&self.queue.stats(), oldest)
-    }
-
-    /// Writes the status file (a failure is logged once per state change by the caller's
-    /// loop; here it is only reported).
-    fn write(&self, state: &str) -> Snapshot {
-        let st = self.snapshot(state);
-        if let Err(e) = snapshot::write(&self.path, &st) {
-            debug!(path = %self.path.display(), error = %e, "cannot write the status file");
-        }
-        st
-    }
-
-    /// Refreshes the status file and STATUS=, and pings the watchdog while nothing is
-    /// stalled, until `stop`.
-    async fn run(self, stop: watch::Receiver<bool>, hopeless: Arc<tokio::sync::Notify>) {
-        let ping_every = notify::watchdog_interval();
-        let mut tick =
-            tokio::time::interval(ping_every.map_or(STATUS_EVERY, |p| p.min(STATUS_EVERY)));
-        let mut write_failing = false;
-        let mut stalled_logged = false;
-        let mut floor_written = Instant::now();
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = upload::stopped(&stop) => break,
-            }
-            // A failed queue index is repaired from here too (not only before a lease),
-            // so it heals while the uplink is down; and the counters' floor is refreshed.
-            let write_floor = floor_written.elapsed() >= FLOOR_EVERY;
-            if write_floor {
-                floor_written = Instant::now();
-            }
-            let ctx = self.clone();
-            let Ok((st, give_up)) = tokio::task::spawn_blocking(move || {
-                let _ = ctx.queue.repair_if_failed();
-                ctx.queue.flush_counters();
-                if write_floor {
-                    ctx.queue.write_floor();
-                }
-                (ctx.snapshot("running"), ctx.queue.repair_hopeless())
-            })
-            .await
-            else {
-                continue;
-            };
-            if give_up {
-                hopeless.notify_one();
-            }
-            match snapshot::write(&self.path, &st) {
-                Ok(()) if write_failing => {
-                    info!(path = %self.path.display(), "the status file is written again");
-                    write_failing = false;
-                }
-                Ok(()) => {}
-                Err(e) if !write_failing => {
-                    warn!(path = %self.path.display(), error = %e,
-                        "cannot write the status file; `edgecap status` will not see this daemon");
-                    write_failing = true;
-                }
-                Err(_) => {}
-            }
-            notify::status(&st.line());
-            match self.health.stalled() {
-                None => {
-                    if stalled_logged {
-                        info!("no loop is stalled any more; watchdog pings resume");
-                        stalled_logged = false;
-                    }
-                    if ping_every.is_some() {
-                        notify::watchdog();
-                    }
-                }
-                Some(s) => {
-                    if !stalled_logged {
-                        error!(loop_name = %s.name, doing = s.doing, stuck_secs = s.for_secs,
-                            "a loop is stuck; watchdog pings stopped so that systemd restarts the service");
-                        stalled_logged = true;
-                    }
-                }
-            }
-        }
-    }
 }

@@ -116,6 +116,9 @@ pub struct Controls {
     pub drain: watch::Receiver<bool>,
     /// Marked busy around every queue call, for the watchdog.
     pub beat: Arc<Beat>,
+    /// New limits from a reload (batch, retry, attempts; the sink stays), applied before
+    /// the next step.
+    pub settings: watch::Receiver<UploadConfig>,
 }
 
 /// What the uploader works with.
@@ -127,6 +130,7 @@ pub struct Uploader<S: Sink> {
     stop: watch::Receiver<bool>,
     drain: watch::Receiver<bool>,
     beat: Arc<Beat>,
+    settings: watch::Receiver<UploadConfig>,
     ops: Operations,
     backoff: Backoff,
     /// Largest batch now: `batch_max_frames`, or less while bisecting a refused batch.
@@ -153,7 +157,9 @@ impl<S: Sink> Uploader<S> {
             stop,
             drain,
             beat,
+            mut settings,
         } = controls;
+        settings.mark_unchanged();
         Self {
             backoff: Backoff::new(cfg.retry),
             cap: cfg.batch.max_frames,
@@ -164,6 +170,7 @@ impl<S: Sink> Uploader<S> {
             stop,
             drain,
             beat,
+            settings,
             ops: Operations::default(),
             checked: false,
             refusal_logged: false,
@@ -181,6 +188,20 @@ impl<S: Sink> Uploader<S> {
         loop {
             if *self.stop.borrow() {
                 break;
+            }
+            if self.settings.has_changed().unwrap_or(false) {
+                let new = self.settings.borrow_and_update().clone();
+                info!(
+                    batch_max_frames = new.batch.max_frames,
+                    batch_max_age_secs = new.batch.max_age.as_secs_f64(),
+                    "upload limits changed by a reload"
+                );
+                self.cap = new.batch.max_frames;
+                self.backoff = Backoff::new(new.retry);
+                self.cfg = UploadConfig {
+                    sink: self.cfg.sink.clone(),
+                    ..new
+                };
             }
             let next = match phase {
                 Phase::Checking => self.checking().await,

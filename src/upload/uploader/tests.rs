@@ -179,6 +179,7 @@ impl Harness {
             probe: Box::new(probe),
             link: self.link,
         };
+        let cfg_copy = cfg.clone();
         let up = Uploader::new(
             Arc::clone(&self.queue),
             sink,
@@ -188,6 +189,7 @@ impl Harness {
                 stop: self.stop_tx.subscribe(),
                 drain: self.drain.subscribe(),
                 beat: Arc::new(Beat::new("upload")),
+                settings: tokio::sync::watch::channel(cfg_copy).1,
             },
         );
         self.task = Some(tokio::spawn(up.run()));

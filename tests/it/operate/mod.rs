@@ -5,3 +5,4 @@
 mod states;
 mod validate;
 mod views;
+mod reload;
