@@ -229,6 +229,7 @@ mod tests {
                 "site",
                 "label",
                 "id",
+                "http_listen",
             ]
             .contains(&key)
             {

@@ -27,6 +27,8 @@ pub struct RawDaemon {
     pub status_file: String,
     #[serde(default = "defaults::watchdog_stall_secs")]
     pub watchdog_stall_secs: u64,
+    #[serde(default)]
+    pub http_listen: Option<String>,
 }
 
 impl Default for RawDaemon {
@@ -37,6 +39,7 @@ impl Default for RawDaemon {
             summary_interval_secs: defaults::summary_interval_secs(),
             status_file: defaults::status_file(),
             watchdog_stall_secs: defaults::watchdog_stall_secs(),
+            http_listen: None,
         }
     }
 }

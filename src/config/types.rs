@@ -106,6 +106,8 @@ pub struct DaemonConfig {
     /// A capture, commit or upload call running longer than this counts as hung: the
     /// systemd watchdog pings stop, so systemd restarts the service.
     pub watchdog_stall: Duration,
+    /// Where `/metrics`, `/status` and `/snapshot/<camera>.jpg` are served (None: off).
+    pub http_listen: Option<std::net::SocketAddr>,
 }
 
 /// One `[[camera]]`.

@@ -202,6 +202,12 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
         },
         path: config.daemon.status_file.clone(),
     };
+    let http = match config.daemon.http_listen {
+        Some(addr) => {
+            crate::ops::http::serve(addr, Arc::new(status_ctx.clone()), stop_rx.clone()).await
+        }
+        None => None,
+    };
     let first = status_ctx.write("running");
     notify::ready(&first.line());
     info!(status_file = %config.daemon.status_file.display(), "ready");
@@ -304,6 +310,9 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
     }
     if let Some(s) = summary {
         s.abort();
+    }
+    if let Some(h) = http {
+        h.abort();
     }
     status_task.abort();
     let q = Arc::clone(&queue);

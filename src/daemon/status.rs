@@ -153,3 +153,18 @@ impl StatusCtx {
         }
     }
 }
+
+impl crate::ops::http::Source for StatusCtx {
+    fn snapshot(&self) -> Snapshot {
+        StatusCtx::snapshot(self, "running")
+    }
+
+    fn frame(&self, camera: &str) -> Option<Option<Arc<Vec<u8>>>> {
+        let cams = self.cams.read().unwrap_or_else(|e| e.into_inner());
+        // A camera removed and added again by reloads: the running one is the last.
+        cams.iter()
+            .rev()
+            .find(|(name, _)| name == camera)
+            .map(|(_, st)| st.latest())
+    }
+}

@@ -71,20 +71,29 @@ pub fn scan_spool(dir: &Path) -> std::io::Result<(Vec<Spooled>, Vec<Damaged>)> {
     Ok((ok, bad))
 }
 
-/// Whether this process may open the queue in `dir` (which writes to it): the folder
-/// exists, belongs to this user and this user may write it. Anyone else reads it through
-/// [`inspect`] and [`scan_spool`]: a group member cannot write it, and root could, but the
-/// files it would create or rewrite would then belong to root and the service (its
-/// owner) could no longer write them.
+/// Whether this process may open the queue in `dir` (which writes to it): the folder (or,
+/// before it exists, its nearest existing parent) belongs to this user and this user may
+/// write it. Anyone else reads it through [`inspect`] and [`scan_spool`]: a group member
+/// cannot write it, and root could, but the files it would create or rewrite would then
+/// belong to root and the service (its owner) could no longer write them.
 pub fn may_open(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Ok(m) = std::fs::metadata(dir) else {
-        return false;
+    let mut at = dir;
+    let m = loop {
+        match std::fs::metadata(at) {
+            Ok(m) => break m,
+            Err(_) => match at.parent() {
+                // A relative path's last parent is the working folder.
+                Some(p) if p.as_os_str().is_empty() => at = Path::new("."),
+                Some(p) => at = p,
+                None => return false,
+            },
+        }
     };
     m.is_dir()
         && m.uid() == rustix::process::geteuid().as_raw()
         && rustix::fs::access(
-            dir,
+            at,
             rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
         )
         .is_ok()

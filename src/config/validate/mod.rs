@@ -263,6 +263,11 @@ impl Validator<'_> {
             warnings: Vec::new(),
         };
         config.warnings.extend(session_budget_warning(&config));
+        if let Some(addr) = config.daemon.http_listen.filter(|a| !a.ip().is_loopback()) {
+            config.warnings.push(format!(
+                "daemon.http_listen = \"{addr}\" serves the status and the cameras' newest frames (no password) beyond this machine; use 127.0.0.1 unless the network is trusted"
+            ));
+        }
         if !matches!(config.upload.sink, SinkConfig::Picsellia(_)) {
             for (i, c) in config.cameras.iter().enumerate() {
                 if !c.tags.is_empty() {

@@ -46,7 +46,23 @@ impl Validator<'_> {
                 "must be a file path, e.g. \"/run/edgecap/status.json\"",
             );
         }
+        let http_listen = d.http_listen.and_then(|a| {
+            let path = [key("daemon"), key("http_listen")];
+            match a.trim().parse::<std::net::SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.problem(
+                        &path,
+                        format!(
+                            "must be an address and a port, like \"127.0.0.1:9187\" (got {a:?})"
+                        ),
+                    );
+                    None
+                }
+            }
+        });
         DaemonConfig {
+            http_listen,
             stop_after_frames: (d.stop_after_frames > 0).then_some(d.stop_after_frames),
             drain_on_stop: Duration::from_secs(d.drain_on_stop_secs),
             summary_interval: (d.summary_interval_secs > 0)

@@ -2,7 +2,8 @@
 //! validate --offline/--online`, the uploader's state in the status, signals, and the
 //! HTTP endpoint (`/metrics`, `/status`, `/snapshot`).
 
+mod http;
+mod reload;
 mod states;
 mod validate;
 mod views;
-mod reload;

@@ -68,11 +68,16 @@ async fn sighup_changes_rate_and_metadata_adds_a_camera_and_refuses_a_broken_fil
     .await;
 
     // A faster camera with other metadata, and a second camera.
-    let mut faster = TestConfig { fps: 20.0, ..cfg.clone() };
+    let mut faster = TestConfig {
+        fps: 20.0,
+        ..cfg.clone()
+    };
     faster.cameras[0].2 = "site = \"south\"\nrig = 3\nlabel = \"{device}/{camera}\"\n".into();
-    faster
-        .cameras
-        .push(("cam1".into(), vec!["main".into()], "site = \"east\"\n".into()));
+    faster.cameras.push((
+        "cam1".into(),
+        vec!["main".into()],
+        "site = \"east\"\n".into(),
+    ));
     faster.write(&config);
     d.signal("HUP");
     wait_status(&cfg, &d, "the new rate", |s| {
@@ -94,26 +99,43 @@ async fn sighup_changes_rate_and_metadata_adds_a_camera_and_refuses_a_broken_fil
     let log = d.log_text();
     assert!(log.contains("the new config is refused"), "{log}");
     assert!(log.contains("fps"), "the refusal names the key: {log}");
-    assert!(d.child.try_wait().unwrap().is_none(), "the daemon is still running");
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "the daemon is still running"
+    );
 
     d.signal("TERM");
-    assert!(d.wait(Duration::from_secs(30)).await.success(), "{}", d.log_text());
+    assert!(
+        d.wait(Duration::from_secs(30)).await.success(),
+        "{}",
+        d.log_text()
+    );
     let frames = delivered(&out);
     let cam0 = &frames["cam0"];
     // No gap: the sequence numbers of the one run run from 0 without a hole.
     for (i, m) in cam0.iter().enumerate() {
-        assert_eq!(m["customMetadata"]["sequence"], i as i64, "cam0 frame {i}: {m}");
+        assert_eq!(
+            m["customMetadata"]["sequence"], i as i64,
+            "cam0 frame {i}: {m}"
+        );
     }
     let sites: Vec<&str> = cam0
         .iter()
         .map(|m| m["customMetadata"]["site"].as_str().unwrap())
         .collect();
-    let switch = sites.iter().position(|s| *s == "south").expect("new metadata");
+    let switch = sites
+        .iter()
+        .position(|s| *s == "south")
+        .expect("new metadata");
     assert!(switch >= 3, "{sites:?}");
     assert!(
         sites[switch..].iter().all(|s| *s == "south"),
         "once reloaded, every frame has the new metadata: {sites:?}"
     );
     assert!(frames["cam1"].len() > 5);
-    assert!(frames["cam1"].iter().all(|m| m["customMetadata"]["site"] == "east"));
+    assert!(
+        frames["cam1"]
+            .iter()
+            .all(|m| m["customMetadata"]["site"] == "east")
+    );
 }
