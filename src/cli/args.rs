@@ -5,9 +5,25 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// What `--help` and the man page say after the options.
+const AFTER_HELP: &str = "\
+Files:
+  /etc/edgecap/edgecap.toml   the config (`edgecap config print-default` prints the template)
+  /var/lib/edgecap/queue      the durable queue (spool files, index, receipts)
+  /run/edgecap/status.json    the running daemon's status (read by `edgecap status`)
+
+Signals (to `edgecap run`):
+  SIGTERM, SIGINT  stop: commit what is captured, end the upload in progress, exit
+  SIGHUP           read the config again (systemctl reload edgecap): cameras, metadata,
+                   schedules and upload limits change; an invalid file is refused
+
+Exit status: 0 ok, 1 runtime failure, 2 bad config or usage, 3 (`status`) not running.
+Members of the `edgecap` group may run status, queue stats, queue list and
+config validate --offline without the platform's secret.";
+
 /// Durable camera-frame capture and upload for computer-vision datasets.
 #[derive(Parser)]
-#[command(name = "edgecap", version, about)]
+#[command(name = "edgecap", version, about, after_long_help = AFTER_HELP)]
 pub struct Cli {
     /// Config file.
     #[arg(

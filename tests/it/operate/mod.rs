@@ -2,6 +2,7 @@
 //! validate --offline/--online`, the uploader's state in the status, signals, and the
 //! HTTP endpoint (`/metrics`, `/status`, `/snapshot`).
 
+mod docs;
 mod http;
 mod reload;
 mod states;
