@@ -94,14 +94,38 @@ fn render_problems(problems: &[Problem]) -> String {
 /// Reads and validates a config file (nothing else of the machine is asked: see
 /// [`resolve()`]).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        problems: vec![not_utf8(e.as_bytes(), e.utf8_error().valid_up_to())],
     })?;
     parse(&text).map_err(|problems| ConfigError::Invalid {
         path: path.to_path_buf(),
         problems,
     })
+}
+
+/// The problem of a file that is not UTF-8 at byte `at`: its line, and the byte within
+/// the line (1-based).
+fn not_utf8(bytes: &[u8], at: usize) -> Problem {
+    let before = &bytes[..at.min(bytes.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |p| p + 1);
+    let byte = bytes.get(at).copied().unwrap_or(0);
+    Problem {
+        key: String::new(),
+        line: Some(line),
+        message: format!(
+            "byte {} of this line (0x{byte:02x}) is not UTF-8 text: save the file as UTF-8",
+            at - line_start + 1
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ fn each_malformed_config_exits_2_naming_the_key_and_its_line() {
             ),
             "upload.metadata_api",
             "metadata_api",
-            "unknown variant",
+            "is not one of",
         ),
         (
             edit("interval_ms = 500", "interval_ms = 500 ms"),
@@ -126,19 +126,19 @@ fn each_malformed_config_exits_2_naming_the_key_and_its_line() {
             edit("dir = ", "max_byte = 5\ndir = "),
             "queue.max_byte",
             "max_byte",
-            "unknown field",
+            "unknown key `",
         ),
         (
             edit("[queue]\n", "[queue]\nmax_frames = \"many\"\n"),
             "queue.max_frames",
             "max_frames",
-            "invalid type",
+            "must be a whole number",
         ),
         (
             edit("[queue]\n", "[queue]\nmax_bytes = -1\n"),
             "queue.max_bytes",
             "max_bytes",
-            "invalid value",
+            "must be a whole number, 0 or more",
         ),
         (
             edit("[queue]\n", "[queue]\nmax_bytes = 10\n"),
@@ -150,7 +150,7 @@ fn each_malformed_config_exits_2_naming_the_key_and_its_line() {
             edit("[queue]\n", "[queue]\non_full = \"drop_random\"\n"),
             "queue.on_full",
             "on_full",
-            "unknown variant",
+            "is not one of",
         ),
         (
             edit(
@@ -261,7 +261,7 @@ fn each_malformed_config_exits_2_naming_the_key_and_its_line() {
             edit("sink = \"nexus\"", "sink = \"ftp\""),
             "upload.sink",
             "sink = ",
-            "unknown variant",
+            "is not one of",
         ),
         (
             edit("interval_ms = 500", "interval_ms = 500\nfps = 2.0"),
@@ -306,7 +306,7 @@ fn each_malformed_config_exits_2_naming_the_key_and_its_line() {
             edit("type = \"test_pattern\"", "type = \"webcam\""),
             "camera[0].source.type",
             "type = \"webcam\"",
-            "unknown variant",
+            "is not one of",
         ),
         (
             edit(
@@ -389,7 +389,7 @@ fn each_malformed_config_exits_2_naming_the_key_and_its_line() {
             ),
             "camera[0].source.width",
             "width = 640",
-            "unknown field",
+            "unknown key `",
         ),
     ];
     assert!(cases.len() >= 15);
@@ -397,6 +397,21 @@ fn each_malformed_config_exits_2_naming_the_key_and_its_line() {
         let (code, out) = validate(text);
         assert_eq!(code, 2, "exit 2 expected for {key}:\n{out}");
         assert!(out.contains(words), "expected {words:?} for {key}:\n{out}");
+        for rust in [
+            "u64",
+            "u32",
+            "f64",
+            "i128",
+            "usize",
+            "a sequence",
+            "invalid type",
+            "struct Raw",
+        ] {
+            assert!(
+                !out.contains(rust),
+                "a Rust word ({rust}) in the message for {key}:\n{out}"
+            );
+        }
         assert!(!key.is_empty(), "every case names its key");
         assert!(
             out.contains(&format!(": {key}: ")),
@@ -615,4 +630,42 @@ fn a_sink_folder_that_cannot_be_written_is_a_warning_not_a_failure() {
     assert!(out.contains("warning: upload.path (line"), "{out}");
     assert!(out.contains("is not a directory"), "{out}");
     assert!(out.contains("edgecap starts anyway"), "{out}");
+}
+
+#[test]
+fn every_wrong_key_of_a_table_is_reported_and_a_non_utf8_file_names_line_and_byte() {
+    let (code, out) = validate(&BASE.replace(
+        "[queue]\n",
+        "[queue]\nmax_frames = \"many\"\nmax_bytes = -1\nfsync = \"sometimes\"\n",
+    ));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("3 problem(s)"), "{out}");
+    for k in ["queue.max_frames", "queue.max_bytes", "queue.fsync"] {
+        assert!(
+            out.contains(&format!(": {k}: ")),
+            "{k} not reported:\n{out}"
+        );
+    }
+    let (code, out) = validate(&BASE.replace("interval_ms = 500", "fps = \"2\""));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("camera[0].fps: must be a number, like 2 or 0.5 (got the string \"2\")"),
+        "{out}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("c.toml");
+    let mut bytes = b"[daemon]\nstatus_file = \"caf".to_vec();
+    bytes.extend_from_slice(&[0xe9, b'"', b'\n']);
+    std::fs::write(&path, bytes).unwrap();
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["config", "validate", "--offline", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("line 2: byte 19 of this line (0xe9) is not UTF-8"),
+        "{text}"
+    );
 }

@@ -9,6 +9,7 @@
 mod camera;
 mod service;
 mod upload;
+mod words;
 
 use std::path::PathBuf;
 
@@ -95,6 +96,30 @@ fn syntax_key(text: &str, line: usize) -> String {
     }
 }
 
+/// At most this many problems are reported per section.
+const MAX_PROBLEMS_PER_SECTION: usize = 32;
+
+/// Takes the key at `path` (keys below a table) out of `value`; false if there is none.
+fn remove_key(value: &mut toml::Spanned<DeValue<'_>>, path: &[&str]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for k in parents {
+        let DeValue::Table(t) = at.get_mut() else {
+            return false;
+        };
+        let Some(next) = t.get_mut(*k) else {
+            return false;
+        };
+        at = next;
+    }
+    match at.get_mut() {
+        DeValue::Table(t) => t.remove(*last).is_some(),
+        _ => false,
+    }
+}
+
 pub(super) fn key(k: &str) -> Seg {
     Seg::Key(k.to_string())
 }
@@ -135,51 +160,87 @@ impl Validator<'_> {
     }
 
     /// Deserializes one section on its own; a serde error becomes a problem at the key its
-    /// span points to.
+    /// span points to, in plain words. serde stops at a section's first error, so the key
+    /// at fault is taken out and the section read again, until it reads or nothing more
+    /// can be taken out: every wrong key of a table is reported, not only the first.
     fn section<'de, T: Deserialize<'de>>(
         &mut self,
         value: &toml::Spanned<DeValue<'de>>,
         fallback: &[Seg],
     ) -> Option<T> {
-        match T::deserialize(ValueDeserializer::from(value.clone())) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let (path, line) = match e.span() {
-                    Some(s) => {
-                        let p = self.loc.path_at(s.start);
-                        let p = if p.len() >= fallback.len() {
-                            p
-                        } else {
-                            fallback.to_vec()
-                        };
-                        (p, Some(self.loc.line_of(s.start)))
-                    }
-                    None => (fallback.to_vec(), self.loc.line_of_path(fallback)),
-                };
-                // Internally tagged tables (`[camera.source]`) are buffered by serde, so an
-                // unknown key's span is the whole table: point at the key itself.
-                let (path, line) = match e
-                    .message()
-                    .strip_prefix("unknown field `")
-                    .and_then(|m| m.split_once('`'))
-                {
-                    Some((field, _)) => {
-                        let mut deeper = path.clone();
-                        deeper.push(key(field));
-                        match self.loc.line_of_path(&deeper) {
-                            Some(l) if path.last() != Some(&key(field)) => (deeper, Some(l)),
-                            _ => (path, line),
-                        }
-                    }
-                    None => (path, line),
-                };
-                self.problems.push(Problem {
-                    key: render_path(&path),
-                    line,
-                    message: e.message().trim().to_string(),
-                });
-                None
+        let mut value = value.clone();
+        let mut removed: Vec<String> = Vec::new();
+        for _ in 0..MAX_PROBLEMS_PER_SECTION {
+            let e = match T::deserialize(ValueDeserializer::from(value.clone())) {
+                Ok(t) => return removed.is_empty().then_some(t),
+                Err(e) => e,
+            };
+            // A key taken out earlier that the section needs: already reported.
+            if let Some(rest) = e.message().strip_prefix("missing field `")
+                && let Some((field, _)) = rest.split_once('`')
+                && removed.iter().any(|r| r == field)
+            {
+                return None;
             }
+            let (path, line) = self.error_site(&e, fallback);
+            self.problems.push(Problem {
+                key: render_path(&path),
+                line,
+                message: words::plain(e.message()),
+            });
+            // The key inside this section to take out: the path below the section, up to
+            // its first list index.
+            let below: Vec<&str> = match path.strip_prefix(fallback) {
+                Some(rest) => rest
+                    .iter()
+                    .map_while(|s| match s {
+                        Seg::Key(k) => Some(k.as_str()),
+                        Seg::Index(_) => None,
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            if below.is_empty() || !remove_key(&mut value, &below) {
+                return None;
+            }
+            removed.push(below[0].to_string());
+            if let Some(last) = below.last() {
+                removed.push((*last).to_string());
+            }
+        }
+        None
+    }
+
+    /// The key and line a serde error is about.
+    fn error_site(&self, e: &toml::de::Error, fallback: &[Seg]) -> (Vec<Seg>, Option<usize>) {
+        let (path, line) = match e.span() {
+            Some(s) => {
+                let p = self.loc.path_at(s.start);
+                let p = if p.len() >= fallback.len() {
+                    p
+                } else {
+                    fallback.to_vec()
+                };
+                (p, Some(self.loc.line_of(s.start)))
+            }
+            None => (fallback.to_vec(), self.loc.line_of_path(fallback)),
+        };
+        // Internally tagged tables (`[camera.source]`) are buffered by serde, so an
+        // unknown key's span is the whole table: point at the key itself.
+        match e
+            .message()
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split_once('`'))
+        {
+            Some((field, _)) => {
+                let mut deeper = path.clone();
+                deeper.push(key(field));
+                match self.loc.line_of_path(&deeper) {
+                    Some(l) if path.last() != Some(&key(field)) => (deeper, Some(l)),
+                    _ => (path, line),
+                }
+            }
+            None => (path, line),
         }
     }
 

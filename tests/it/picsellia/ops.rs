@@ -164,7 +164,7 @@ fn config_validate_checks_the_picsellia_keys_naming_key_and_line() {
         (BASE.replace("organization = \"acme\"", "organization = \" \""), "line 20: upload.picsellia.organization", "must not be blank"),
         (BASE.replace("longitude = 11.5\n", ""), "line 7: camera[0].latitude", "set longitude too"),
         (BASE.replace("latitude = 48.1", "latitude = 91.0"), "camera[0].latitude", "must be -90 to 90"),
-        (BASE.replace("organization = \"acme\"", "organisation = \"acme\""), "line 20: upload.picsellia.organisation", "unknown field"),
+        (BASE.replace("organization = \"acme\"", "organisation = \"acme\""), "line 20: upload.picsellia.organisation", "unknown key `"),
         (BASE.replace("sink = \"picsellia\"", "sink = \"directory\"\npath = \"/tmp/x\""), "upload.picsellia", "only valid with sink = \"picsellia\""),
         (BASE.replace("api_token_env = \"EDGECAP_TEST_SECRET\"", "api_token_env = \"EDGECAP_NOT_SET_ANYWHERE\""), "upload.picsellia.api_token_env", "is not set"),
     ];
