@@ -86,6 +86,16 @@ pub enum Command {
         /// The camera whose name, metadata and groups the frames take (default: the first).
         #[arg(long)]
         camera: Option<String>,
+        /// Descend into the folders' subfolders.
+        #[arg(long, short)]
+        recursive: bool,
+        /// Enqueue a file even when the same content was enqueued before (queued or
+        /// delivered); by default it is skipped and counted.
+        #[arg(long)]
+        allow_duplicates: bool,
+        /// List every file left out (other extensions, duplicates), not only their count.
+        #[arg(long, short)]
+        verbose: bool,
         /// JPEG files or folders.
         #[arg(required = true)]
         paths: Vec<PathBuf>,

@@ -86,17 +86,66 @@ fn run_daemon(resolved: Resolved, mode: Mode) -> anyhow::Result<RunEnd> {
     clippy::print_stderr,
     reason = "the command's own report"
 )]
-pub(super) fn enqueue(resolved: &Resolved, camera: usize, paths: &[PathBuf]) -> ExitCode {
+/// `edgecap enqueue`'s switches.
+pub(super) struct EnqueueArgs {
+    pub(super) recursive: bool,
+    pub(super) allow_duplicates: bool,
+    pub(super) verbose: bool,
+}
+
+/// Files at which a progress bar is worth drawing (on a terminal only).
+const PROGRESS_FROM: usize = 50;
+
+/// `edgecap enqueue`.
+#[allow(clippy::print_stderr, reason = "the command's own report")]
+pub(super) fn enqueue(
+    resolved: &Resolved,
+    camera: usize,
+    paths: &[PathBuf],
+    args: &EnqueueArgs,
+) -> ExitCode {
     use edgecap::daemon::enqueue;
-    let files = match enqueue::collect(paths) {
+    use std::io::IsTerminal;
+    let collected = match enqueue::collect(paths, args.recursive) {
         Ok(f) => f,
         Err(e) => return usage_failure(&e.to_string()),
     };
     let cfg = &resolved.config;
-    match enqueue::enqueue(resolved, camera, &files) {
+    let bar =
+        (collected.files.len() >= PROGRESS_FROM && std::io::stderr().is_terminal()).then(|| {
+            let pb = indicatif::ProgressBar::new(collected.files.len() as u64);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} files, {per_sec}, {eta} left",
+            ) {
+                pb.set_style(style);
+            }
+            pb
+        });
+    let progress = |n: u64| {
+        if let Some(b) = &bar {
+            b.set_position(n);
+        }
+    };
+    let opts = enqueue::Options {
+        allow_duplicates: args.allow_duplicates,
+        progress: Some(&progress),
+    };
+    let result = enqueue::enqueue(resolved, camera, &collected.files, &opts);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    match result {
         Ok(done) => {
             for (path, why) in &done.skipped {
                 eprintln!("edgecap: skipped {}: {why}", path.display());
+            }
+            if args.verbose {
+                for p in &done.duplicates {
+                    eprintln!("edgecap: already enqueued (same content): {}", p.display());
+                }
+                for p in &collected.other {
+                    eprintln!("edgecap: not a .jpg/.jpeg file, left out: {}", p.display());
+                }
             }
             println!(
                 "enqueued {} frame(s), {} bytes, as camera {} (run {}) into {}",
@@ -106,6 +155,20 @@ pub(super) fn enqueue(resolved: &Resolved, camera: usize, paths: &[PathBuf]) -> 
                 done.run_id,
                 cfg.queue.dir.display()
             );
+            if !done.duplicates.is_empty() {
+                println!(
+                    "skipped {} file(s) enqueued before (same content; --allow-duplicates enqueues them again{})",
+                    done.duplicates.len(),
+                    if args.verbose { "" } else { ", -v lists them" }
+                );
+            }
+            if !collected.other.is_empty() {
+                println!(
+                    "left out {} file(s) that are not .jpg/.jpeg{}",
+                    collected.other.len(),
+                    if args.verbose { "" } else { " (-v lists them)" }
+                );
+            }
             if done.skipped.is_empty() {
                 ExitCode::SUCCESS
             } else {

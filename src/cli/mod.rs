@@ -125,7 +125,13 @@ pub fn main() -> ExitCode {
                 Err(e) => runtime_failure(&e),
             }
         }
-        Command::Enqueue { camera, paths } => {
+        Command::Enqueue {
+            camera,
+            paths,
+            recursive,
+            allow_duplicates,
+            verbose,
+        } => {
             let index = match camera.as_deref().map(|n| camera_index(&cfg, path, n)) {
                 None => 0,
                 Some(Ok(i)) => i,
@@ -139,7 +145,12 @@ pub fn main() -> ExitCode {
                 Err(code) => return code,
             };
             edgecap::ops::journal::init();
-            daemon::enqueue(&resolved, index, &paths)
+            let opts = daemon::EnqueueArgs {
+                recursive,
+                allow_duplicates,
+                verbose,
+            };
+            daemon::enqueue(&resolved, index, &paths, &opts)
         }
         Command::Run { drain } => {
             let resolved = match resolve(cfg, path) {

@@ -1,16 +1,19 @@
 //! `edgecap enqueue`: existing JPEG files into the queue, as frames of a configured camera
 //! (the `add_path` of the platform SDKs). The files are copied into spool files, committed
 //! in groups like captured frames, named by the camera's template with a run of their own,
-//! and carry the camera's metadata and groups; the daemon uploads them like any frame.
-//! The capture time is the file's modification time.
+//! and carry the camera's metadata and groups plus `source_file` (the path) and
+//! `source_mtime`; the daemon uploads them like any frame. The capture time is the file's
+//! modification time. A file whose content (SHA-256) was enqueued before, queued or
+//! delivered, is skipped and counted unless duplicates are allowed
+//! ([`crate::queue::Queue::enqueued_digests`]).
 
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use crate::config::Resolved;
+use crate::config::{MetaValue, Resolved};
 use crate::frame::{CapturedFrame, Namer, new_run_id};
-use crate::queue::{AddError, Queue, QueueError};
+use crate::queue::{AddError, Digest, Queue, QueueError, digest};
 
 /// Frames per commit group (one fsync round each).
 const GROUP: usize = 256;
@@ -22,8 +25,10 @@ pub struct Enqueued {
     pub frames: u64,
     /// Their image bytes.
     pub bytes: u64,
-    /// Files skipped (not a JPEG, unreadable, refused by the budget): (path, why).
+    /// Files skipped (not a JPEG, empty, unreadable, refused by the budget): (path, why).
     pub skipped: Vec<(PathBuf, String)>,
+    /// Files skipped because the same content was enqueued before.
+    pub duplicates: Vec<PathBuf>,
     /// The run id the frames were named with.
     pub run_id: String,
 }
@@ -44,39 +49,77 @@ pub enum EnqueueError {
     },
 }
 
-/// The JPEG files `paths` name: files as given, folders' `*.jpg`/`*.jpeg` sorted by name.
-pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, EnqueueError> {
-    let mut out = Vec::new();
+/// The files `paths` name, and the ones left out.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Files to enqueue: files as given, folders' `*.jpg`/`*.jpeg` sorted by path.
+    pub files: Vec<PathBuf>,
+    /// Files in the folders left out because of their extension.
+    pub other: Vec<PathBuf>,
+}
+
+/// The JPEG files `paths` name: files as given; in folders, `*.jpg`/`*.jpeg` (any case),
+/// sorted by path, descending into subfolders when `recursive`.
+pub fn collect(paths: &[PathBuf], recursive: bool) -> Result<Collected, EnqueueError> {
+    let mut out = Collected::default();
     for p in paths {
         let err = |source| EnqueueError::Path {
             path: p.clone(),
             source,
         };
-        if p.metadata().map_err(err)?.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(err)?
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|f| {
-                    f.extension().and_then(|x| x.to_str()).is_some_and(|x| {
-                        x.eq_ignore_ascii_case("jpg") || x.eq_ignore_ascii_case("jpeg")
-                    })
-                })
-                .collect();
-            files.sort();
-            out.extend(files);
-        } else {
-            out.push(p.clone());
+        if !p.metadata().map_err(err)?.is_dir() {
+            out.files.push(p.clone());
+            continue;
         }
+        let mut found = Vec::new();
+        let mut todo = vec![p.clone()];
+        while let Some(dir) = todo.pop() {
+            let entries = std::fs::read_dir(&dir).map_err(|source| EnqueueError::Path {
+                path: dir.clone(),
+                source,
+            })?;
+            for e in entries.filter_map(Result::ok) {
+                let f = e.path();
+                if f.is_dir() {
+                    if recursive {
+                        todo.push(f);
+                    }
+                    continue;
+                }
+                let jpeg = f.extension().and_then(|x| x.to_str()).is_some_and(|x| {
+                    x.eq_ignore_ascii_case("jpg") || x.eq_ignore_ascii_case("jpeg")
+                });
+                if jpeg {
+                    found.push(f);
+                } else {
+                    out.other.push(f);
+                }
+            }
+        }
+        found.sort();
+        out.files.extend(found);
     }
+    out.other.sort();
     Ok(out)
 }
 
-/// Commits `files` to the queue of `config` as frames of camera number `camera`.
+/// How `enqueue` works.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Enqueue a file even when the same content was enqueued before.
+    pub allow_duplicates: bool,
+    /// Called after each file with the number of files done.
+    pub progress: Option<&'a dyn Fn(u64)>,
+}
+
+/// Commits `files` to the queue of `config` as frames of camera number `camera`, each with
+/// `source_file` and `source_mtime` in its metadata. A file whose content was enqueued
+/// before is skipped (counted in `duplicates`) unless `allow_duplicates`.
 pub fn enqueue(
     resolved: &Resolved,
     camera: usize,
     files: &[PathBuf],
+    opts: &Options<'_>,
 ) -> Result<Enqueued, EnqueueError> {
     let config = &resolved.config;
     let (queue, _) = Queue::open(&config.queue)?;
@@ -90,28 +133,50 @@ pub fn enqueue(
         run_id,
         ..Enqueued::default()
     };
+    let mut seen = queue.enqueued_digests();
+    let mut n = 0u64;
     for chunk in files.chunks(GROUP) {
         let mut group = queue.group();
+        let mut digests: Vec<(u64, Digest)> = Vec::new();
         for path in chunk {
-            match read_jpeg(path, camera) {
-                Ok(frame) => {
-                    let Some(meta) = namer.peek(&frame) else {
-                        done.skipped
-                            .push((path.clone(), "camera not in the config".into()));
-                        continue;
-                    };
-                    match group.add(&meta, &frame.jpeg) {
-                        Ok(_) => {
-                            namer.advance(camera);
-                            done.bytes += frame.jpeg.len() as u64;
-                        }
-                        Err(AddError::Full { .. }) => done
-                            .skipped
-                            .push((path.clone(), "the queue's budget is full".into())),
-                        Err(AddError::Write(e)) => done.skipped.push((path.clone(), e.to_string())),
-                    }
+            n += 1;
+            if let Some(p) = opts.progress {
+                p(n);
+            }
+            let (frame, d) = match read_jpeg(path, camera) {
+                Ok(x) => x,
+                Err(why) => {
+                    done.skipped.push((path.clone(), why));
+                    continue;
                 }
-                Err(why) => done.skipped.push((path.clone(), why)),
+            };
+            if !opts.allow_duplicates && !seen.insert(d) {
+                done.duplicates.push(path.clone());
+                continue;
+            }
+            let Some(mut meta) = namer.peek(&frame) else {
+                done.skipped
+                    .push((path.clone(), "camera not in the config".into()));
+                continue;
+            };
+            meta.custom.insert(
+                "source_file".into(),
+                MetaValue::Str(path.display().to_string()),
+            );
+            meta.custom.insert(
+                "source_mtime".into(),
+                MetaValue::Str(crate::frame::rfc3339_utc(frame.captured_at)),
+            );
+            match group.add(&meta, &frame.jpeg) {
+                Ok(seq) => {
+                    namer.advance(camera);
+                    done.bytes += frame.jpeg.len() as u64;
+                    digests.push((seq, d));
+                }
+                Err(AddError::Full { .. }) => done
+                    .skipped
+                    .push((path.clone(), "the queue's budget is full".into())),
+                Err(AddError::Write(e)) => done.skipped.push((path.clone(), e.to_string())),
             }
         }
         let committed = group.commit();
@@ -119,22 +184,39 @@ pub fn enqueue(
         if committed.lost > 0 {
             warn!(lost = committed.lost, "frames lost while syncing a group");
         }
+        let durable: std::collections::HashSet<u64> =
+            committed.frames.iter().map(|(seq, _)| *seq).collect();
+        let noted: Vec<Digest> = digests
+            .iter()
+            .filter(|(seq, _)| durable.contains(seq))
+            .map(|(_, d)| *d)
+            .collect();
+        if let Err(e) = queue.note_enqueued(&noted) {
+            warn!(error = %e, "cannot note the enqueued files' digests; enqueueing them again would not be recognised");
+        }
     }
     Ok(done)
 }
 
-fn read_jpeg(path: &Path, camera: usize) -> Result<CapturedFrame, String> {
+fn read_jpeg(path: &Path, camera: usize) -> Result<(CapturedFrame, Digest), String> {
     let jpeg = std::fs::read(path).map_err(|e| e.to_string())?;
+    if jpeg.is_empty() {
+        return Err("empty file".to_string());
+    }
     let (width, height) = crate::encode::jpeg_dimensions(&jpeg)
         .ok_or_else(|| "not a JPEG (no SOF marker)".to_string())?;
     let captured_at = std::fs::metadata(path)
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| std::time::SystemTime::now());
-    Ok(CapturedFrame {
-        camera,
-        captured_at,
-        jpeg,
-        width,
-        height,
-    })
+    let d = digest(&jpeg);
+    Ok((
+        CapturedFrame {
+            camera,
+            captured_at,
+            jpeg,
+            width,
+            height,
+        },
+        d,
+    ))
 }

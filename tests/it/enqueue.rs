@@ -212,3 +212,95 @@ async fn a_backlog_grows_the_batches_instead_of_waiting_for_the_session_limit() 
         );
     });
 }
+
+/// A folder as a photographer leaves it: subfolders, other files, an empty JPEG. With
+/// `--recursive` every JPEG goes in with its source file and time; a second run skips
+/// them all (same content), `--allow-duplicates` takes them again; `-v` lists what was
+/// left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_a_real_folder_recursively_once_with_source_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("shoot");
+    std::fs::create_dir_all(folder.join("day2/late")).unwrap();
+    let files = [
+        folder.join("a.jpg"),
+        folder.join("B.JPEG"),
+        folder.join("day2/c.jpg"),
+        folder.join("day2/late/d.jpg"),
+    ];
+    for (i, f) in files.iter().enumerate() {
+        std::fs::write(f, jpeg(i as u8 * 50)).unwrap();
+    }
+    std::fs::write(folder.join("notes.txt"), "x").unwrap();
+    std::fs::write(folder.join("day2/raw.png"), "x").unwrap();
+    std::fs::write(folder.join("day2/empty.jpg"), b"").unwrap();
+    let out_dir = tmp.path().join("out");
+    let mut cfg = TestConfig::nexus(tmp.path(), "http://unused");
+    cfg.endpoint = None;
+    cfg.out_dir = Some(out_dir.clone());
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    // Without --recursive: the top folder only.
+    let o = enqueue(&config, &[folder.to_str().unwrap(), "-v"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("enqueued 2 frame(s)"), "{t}");
+    assert!(
+        t.contains("not a .jpg/.jpeg file, left out: ") && t.contains("notes.txt"),
+        "{t}"
+    );
+
+    // Recursive: the two deeper ones; the two top ones are duplicates now; the empty file
+    // is named as such (exit 1: a file was skipped).
+    let o = enqueue(&config, &["--recursive", folder.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("enqueued 2 frame(s)"), "{t}");
+    assert!(t.contains("skipped 2 file(s) enqueued before"), "{t}");
+    assert!(t.contains("empty.jpg: empty file"), "{t}");
+    assert!(
+        t.contains("left out 2 file(s) that are not .jpg/.jpeg (-v lists them)"),
+        "{t}"
+    );
+
+    // Allowed duplicates go in again.
+    let o = enqueue(
+        &config,
+        &["--allow-duplicates", folder.join("a.jpg").to_str().unwrap()],
+    );
+    assert!(text(&o).contains("enqueued 1 frame(s)"), "{}", text(&o));
+
+    // Delivered, each with where it came from.
+    let o = run_drain(&config);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut sources = Vec::new();
+    for e in std::fs::read_dir(&out_dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "json") {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            let m = &v["customMetadata"];
+            assert!(m["source_mtime"].as_str().unwrap().ends_with('Z'), "{m}");
+            sources.push(m["source_file"].as_str().unwrap().to_string());
+        }
+    }
+    sources.sort();
+    let mut want: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    want.push(files[0].display().to_string());
+    want.sort();
+    assert_eq!(sources, want);
+    // Delivered files are recognised too.
+    let o = enqueue(&config, &["-r", folder.to_str().unwrap()]);
+    assert!(text(&o).contains("enqueued 0 frame(s)"), "{}", text(&o));
+    assert!(
+        text(&o).contains("skipped 4 file(s) enqueued before"),
+        "{}",
+        text(&o)
+    );
+}
