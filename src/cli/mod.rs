@@ -37,6 +37,12 @@ const EXIT_NOT_RUNNING: u8 = 3;
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // `edgecap status | head`: a closed pipe ends the command quietly, as in every
+        // Unix tool, instead of a panic in println!. The daemon keeps Rust's default
+        // (ignored): its output going away must never stop it.
+        default_sigpipe();
+    }
     let path = cli.config.as_path();
     // Commands that need no config.
     match &cli.command {
@@ -200,6 +206,19 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Cameras => ExitCode::SUCCESS,
+    }
+}
+
+/// SIGPIPE back to its default action (terminate), which Rust's runtime sets to ignored.
+#[allow(
+    unsafe_code,
+    reason = "signal(2) has no safe wrapper in std, libc or rustix's safe API"
+)]
+fn default_sigpipe() {
+    // SAFETY: SIG_DFL is a valid disposition for SIGPIPE, set before any other thread
+    // exists; no Rust handler is replaced.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -82,6 +82,26 @@ impl UploaderStatus {
     }
 }
 
+/// The short reason the state shows (the full one is the last error): the HTTP status
+/// where there is one — `key or project (403)`, `503`, `429 (rate limited)` — else the
+/// reason's first words.
+pub fn short_reason(state: &str, reason: &str) -> String {
+    let code = reason
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse::<u16>().ok())
+        .find(|c| (400..600).contains(c) && reason.contains(&format!("{c} ")));
+    match (state, code) {
+        ("refused", Some(c @ (401 | 403))) => format!("key or project ({c})"),
+        ("refused", Some(404)) => "project or datalake not found (404)".to_string(),
+        (_, Some(429)) => "429 (rate limited)".to_string(),
+        (_, Some(c)) => c.to_string(),
+        _ => {
+            let words: Vec<&str> = reason.split_whitespace().take(8).collect();
+            words.join(" ")
+        }
+    }
+}
+
 /// `ms` as local time: `HH:MM:SS`, with the date when `date` (or when not today).
 pub fn local_time(ms: i64, date: bool) -> String {
     let Ok(ts) = jiff::Timestamp::from_millisecond(ms) else {
@@ -218,6 +238,27 @@ mod tests {
         );
         c.set("idle", None, None);
         assert_eq!(c.status().text(), "idle");
+    }
+
+    #[test]
+    fn short_reasons_name_the_status_code() {
+        let r = "checking project proj_x: the secret key is refused: 403 Forbidden ForbiddenError";
+        assert_eq!(short_reason("refused", r), "key or project (403)");
+        assert_eq!(
+            short_reason(
+                "backing off",
+                "checking project proj_1: 503 Service Unavailable"
+            ),
+            "503"
+        );
+        assert_eq!(
+            short_reason("backing off", "creating a session: 429 Too Many Requests"),
+            "429 (rate limited)"
+        );
+        assert_eq!(
+            short_reason("offline", "checking the project: error sending request"),
+            "checking the project: error sending request"
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ use super::backoff::{Backoff, batch_size};
 use super::link_rate::LinkRate;
 use super::operations::{MAX_OPEN_OPERATIONS, Operations};
 use super::sink::{Frame, ImageStore, Outcome, Sink, Verdict};
-use super::state::StateCell;
+use super::state::{StateCell, short_reason};
 use super::stopped;
 use crate::config::UploadConfig;
 use crate::ops::health::Beat;
@@ -246,9 +246,11 @@ impl<S: Sink> Uploader<S> {
 
     /// A transient failure: backing off for `d`.
     fn note_backoff(&self, reason: &str, d: Duration) {
-        self.stats
-            .state
-            .set("backing off", Some(reason.to_string()), Some(d));
+        self.stats.state.set(
+            "backing off",
+            Some(short_reason("backing off", reason)),
+            Some(d),
+        );
         self.stats.state.error(reason);
     }
 
@@ -256,7 +258,7 @@ impl<S: Sink> Uploader<S> {
     fn note_refusal(&self, reason: &str, d: Duration) {
         self.stats
             .state
-            .set("refused", Some(reason.to_string()), Some(d));
+            .set("refused", Some(short_reason("refused", reason)), Some(d));
         self.stats.state.error(reason);
         self.stats.online.store(true, Ordering::Relaxed);
     }
@@ -281,7 +283,9 @@ impl<S: Sink> Uploader<S> {
 
     /// The link is down: counted and logged once, then probed.
     fn went_offline(&self, reason: String, since: Option<Instant>) -> Phase {
-        self.stats.state.set("offline", Some(reason.clone()), None);
+        self.stats
+            .state
+            .set("offline", Some(short_reason("offline", &reason)), None);
         self.stats.state.error(&reason);
         if self.stats.online.swap(false, Ordering::Relaxed) {
             warn!(

@@ -103,7 +103,7 @@ async fn a_refused_key_shows_as_refused_since_with_the_error_and_no_secret() {
     let mut d = Daemon::start(&config, &tmp.path().join("log"));
     let st = wait_for_state(&config, &d, "refused").await;
     let u = &st["uploader"];
-    assert!(u["reason"].as_str().unwrap().contains("403"), "{u}");
+    assert_eq!(u["reason"], "key or project (403)", "{u}");
     assert!(u["last_error"].as_str().unwrap().contains("403"), "{u}");
     // The platform answered: online, but refused.
     assert_eq!(st["online"], true, "{st}");
