@@ -120,7 +120,10 @@ fn notify_protocol_status_file_and_status_command() {
     // READY first (with a STATUS line), then STATUS updates and watchdog pings.
     let first = &msgs.first().expect("no sd_notify message").1;
     assert!(first.contains("READY=1"), "{first}");
-    assert!(first.contains("STATUS=committed"), "{first}");
+    assert!(
+        first.contains("STATUS=") && first.contains("; committed 0, uploaded 0"),
+        "{first}"
+    );
     let pings = msgs
         .iter()
         .filter(|(_, m)| m.contains("WATCHDOG=1"))
@@ -131,7 +134,7 @@ fn notify_protocol_status_file_and_status_command() {
     );
     assert!(
         msgs.iter()
-            .any(|(_, m)| m.contains("STATUS=committed") && m.contains("backlog")),
+            .any(|(_, m)| m.contains("STATUS=uploading; committed") && m.contains("backlog")),
         "{msgs:?}"
     );
     assert!(
@@ -296,8 +299,17 @@ async fn the_secret_appears_in_no_output_and_a_readable_config_is_warned_about()
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("warning"));
+    // Outside systemd: `config validate` notes where the key comes from; `run` needs it.
     let out = Command::new(bin())
         .args(["config", "validate", "--config"])
+        .arg(&path)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("provided by systemd at start"));
+    let out = Command::new(bin())
+        .args(["run", "--config"])
         .arg(&path)
         .env_remove("CREDENTIALS_DIRECTORY")
         .output()

@@ -283,11 +283,13 @@ impl<S: Sink> Uploader<S> {
 
     /// The link is down: counted and logged once, then probed.
     fn went_offline(&self, reason: String, since: Option<Instant>) -> Phase {
+        let was_offline = self.stats.state.word() == "offline";
         self.stats
             .state
             .set("offline", Some(short_reason("offline", &reason)), None);
         self.stats.state.error(&reason);
-        if self.stats.online.swap(false, Ordering::Relaxed) {
+        self.stats.online.store(false, Ordering::Relaxed);
+        if !was_offline {
             warn!(
                 reason,
                 "uplink is down: frames stay queued; probing with backoff"
