@@ -51,6 +51,10 @@ pub struct Cameras {
     health: Arc<Health>,
     running: Vec<Running>,
     ended: Vec<JoinHandle<()>>,
+    /// Cameras a reload removed, by name, with their slot and counters: one added again
+    /// in the same run takes them back, so its sequence numbers (and so its filenames)
+    /// go on instead of starting over.
+    removed: Vec<(String, usize, Arc<CameraStats>)>,
     list: CameraList,
 }
 
@@ -71,11 +75,12 @@ impl Cameras {
             health,
             running: Vec::new(),
             ended: Vec::new(),
+            removed: Vec::new(),
             list: Default::default(),
         };
         if c.tx.is_some() {
             for (slot, cfg) in configs.iter().enumerate() {
-                c.spawn(slot, cfg.clone())?;
+                c.spawn(slot, cfg.clone(), None)?;
             }
         }
         Ok(c)
@@ -86,11 +91,20 @@ impl Cameras {
         Arc::clone(&self.list)
     }
 
-    fn spawn(&mut self, slot: usize, cfg: CameraConfig) -> std::io::Result<()> {
+    /// Starts the thread of the camera in `slot`, with the counters it had if it ran
+    /// before in this run.
+    fn spawn(
+        &mut self,
+        slot: usize,
+        cfg: CameraConfig,
+        before: Option<Arc<CameraStats>>,
+    ) -> std::io::Result<()> {
         let Some(tx) = self.tx.clone() else {
             return Ok(());
         };
-        let stats = Arc::new(CameraStats::default());
+        let listed = before.is_some();
+        let stats = before.unwrap_or_default();
+        stats.set_state(CameraState::Starting);
         let stop = self.stop.child();
         let (updates, rx) = std::sync::mpsc::channel();
         let beat = self.health.beat(&format!("camera {}", cfg.name));
@@ -105,10 +119,12 @@ impl Cameras {
         let thread = std::thread::Builder::new()
             .name(format!("capture-{}", cfg.name))
             .spawn(move || capture::run_camera(l, beat))?;
-        self.list
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((cfg.name.clone(), Arc::clone(&stats)));
+        if !listed {
+            self.list
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((cfg.name.clone(), Arc::clone(&stats)));
+        }
         self.running.push(Running {
             slot,
             cfg,
@@ -136,6 +152,8 @@ impl Cameras {
             r.stop.set();
             r.stats.set_state(CameraState::Removed);
             ch.removed.push(r.cfg.name.clone());
+            self.removed
+                .push((r.cfg.name.clone(), r.slot, Arc::clone(&r.stats)));
             self.ended.push(r.thread);
         }
         for cfg in new {
@@ -150,8 +168,21 @@ impl Cameras {
                     ch.changed.push(cfg.name.clone());
                 }
                 None => {
-                    let slot = self.table.push(cfg.clone());
-                    self.spawn(slot, cfg.clone())?;
+                    let back = self
+                        .removed
+                        .iter()
+                        .position(|(n, _, _)| *n == cfg.name)
+                        .map(|i| self.removed.swap_remove(i));
+                    match back {
+                        Some((_, slot, stats)) => {
+                            self.table.set(slot, cfg.clone());
+                            self.spawn(slot, cfg.clone(), Some(stats))?;
+                        }
+                        None => {
+                            let slot = self.table.push(cfg.clone());
+                            self.spawn(slot, cfg.clone(), None)?;
+                        }
+                    }
                     info!(camera = %cfg.name, "camera added by a reload");
                     ch.added.push(cfg.name.clone());
                 }

@@ -166,7 +166,9 @@ impl Collector for SnapshotCollector {
             "version",
             vec![(s.version.clone(), ConstGauge::new(1))],
         )?;
-        let started = jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%S%.fZ", &s.started_at)
+        let started = s
+            .started_at
+            .parse::<jiff::Timestamp>()
             .map_or(0.0, |t| t.as_millisecond() as f64 / 1000.0);
         gauge(
             e,

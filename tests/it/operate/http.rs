@@ -89,6 +89,7 @@ async fn metrics_status_and_a_snapshot_are_served_while_capturing() {
     assert_eq!(current.len(), 1, "{current:?}");
     assert!(["uploading", "idle"].contains(&current[0]), "{current:?}");
     assert_eq!(sample(&scrape, "edgecap_uploader_online", &[]), Some(1.0));
+    assert!(sample(&scrape, "edgecap_start_time_seconds", &[]).unwrap() > 1.7e9);
     assert!(
         sample(
             &scrape,

@@ -104,6 +104,26 @@ async fn sighup_changes_rate_and_metadata_adds_a_camera_and_refuses_a_broken_fil
         "the daemon is still running"
     );
 
+    // cam1 taken out, then back: its frames go on numbering where they stopped, so no
+    // filename repeats within the run.
+    let mut without = faster.clone();
+    without.cameras.pop();
+    without.write(&config);
+    d.signal("HUP");
+    wait_status(&cfg, &d, "cam1 removed", |s| {
+        s["cameras"][1]["state"] == "removed"
+    })
+    .await;
+    faster.write(&config);
+    d.signal("HUP");
+    let produced = status(&cfg)["cameras"][1]["produced"].as_u64().unwrap();
+    wait_status(&cfg, &d, "cam1 back", |s| {
+        s["cameras"][1]["state"] == "capturing"
+            && s["cameras"][1]["produced"].as_u64().unwrap_or(0) > produced + 5
+    })
+    .await;
+    assert_eq!(status(&cfg)["cameras"].as_array().unwrap().len(), 2);
+
     d.signal("TERM");
     assert!(
         d.wait(Duration::from_secs(30)).await.success(),
@@ -132,7 +152,13 @@ async fn sighup_changes_rate_and_metadata_adds_a_camera_and_refuses_a_broken_fil
         sites[switch..].iter().all(|s| *s == "south"),
         "once reloaded, every frame has the new metadata: {sites:?}"
     );
-    assert!(frames["cam1"].len() > 5);
+    assert!(frames["cam1"].len() > 10);
+    for (i, m) in frames["cam1"].iter().enumerate() {
+        assert_eq!(
+            m["customMetadata"]["sequence"], i as i64,
+            "cam1 frame {i}: {m}"
+        );
+    }
     assert!(
         frames["cam1"]
             .iter()
