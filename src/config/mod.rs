@@ -29,7 +29,7 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use raw::PixelFormat;
+pub use raw::{DrainOrder, PixelFormat};
 pub use resolve::{Resolved, Stage, resolve, resolve_at, resolve_platform};
 pub use types::*;
 pub use validate::{BUILTIN_METADATA_KEYS, FILENAME_PLACEHOLDERS, parse};
@@ -254,6 +254,10 @@ mod tests {
                 "label",
                 "id",
                 "http_listen",
+                "windows",
+                "max_upload_rate",
+                "daily_budget",
+                "monthly_budget",
             ]
             .contains(&key)
             {

@@ -227,6 +227,17 @@ pub enum MetadataApi {
     Both,
 }
 
+/// Which frames go first (`upload.order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainOrder {
+    /// The oldest waiting frames first (default).
+    #[default]
+    OldestFirst,
+    /// The newest first: after an outage the freshest data arrives first.
+    NewestFirst,
+}
+
 /// `[upload]`: keys common to all sinks plus each sink's own (checked against `sink`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -245,6 +256,17 @@ pub struct RawUpload {
     pub retry_max_secs: u64,
     #[serde(default = "defaults::max_attempts")]
     pub max_attempts: u32,
+    #[serde(default)]
+    pub windows: Vec<String>,
+    #[serde(default)]
+    pub order: DrainOrder,
+    pub max_upload_rate: Option<toml::Value>,
+    pub daily_budget: Option<toml::Value>,
+    pub monthly_budget: Option<toml::Value>,
+    #[serde(default = "defaults::budget_reset_day")]
+    pub budget_reset_day: u64,
+    #[serde(default)]
+    pub budget_reserve_for_newest: bool,
     // Nexus only.
     pub endpoint: Option<String>,
     pub project_id: Option<String>,
@@ -386,6 +408,9 @@ pub mod defaults {
     }
     pub fn max_attempts() -> u32 {
         10
+    }
+    pub fn budget_reset_day() -> u64 {
+        1
     }
     pub fn endpoint() -> String {
         "https://api.datature.io".to_string()

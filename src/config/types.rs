@@ -290,8 +290,29 @@ pub struct UploadConfig {
     pub retry: RetryPolicy,
     /// Deliveries a frame may fail for a reason of its own before it is marked dead.
     pub max_attempts: u32,
+    /// What a metered or part-time link allows: windows, order, rate, budgets.
+    pub link: LinkPolicy,
     /// The sink.
     pub sink: SinkConfig,
+}
+
+/// `[upload]`'s link policy.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LinkPolicy {
+    /// When uploads may run (empty: always).
+    pub windows: crate::schedule::ActiveHours,
+    /// Which frames go first.
+    pub order: super::raw::DrainOrder,
+    /// Request body bytes per second across every transfer (None: no cap).
+    pub max_rate: Option<u64>,
+    /// Bytes a local day may send (None: no budget).
+    pub daily_budget: Option<u64>,
+    /// Bytes a month may send (None: no budget).
+    pub monthly_budget: Option<u64>,
+    /// The day of the month the monthly budget starts again (1 to 28).
+    pub reset_day: u8,
+    /// Keep part of each budget for the newest frames.
+    pub reserve_for_newest: bool,
 }
 
 /// Batch limits: a batch is sent when any is reached.

@@ -181,6 +181,7 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
                 drain: drain_rx,
                 beat: health.beat("upload"),
                 settings: settings_rx,
+                clock: Arc::new(crate::schedule::SystemClock),
             },
         )
         .run(),

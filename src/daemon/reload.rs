@@ -2,7 +2,7 @@
 //! applied without losing a frame. Cameras (sources, rates, schedules, transforms,
 //! metadata, groups; added or removed) change through
 //! [`Cameras::reconfigure`](super::cameras::Cameras::reconfigure); the upload limits
-//! (batch sizes and age, retry delays, attempts) go to the uploader, which applies them
+//! (batch sizes and age, retry delays, attempts, the link policy) go to the uploader, which applies them
 //! before its next step. The queue, the sink's in-flight work and the rest stay as they
 //! are: a change to `[queue]`, `[daemon]`, `[device]` or the sink itself is logged as
 //! taking effect at the next start. An invalid new config is refused with every problem
@@ -100,5 +100,8 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 
 /// Whether the limits a reload applies (all of `[upload]` but the sink) differ.
 fn limits_differ(old: &UploadConfig, new: &UploadConfig) -> bool {
-    old.batch != new.batch || old.retry != new.retry || old.max_attempts != new.max_attempts
+    old.batch != new.batch
+        || old.retry != new.retry
+        || old.max_attempts != new.max_attempts
+        || old.link != new.link
 }

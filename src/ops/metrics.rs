@@ -33,7 +33,7 @@ use super::snapshot::Snapshot;
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The uploader's state words (each gets a series, 1 for the current one).
-pub const UPLOADER_STATES: [&str; 9] = [
+pub const UPLOADER_STATES: [&str; 11] = [
     "starting",
     "checking",
     "recovering",
@@ -43,6 +43,8 @@ pub const UPLOADER_STATES: [&str; 9] = [
     "backing off",
     "refused",
     "offline",
+    "window closed",
+    "budget spent",
 ];
 
 /// A camera loop's state words.

@@ -172,6 +172,17 @@ impl Queue {
     /// index has failed, a repair is tried first; if it cannot be done yet, nothing is
     /// leased ([`QueueError::IndexFailed`]).
     pub fn lease(&self, max_frames: usize, max_bytes: u64) -> Result<Vec<Leased>, QueueError> {
+        self.lease_in(max_frames, max_bytes, false)
+    }
+
+    /// [`Queue::lease`] from the newest pending frames back (`newest_first`), or from the
+    /// oldest.
+    pub fn lease_in(
+        &self,
+        max_frames: usize,
+        max_bytes: u64,
+        newest_first: bool,
+    ) -> Result<Vec<Leased>, QueueError> {
         self.repair_if_failed()?;
         let mut chosen: Vec<(u64, Entry)> = Vec::new();
         {
@@ -180,7 +191,13 @@ impl Queue {
             let mut bytes = 0u64;
             let path = st.store.path.clone();
             let ie = index_err(&path);
-            for kv in st.store.trees.pending.iter() {
+            let pending = st.store.trees.pending.iter();
+            let order: Box<dyn Iterator<Item = _>> = if newest_first {
+                Box::new(pending.rev())
+            } else {
+                Box::new(pending)
+            };
+            for kv in order {
                 if chosen.len() >= max_frames {
                     break;
                 }

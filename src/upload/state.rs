@@ -70,7 +70,7 @@ impl UploaderStatus {
             s += r;
         }
         match (word, self.until_ms) {
-            ("waiting" | "backing off", Some(until)) => {
+            ("waiting" | "backing off" | "window closed" | "budget spent", Some(until)) => {
                 s += &format!(" until {}", local_time(until, false));
             }
             ("refused" | "offline", _) => {

@@ -11,7 +11,6 @@ use crate::config::types::{
     CameraConfig, ChangeDetection, DeviceSelector, Location, MetaValue, SourceConfig,
 };
 use crate::encode::{Rotate, Transform};
-use crate::schedule::{ActiveHours, Window};
 
 /// Names of the metadata keys edgecap can add to every frame itself (all of them by
 /// default; a camera's `builtin_metadata` picks). A camera's own `metadata` may not use
@@ -194,16 +193,8 @@ impl Validator<'_> {
                 }
             }
         };
-        let mut windows = Vec::new();
-        for w in &c.active_hours {
-            match Window::parse(w) {
-                Ok(w) => windows.push(w),
-                Err(msg) => {
-                    self.problem(&p("active_hours"), msg);
-                    ok = false;
-                }
-            }
-        }
+        let windows = self.windows(&p("active_hours"), &c.active_hours);
+        ok &= windows.is_some();
         let tr = |k: &str| {
             let mut v = p("transform");
             v.push(key(k));
@@ -399,7 +390,7 @@ impl Validator<'_> {
             filename_template: c.filename_template,
             metadata,
             builtin_metadata: builtins,
-            active_hours: ActiveHours::new(windows),
+            active_hours: windows.unwrap_or_default(),
             transform,
             change_detection,
         })

@@ -8,6 +8,7 @@
 
 mod camera;
 mod service;
+mod units;
 mod upload;
 mod words;
 
@@ -149,6 +150,23 @@ impl Validator<'_> {
             dir,
             required,
         });
+    }
+
+    /// Daily windows (a camera's `active_hours`, the uploader's `windows`), every bad one
+    /// reported; `None` if any is bad.
+    fn windows(&mut self, path: &[Seg], list: &[String]) -> Option<crate::schedule::ActiveHours> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for w in list {
+            match crate::schedule::Window::parse(w) {
+                Ok(w) => out.push(w),
+                Err(msg) => {
+                    self.problem(path, msg);
+                    ok = false;
+                }
+            }
+        }
+        ok.then(|| crate::schedule::ActiveHours::new(out))
     }
 
     fn problem(&mut self, path: &[Seg], message: impl Into<String>) {

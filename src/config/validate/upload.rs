@@ -4,12 +4,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Seg;
+use super::units;
 use super::{Validator, key};
 use crate::config::platform::NEXUS_MAX_ASSETS_PER_SESSION;
 use crate::config::raw::{RawPicsellia, RawUpload, SinkKind, defaults};
 use crate::config::types::{
-    BatchLimits, Deferred, NexusConfig, PicselliaConfig, RetryPolicy, Secret, SecretSource,
-    SinkConfig, UploadConfig,
+    BatchLimits, Deferred, LinkPolicy, NexusConfig, PicselliaConfig, RetryPolicy, Secret,
+    SecretSource, SinkConfig, UploadConfig,
 };
 
 impl Validator<'_> {
@@ -67,6 +68,7 @@ impl Validator<'_> {
         if u.sink != SinkKind::Picsellia && u.picsellia.is_some() {
             self.problem(&p("picsellia"), "only valid with sink = \"picsellia\"");
         }
+        let link = self.link(&u);
         let sink = match u.sink {
             SinkKind::Directory => match u.path {
                 Some(path) if !path.trim().is_empty() => {
@@ -103,7 +105,79 @@ impl Validator<'_> {
                 max: Duration::from_secs(max),
             },
             max_attempts: u.max_attempts.max(1),
+            link: link?,
             sink: sink?,
+        })
+    }
+
+    /// The link policy: windows, order, rate cap, budgets.
+    fn link(&mut self, u: &RawUpload) -> Option<LinkPolicy> {
+        let p = |k: &str| [key("upload"), key(k)];
+        let windows = self.windows(&p("windows"), &u.windows)?;
+        let mut ok = true;
+        let mut amount = |v: &Option<toml::Value>,
+                          name: &str,
+                          parse: fn(&str) -> Result<u64, String>,
+                          example: &str| {
+            match v {
+                None => None,
+                Some(toml::Value::Integer(n)) if *n > 0 => Some(*n as u64),
+                Some(toml::Value::String(s)) => match parse(s) {
+                    Ok(n) => Some(n),
+                    Err(msg) => {
+                        self.problem(&p(name), msg);
+                        ok = false;
+                        None
+                    }
+                },
+                Some(_) => {
+                    self.problem(&p(name), format!("must be text like {example}"));
+                    ok = false;
+                    None
+                }
+            }
+        };
+        let max_rate = amount(
+            &u.max_upload_rate,
+            "max_upload_rate",
+            units::parse_rate,
+            "\"2 Mbit/s\"",
+        );
+        let daily = amount(
+            &u.daily_budget,
+            "daily_budget",
+            units::parse_size,
+            "\"500 MB\"",
+        );
+        let monthly = amount(
+            &u.monthly_budget,
+            "monthly_budget",
+            units::parse_size,
+            "\"2 GB\"",
+        );
+        if let Some(r) = max_rate.filter(|r| *r < 1000) {
+            self.problem(
+                &p("max_upload_rate"),
+                format!("must be at least 8 kbit/s (got {} bit/s)", r * 8),
+            );
+            ok = false;
+        }
+        let day = self.range(&p("budget_reset_day"), u.budget_reset_day, 1, 28);
+        if u.budget_reserve_for_newest && daily.is_none() && monthly.is_none() {
+            self.problem(
+                &p("budget_reserve_for_newest"),
+                "needs daily_budget or monthly_budget",
+            );
+            ok = false;
+        }
+        ok.then(|| LinkPolicy {
+            windows,
+            order: u.order,
+            max_rate,
+            daily_budget: daily,
+            monthly_budget: monthly,
+            reset_day: u8::try_from(day).unwrap_or(1),
+            reserve_for_newest: u.budget_reserve_for_newest,
         })
     }
 

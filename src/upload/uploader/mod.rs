@@ -23,9 +23,10 @@
 //! link policy is one more phase with its own wait, not a flag checked in every branch.
 //!
 //! This file holds the machine and its steady-state phases; `start.rs` the start-up
-//! phases (the project check, the recovery of the last run's sessions); `settle.rs` how
-//! outcomes reach the queue; `tests.rs` the unit tests (a scripted sink under tokio's
-//! paused clock).
+//! phases (the project check, the recovery of the last run's sessions); `link.rs` the link
+//! policy (upload windows: the `Closed` phase and a batch stopped at a window's end);
+//! `settle.rs` how outcomes reach the queue; `tests.rs` the unit tests (a scripted sink
+//! under tokio's paused clock).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +36,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+mod link;
 mod settle;
 mod start;
 #[cfg(test)]
@@ -49,6 +51,7 @@ use super::stopped;
 use crate::config::UploadConfig;
 use crate::ops::health::Beat;
 use crate::queue::{Delivered, Queue, QueueError};
+use crate::schedule::Clock;
 use settle::blocking;
 
 /// Uploader counters (for the summary line and status).
@@ -103,6 +106,26 @@ pub enum Phase {
         /// First seen.
         since: Option<Instant>,
     },
+    /// Outside the upload windows: nothing is sent until one opens.
+    Closed {
+        /// When the next window opens.
+        until: Instant,
+        /// First seen.
+        since: Option<Instant>,
+    },
+}
+
+impl Phase {
+    /// When the oldest frame still waiting was first seen, where the phase knows.
+    fn since(&self) -> Option<Instant> {
+        match *self {
+            Phase::Filling { since } | Phase::Sending { since } => Some(since),
+            Phase::BackingOff { since, .. }
+            | Phase::Offline { since }
+            | Phase::Closed { since, .. } => since,
+            Phase::Checking | Phase::Recovering | Phase::Idle => None,
+        }
+    }
 }
 
 /// How the daemon steers and watches the uploader.
@@ -119,6 +142,8 @@ pub struct Controls {
     /// New limits from a reload (batch, retry, attempts; the sink stays), applied before
     /// the next step.
     pub settings: watch::Receiver<UploadConfig>,
+    /// The local time the upload windows are read against.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// What the uploader works with.
@@ -131,6 +156,7 @@ pub struct Uploader<S: Sink> {
     drain: watch::Receiver<bool>,
     beat: Arc<Beat>,
     settings: watch::Receiver<UploadConfig>,
+    clock: Arc<dyn Clock>,
     ops: Operations,
     backoff: Backoff,
     /// Largest batch now: `batch_max_frames`, or less while bisecting a refused batch.
@@ -158,6 +184,7 @@ impl<S: Sink> Uploader<S> {
             drain,
             beat,
             mut settings,
+            clock,
         } = controls;
         settings.mark_unchanged();
         Self {
@@ -171,6 +198,7 @@ impl<S: Sink> Uploader<S> {
             drain,
             beat,
             settings,
+            clock,
             ops: Operations::default(),
             checked: false,
             refusal_logged: false,
@@ -203,6 +231,19 @@ impl<S: Sink> Uploader<S> {
                     ..new
                 };
             }
+            if !matches!(phase, Phase::Closed { .. })
+                && let Some(wait) = self.window_wait()
+            {
+                info!(
+                    opens_in_secs = wait.as_secs(),
+                    "upload window closed: nothing is sent until it opens (capture goes on)"
+                );
+                phase = Phase::Closed {
+                    until: Instant::now() + wait,
+                    since: phase.since(),
+                };
+                self.note_phase(&phase);
+            }
             let next = match phase {
                 Phase::Checking => self.checking().await,
                 Phase::Recovering => self.recovering().await,
@@ -211,6 +252,7 @@ impl<S: Sink> Uploader<S> {
                 Phase::Sending { since } => self.sending(since).await,
                 Phase::BackingOff { until, since } => self.backing_off(until, since).await,
                 Phase::Offline { since } => self.offline(since).await,
+                Phase::Closed { until, since } => self.closed(until, since).await,
             };
             match next {
                 Some(p) => {
@@ -241,6 +283,11 @@ impl<S: Sink> Uploader<S> {
             Phase::Idle => st.set("idle", None, None),
             Phase::Filling { .. } | Phase::Sending { .. } => st.set("uploading", None, None),
             Phase::BackingOff { .. } | Phase::Offline { .. } => {}
+            Phase::Closed { until, .. } => st.set(
+                "window closed",
+                None,
+                Some(until.saturating_duration_since(Instant::now())),
+            ),
         }
     }
 
@@ -409,8 +456,9 @@ impl<S: Sink> Uploader<S> {
             );
         }
         let q = Arc::clone(&self.queue);
+        let newest = self.cfg.link.order == crate::config::DrainOrder::NewestFirst;
         let leased = match blocking(&self.beat, "queue lease", move || {
-            q.lease(frames, max_bytes)
+            q.lease_in(frames, max_bytes, newest)
         })
         .await
         {
@@ -456,7 +504,11 @@ impl<S: Sink> Uploader<S> {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         debug!(frames = n, first_seq = seqs[0], "sending a batch");
         let started = Instant::now();
-        let mut report = self.sink.send(batch, &self.stop).await;
+        let (batch_stop, closer) = self.batch_stop();
+        let mut report = self.sink.send(batch, &batch_stop).await;
+        if let Some(t) = closer {
+            t.abort();
+        }
         if report.verdict == Verdict::Ok {
             self.link.sample(sent_bytes, started.elapsed());
         }

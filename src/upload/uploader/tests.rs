@@ -113,6 +113,7 @@ fn upload_config(max_frames: usize, max_bytes: u64, max_age_secs: u64) -> Upload
             max: Duration::from_secs(60),
         },
         max_attempts: 3,
+        link: Default::default(),
         sink: SinkConfig::Directory {
             path: "/nonexistent".into(),
         },
@@ -179,6 +180,16 @@ impl Harness {
             probe: Box::new(probe),
             link: self.link,
         };
+        self.start_sink(cfg, sink, Arc::new(crate::schedule::SystemClock));
+    }
+
+    /// Starts the uploader over any sink, reading windows against `clock`.
+    fn start_sink<S: Sink>(
+        &mut self,
+        cfg: UploadConfig,
+        sink: S,
+        clock: Arc<dyn crate::schedule::Clock>,
+    ) {
         let cfg_copy = cfg.clone();
         let up = Uploader::new(
             Arc::clone(&self.queue),
@@ -190,6 +201,7 @@ impl Harness {
                 drain: self.drain.subscribe(),
                 beat: Arc::new(Beat::new("upload")),
                 settings: tokio::sync::watch::channel(cfg_copy).1,
+                clock,
             },
         );
         self.task = Some(tokio::spawn(up.run()));
@@ -458,4 +470,124 @@ async fn on_a_slow_link_batches_are_cut_to_about_a_minute_each() {
         assert!(w[1].at - w[0].at <= Duration::from_secs(65), "{sends:?}");
     }
     h.stop().await;
+}
+
+/// Local time that follows tokio's (paused) clock from `base`.
+struct TokioClock {
+    base: jiff::Zoned,
+    t0: Instant,
+}
+
+impl crate::schedule::Clock for TokioClock {
+    fn now(&self) -> jiff::Zoned {
+        let d = jiff::SignedDuration::try_from(self.t0.elapsed()).unwrap();
+        self.base.checked_add(d).unwrap()
+    }
+}
+
+/// A sink over a slow link that sends frame after frame and stops between two frames
+/// once told to, as the real sinks do; it records when each frame went.
+struct Trickle {
+    t0: Instant,
+    per_frame: Duration,
+    sent: Arc<Mutex<Vec<(u64, Duration)>>>,
+}
+
+impl Sink for Trickle {
+    async fn send(&self, batch: Vec<Frame>, stop: &watch::Receiver<bool>) -> Report {
+        let mut outcomes = Vec::new();
+        for f in batch {
+            if *stop.borrow() {
+                break;
+            }
+            tokio::time::sleep(self.per_frame).await;
+            self.sent.lock().unwrap().push((f.seq, self.t0.elapsed()));
+            outcomes.push((f.seq, Outcome::Accepted));
+        }
+        Report {
+            outcomes,
+            verdict: Verdict::Ok,
+            pending: None,
+        }
+    }
+
+    async fn probe(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A window that closes in the middle of a batch: the batch stops at its end, nothing is
+/// sent until the next window, and every frame arrives exactly once.
+#[tokio::test(start_paused = true)]
+async fn a_window_closing_mid_batch_stops_it_and_the_rest_waits_for_the_next_window() {
+    let mut h = Harness::new();
+    h.commit(40, 100);
+    // 23:59:00 now; windows 00:00-00:01 and 00:03-00:05. A frame takes 2 s: a batch of 40
+    // needs 80 s, so the first window (60 s) ends in the middle of it.
+    let base: jiff::Zoned = "2026-11-26T23:59:00[UTC]".parse().unwrap();
+    let mut cfg = upload_config(40, 1 << 30, 0);
+    cfg.link.windows = crate::schedule::ActiveHours::new(vec![
+        crate::schedule::Window::parse("00:00-00:01").unwrap(),
+        crate::schedule::Window::parse("00:03-00:05").unwrap(),
+    ]);
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let sink = Trickle {
+        t0: h.t0,
+        per_frame: Duration::from_secs(2),
+        sent: Arc::clone(&sent),
+    };
+    let clock = Arc::new(TokioClock { base, t0: h.t0 });
+    h.start_sink(cfg, sink, clock);
+    // Closed first: the state says until when.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let st = h.stats.state.status();
+    assert_eq!(st.state, "window closed", "{st:?}");
+    assert!(st.until_ms.is_some());
+    assert!(sent.lock().unwrap().is_empty(), "nothing before the window");
+    h.until(Duration::from_secs(400), |h| h.waiting() == 0)
+        .await;
+    h.stop().await;
+    let sent = sent.lock().unwrap().clone();
+    // Every frame once.
+    let mut seqs: Vec<u64> = sent.iter().map(|(s, _)| *s).collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>(), "{sent:?}");
+    // Each frame finished inside a window: 60..120 s or 240..360 s after 23:59:00 (a frame
+    // that started before the end may finish just after it: 2 s).
+    for (seq, at) in &sent {
+        let t = at.as_secs_f64();
+        let inside = (60.0..=122.0).contains(&t) || (240.0..=362.0).contains(&t);
+        assert!(inside, "frame {seq} sent at {t} s, outside the windows");
+    }
+    assert!(
+        sent.iter().any(|(_, at)| at.as_secs() < 125),
+        "some in the first window"
+    );
+    assert!(
+        sent.iter().any(|(_, at)| at.as_secs() > 235),
+        "the rest in the second"
+    );
+}
+
+/// `newest_first`: after an outage the freshest frames go first.
+#[tokio::test(start_paused = true)]
+async fn newest_first_sends_the_freshest_frames_first() {
+    let mut h = Harness::new();
+    h.commit(30, 100);
+    let mut cfg = upload_config(10, 1 << 30, 0);
+    cfg.link.order = crate::config::DrainOrder::NewestFirst;
+    h.start(cfg, |_, b| accept(b), |_| Ok(()));
+    h.until(Duration::from_secs(60), |h| h.waiting() == 0).await;
+    h.stop().await;
+    let sends = h.sends();
+    assert_eq!(
+        sends[0].seqs,
+        (21..=30).rev().collect::<Vec<_>>(),
+        "{sends:?}"
+    );
+    assert_eq!(
+        sends[2].seqs,
+        (1..=10).rev().collect::<Vec<_>>(),
+        "{sends:?}"
+    );
 }
