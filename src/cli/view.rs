@@ -83,6 +83,27 @@ fn print_details(st: &Snapshot) {
     if let (Some(e), Some(at)) = (&u.last_error, u.last_error_ms) {
         println!("    last error ({}): {e}", local_time(at, true));
     }
+    let mut link = Vec::new();
+    if let Some(left) = u.budget_left_bytes {
+        link.push(format!(
+            "sent today {:.1} MB, this budget month {:.1} MB, budget left {:.1} MB",
+            u.sent_today_bytes as f64 / 1e6,
+            u.sent_month_bytes as f64 / 1e6,
+            left as f64 / 1e6
+        ));
+    }
+    if let Some(ms) = u.next_window_ms {
+        link.push(format!("next window {}", local_time(ms, false)));
+    }
+    if let Some(cap) = u.rate_cap_bytes_per_sec {
+        link.push(format!("cap {:.2} Mbit/s", cap as f64 * 8.0 / 1e6));
+    }
+    if let Some(g) = u.link_bytes_per_sec {
+        link.push(format!("measured {:.2} Mbit/s", g * 8.0 / 1e6));
+    }
+    if !link.is_empty() {
+        println!("    link: {}", link.join("; "));
+    }
     println!("  {}", st.line());
     println!(
         "  dropped: budget {} ({} queued frames evicted), write errors {}, capture buffer {}; quarantined {}",

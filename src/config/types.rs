@@ -297,7 +297,7 @@ pub struct UploadConfig {
 }
 
 /// `[upload]`'s link policy.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LinkPolicy {
     /// When uploads may run (empty: always).
     pub windows: crate::schedule::ActiveHours,
@@ -313,6 +313,20 @@ pub struct LinkPolicy {
     pub reset_day: u8,
     /// Keep part of each budget for the newest frames.
     pub reserve_for_newest: bool,
+}
+
+impl Default for LinkPolicy {
+    fn default() -> Self {
+        Self {
+            windows: Default::default(),
+            order: Default::default(),
+            max_rate: None,
+            daily_budget: None,
+            monthly_budget: None,
+            reset_day: 1,
+            reserve_for_newest: false,
+        }
+    }
 }
 
 /// Batch limits: a batch is sent when any is reached.

@@ -272,6 +272,44 @@ impl Collector for SnapshotCollector {
             "Image bytes delivered per minute over the last five minutes.",
             u.bytes_per_min,
         )?;
+        gauge(
+            e,
+            "edgecap_link_sent_today_bytes",
+            "Bytes counted against the daily budget today (bodies and overhead).",
+            u.sent_today_bytes as f64,
+        )?;
+        gauge(
+            e,
+            "edgecap_link_sent_month_bytes",
+            "Bytes counted against the monthly budget this budget month.",
+            u.sent_month_bytes as f64,
+        )?;
+        if let Some(left) = u.budget_left_bytes {
+            gauge(
+                e,
+                "edgecap_link_budget_left_bytes",
+                "Bytes the byte budgets still allow.",
+                left as f64,
+            )?;
+        }
+        gauge(
+            e,
+            "edgecap_link_next_window_timestamp_seconds",
+            "When the next upload window opens (Unix time; 0: inside one or none set).",
+            seconds(u.next_window_ms),
+        )?;
+        gauge(
+            e,
+            "edgecap_link_rate_cap_bytes_per_second",
+            "The configured cap on bytes sent per second (0: none).",
+            u.rate_cap_bytes_per_sec.unwrap_or(0) as f64,
+        )?;
+        gauge(
+            e,
+            "edgecap_link_goodput_bytes_per_second",
+            "The link's measured goodput (0: not measured yet).",
+            u.link_bytes_per_sec.unwrap_or(0.0),
+        )?;
         let cams = &s.cameras;
         let per_camera = |f: fn(&super::snapshot::CameraSnapshot) -> u64| {
             cams.iter()

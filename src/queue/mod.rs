@@ -172,6 +172,7 @@ mod files;
 mod group;
 mod index;
 mod kept;
+mod ledger;
 mod open;
 mod receipts;
 mod repair;
@@ -192,6 +193,7 @@ pub use digests::{Digest, digest};
 pub use files::{INDEX_MARGIN_BYTES, RESERVE_BYTES};
 pub use group::{Committed, Group};
 pub use index::{Entry, FrameState, SessionRef};
+pub use ledger::Sent;
 pub use open::OpenReport;
 pub use receipts::{Receipt, ReceiptStats, read_all as read_receipts};
 pub use repair::RETRY_EVERY as REPAIR_EVERY;
@@ -313,6 +315,8 @@ pub struct Queue {
     state: Mutex<State>,
     receipts: Mutex<receipts::Receipts>,
     kept: Mutex<kept::Kept>,
+    /// Serialises the sent-bytes ledger's read-modify-write.
+    ledger_lock: Mutex<()>,
     notify: tokio::sync::Notify,
     _lock: File,
 }

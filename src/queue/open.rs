@@ -192,6 +192,7 @@ impl Queue {
             on_full: cfg.on_full,
             index_cache_bytes: cfg.index_cache_bytes,
             receipts: Mutex::new(receipts),
+            ledger_lock: Mutex::new(()),
             kept: Mutex::new(kept),
             state: Mutex::new(State {
                 next_seq: 1,

@@ -53,6 +53,18 @@ pub struct UploaderStatus {
     pub frames_per_min: f64,
     /// Image bytes delivered per minute, over the last five minutes.
     pub bytes_per_min: f64,
+    /// Bytes counted against the budgets today (request bodies and overhead).
+    pub sent_today_bytes: u64,
+    /// Bytes counted against the budgets this budget month.
+    pub sent_month_bytes: u64,
+    /// Bytes the budgets still allow (the smaller of day and month); None without budgets.
+    pub budget_left_bytes: Option<u64>,
+    /// When the next upload window opens (Unix ms), while outside one.
+    pub next_window_ms: Option<i64>,
+    /// The configured cap on the bytes sent per second.
+    pub rate_cap_bytes_per_sec: Option<u64>,
+    /// The link's measured goodput, bytes per second.
+    pub link_bytes_per_sec: Option<f64>,
 }
 
 impl UploaderStatus {
@@ -145,6 +157,23 @@ impl StateCell {
         }
         st.reason = reason.map(|r| clip(&r));
         st.until_ms = until.map(|d| unix_ms(now + d));
+    }
+
+    /// The budgets' figures.
+    pub fn budget(&self, today: u64, month: u64, left: Option<u64>) {
+        let mut g = self.lock();
+        g.status.sent_today_bytes = today;
+        g.status.sent_month_bytes = month;
+        g.status.budget_left_bytes = left;
+    }
+
+    /// The link's figures: the next window's opening (while closed), the configured cap,
+    /// the measured goodput.
+    pub fn link(&self, next_window: Option<Duration>, cap: Option<u64>, goodput: Option<f64>) {
+        let mut g = self.lock();
+        g.status.next_window_ms = next_window.map(|d| unix_ms(SystemTime::now() + d));
+        g.status.rate_cap_bytes_per_sec = cap;
+        g.status.link_bytes_per_sec = goodput;
     }
 
     /// The current state word.

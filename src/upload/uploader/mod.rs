@@ -106,6 +106,13 @@ pub enum Phase {
         /// First seen.
         since: Option<Instant>,
     },
+    /// A byte budget is spent: nothing is sent until it starts again.
+    Spent {
+        /// When it starts again.
+        until: Instant,
+        /// First seen.
+        since: Option<Instant>,
+    },
     /// Outside the upload windows: nothing is sent until one opens.
     Closed {
         /// When the next window opens.
@@ -122,7 +129,8 @@ impl Phase {
             Phase::Filling { since } | Phase::Sending { since } => Some(since),
             Phase::BackingOff { since, .. }
             | Phase::Offline { since }
-            | Phase::Closed { since, .. } => since,
+            | Phase::Closed { since, .. }
+            | Phase::Spent { since, .. } => since,
             Phase::Checking | Phase::Recovering | Phase::Idle => None,
         }
     }
@@ -253,6 +261,7 @@ impl<S: Sink> Uploader<S> {
                 Phase::BackingOff { until, since } => self.backing_off(until, since).await,
                 Phase::Offline { since } => self.offline(since).await,
                 Phase::Closed { until, since } => self.closed(until, since).await,
+                Phase::Spent { until, since } => self.spent(until, since).await,
             };
             match next {
                 Some(p) => {
@@ -273,6 +282,16 @@ impl<S: Sink> Uploader<S> {
     /// an outage keeps showing that until it passes.
     fn note_phase(&self, phase: &Phase) {
         let st = &self.stats.state;
+        st.link(
+            match phase {
+                Phase::Closed { until, .. } => {
+                    Some(until.saturating_duration_since(Instant::now()))
+                }
+                _ => None,
+            },
+            self.cfg.link.max_rate,
+            self.link.bytes_per_sec(),
+        );
         match phase {
             Phase::Checking => {
                 if !matches!(st.word().as_str(), "refused" | "offline" | "backing off") {
@@ -285,6 +304,11 @@ impl<S: Sink> Uploader<S> {
             Phase::BackingOff { .. } | Phase::Offline { .. } => {}
             Phase::Closed { until, .. } => st.set(
                 "window closed",
+                None,
+                Some(until.saturating_duration_since(Instant::now())),
+            ),
+            Phase::Spent { until, .. } => st.set(
+                "budget spent",
                 None,
                 Some(until.saturating_duration_since(Instant::now())),
             ),
@@ -420,6 +444,21 @@ impl<S: Sink> Uploader<S> {
             }
             return Some(Phase::Sending { since });
         }
+        // The byte budgets: spent → wait for the reset; otherwise the batch fits what is
+        // left, and in the reserve the newest frames go first.
+        let budget = self.budget_now();
+        if let Some(b) = &budget
+            && b.left <= link::OVERHEAD_PER_BATCH + link::OVERHEAD_PER_FRAME
+        {
+            info!(
+                resets_in_secs = b.until_reset.as_secs(),
+                "byte budget spent: nothing is sent until it resets (capture goes on)"
+            );
+            return Some(Phase::Spent {
+                until: Instant::now() + b.until_reset,
+                since: Some(since),
+            });
+        }
         let max = self.cfg.batch;
         // While bisecting a refused batch (cap below the configured size) no growth.
         let (frames, max_bytes) = if self.cap == max.max_frames {
@@ -446,7 +485,14 @@ impl<S: Sink> Uploader<S> {
                 "batch cut to what the link carries in a minute"
             );
         }
-        let max_bytes = fitted;
+        let mut max_bytes = fitted;
+        if let Some(b) = &budget {
+            // Images only: each frame also costs its overhead.
+            let avg = s.pending.bytes / s.pending.frames.max(1);
+            let room = b.left - link::OVERHEAD_PER_BATCH;
+            let images = room.saturating_mul(avg) / (avg + link::OVERHEAD_PER_FRAME).max(1);
+            max_bytes = max_bytes.min(images.max(1));
+        }
         if frames > self.cap || max_bytes > max.max_bytes {
             debug!(
                 frames,
@@ -456,7 +502,8 @@ impl<S: Sink> Uploader<S> {
             );
         }
         let q = Arc::clone(&self.queue);
-        let newest = self.cfg.link.order == crate::config::DrainOrder::NewestFirst;
+        let newest = self.cfg.link.order == crate::config::DrainOrder::NewestFirst
+            || budget.as_ref().is_some_and(|b| b.in_reserve);
         let leased = match blocking(&self.beat, "queue lease", move || {
             q.lease_in(frames, max_bytes, newest)
         })
@@ -491,6 +538,37 @@ impl<S: Sink> Uploader<S> {
             .filter(|l| !l.image_delivered)
             .map(|l| u64::from(l.image_len))
             .sum();
+        if let Some(b) = budget {
+            // Counted durably before a byte goes out: a crash over-counts, never under.
+            let cost = sent_bytes
+                + leased.len() as u64 * link::OVERHEAD_PER_FRAME
+                + link::OVERHEAD_PER_BATCH;
+            let q = Arc::clone(&self.queue);
+            let noted = blocking(&self.beat, "sent-bytes ledger", move || {
+                q.note_sent(&b.day, &b.period, cost)
+            })
+            .await;
+            if !matches!(noted, Some(Ok(_))) {
+                let why = match noted {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "interrupted".to_string(),
+                };
+                error!(
+                    error = why,
+                    "cannot count the batch against the byte budget; not sending it (it stays queued)"
+                );
+                let seqs: Vec<u64> = leased.iter().map(|l| l.seq).collect();
+                let q = Arc::clone(&self.queue);
+                blocking(&self.beat, "queue release", move || {
+                    q.release_unsent(&seqs, "the byte budget's ledger could not be written")
+                })
+                .await;
+                return Some(Phase::BackingOff {
+                    until: Instant::now() + self.backoff.next_delay(),
+                    since: Some(since),
+                });
+            }
+        }
         let store: Arc<dyn ImageStore> = Arc::clone(&self.queue) as Arc<dyn ImageStore>;
         let batch: Vec<Frame> = leased
             .into_iter()

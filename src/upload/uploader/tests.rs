@@ -591,3 +591,61 @@ async fn newest_first_sends_the_freshest_frames_first() {
         "{sends:?}"
     );
 }
+
+/// A daily budget: the uploader sends what fits, stops with `budget spent` until local
+/// midnight, counts before it sends (the ledger is ahead of or equal to what went), and
+/// goes on after the reset.
+#[tokio::test(start_paused = true)]
+async fn a_daily_budget_stops_uploads_until_midnight_and_the_ledger_leads_what_was_sent() {
+    let mut h = Harness::new();
+    h.commit(60, 10_000);
+    // 23:50: ten minutes to the reset. 250 kB a day holds about 20 frames of 10 kB + 1 kB.
+    let base: jiff::Zoned = "2026-11-26T23:50:00[UTC]".parse().unwrap();
+    let mut cfg = upload_config(10, 1 << 30, 0);
+    cfg.link.daily_budget = Some(250_000);
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let sink = Trickle {
+        t0: h.t0,
+        per_frame: Duration::from_millis(10),
+        sent: Arc::clone(&sent),
+    };
+    h.start_sink(cfg, sink, Arc::new(TokioClock { base, t0: h.t0 }));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while h.stats.state.status().state != "budget spent" {
+        assert!(
+            Instant::now() < deadline,
+            "no budget spent: {:?}, sent {}",
+            h.stats.state.status(),
+            sent.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first_day = sent.lock().unwrap().len() as u64;
+    let ledger = h.queue.sent();
+    assert_eq!(ledger.day, "2026-11-26");
+    let sent_bytes = first_day * (10_000 + super::link::OVERHEAD_PER_FRAME);
+    assert!(ledger.day_bytes >= sent_bytes, "{ledger:?} vs {sent_bytes}");
+    assert!(
+        ledger.day_bytes <= 250_000 + 11_000,
+        "at most one frame over: {ledger:?}"
+    );
+    assert!(
+        (15..=24).contains(&first_day),
+        "{first_day} frames on the first day"
+    );
+    let st = h.stats.state.status();
+    assert!(
+        st.until_ms.is_some() && st.budget_left_bytes.is_some(),
+        "{st:?}"
+    );
+    // Nothing more before midnight.
+    tokio::time::sleep(Duration::from_secs(500)).await;
+    assert_eq!(sent.lock().unwrap().len() as u64, first_day);
+    // After midnight the next day's budget carries on.
+    h.until(Duration::from_secs(300), |_| {
+        sent.lock().unwrap().len() as u64 > first_day
+    })
+    .await;
+    h.stop().await;
+    assert_eq!(h.queue.sent().day, "2026-11-27");
+}
