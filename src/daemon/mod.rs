@@ -133,6 +133,9 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
         Arc::clone(&queue) as Arc<dyn upload::SessionJournal>,
     )
     .map_err(DaemonError::Sink)?;
+    // The bandwidth cap (a reload may set, change or lift it).
+    let throttle = upload::throttle::Throttle::new(config.upload.link.max_rate);
+    let sink = sink.with_throttle(Arc::clone(&throttle));
 
     let run_id = new_run_id();
     info!(run_id, device = %device_id, cameras = config.cameras.len(), "edgecap starting");
@@ -255,7 +258,7 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
             }
             Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                 if mode == Mode::Capture && !*commit_flag.borrow() {
-                    reload::apply(&config_path, &mut running, &mut cameras, &settings_tx);
+                    reload::apply(&config_path, &mut running, &mut cameras, &settings_tx, &throttle).await;
                 } else {
                     info!("SIGHUP while draining: the config is read again at the next start");
                 }

@@ -17,11 +17,12 @@ use super::cameras::Cameras;
 use crate::config::{self, Config, UploadConfig};
 
 /// Reads `path` again and applies what may change to `running` (updated in place).
-pub(super) fn apply(
+pub(super) async fn apply(
     path: &Path,
     running: &mut Config,
     cameras: &mut Cameras,
     upload: &watch::Sender<UploadConfig>,
+    throttle: &crate::upload::throttle::Throttle,
 ) {
     info!(config = %path.display(), "SIGHUP: reading the config again");
     let new = match config::load(path).and_then(|c| config::resolve(c, path)) {
@@ -53,6 +54,9 @@ pub(super) fn apply(
         }
     };
     let upload_changed = limits_differ(&running.upload, &new.upload);
+    if running.upload.link.max_rate != new.upload.link.max_rate {
+        throttle.set_rate(new.upload.link.max_rate).await;
+    }
     if upload_changed {
         let mut up = super::upload_settings(&new);
         // The sink itself is the running one's until the next start.

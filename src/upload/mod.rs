@@ -37,6 +37,7 @@ mod operations;
 pub mod picsellia;
 mod sink;
 pub mod state;
+pub mod throttle;
 mod uploader;
 pub mod verify;
 
@@ -92,6 +93,18 @@ impl ConfiguredSink {
                 )?)
             }
         })
+    }
+}
+
+impl ConfiguredSink {
+    /// The platform's uploads draw their bytes through `throttle` (the bandwidth cap; a
+    /// local folder is not capped).
+    pub fn with_throttle(self, throttle: Arc<throttle::Throttle>) -> Self {
+        match self {
+            Self::Nexus(s) => Self::Nexus(s.with_throttle(throttle)),
+            Self::Picsellia(s) => Self::Picsellia(s.with_throttle(throttle)),
+            d @ Self::Directory(_) => d,
+        }
     }
 }
 

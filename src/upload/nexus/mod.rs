@@ -55,6 +55,7 @@ use crate::config::{MetadataApi, NexusConfig, Secret};
 pub struct NexusSink {
     client: Arc<Client>,
     journal: Arc<dyn SessionJournal>,
+    throttle: Option<Arc<crate::upload::throttle::Throttle>>,
 }
 
 impl NexusSink {
@@ -67,7 +68,14 @@ impl NexusSink {
         Ok(Self {
             client: Arc::new(Client::new(cfg, secret)?),
             journal,
+            throttle: None,
         })
+    }
+
+    /// Storage PUTs draw their bytes through `throttle` (the bandwidth cap).
+    pub fn with_throttle(mut self, throttle: Arc<crate::upload::throttle::Throttle>) -> Self {
+        self.throttle = Some(throttle);
+        self
     }
 }
 
@@ -278,6 +286,7 @@ impl NexusSink {
             jobs,
             c.cfg.stall_timeout,
             c.cfg.put_concurrency,
+            self.throttle.as_ref(),
             stop,
         );
         while let Some((seq, name, put)) = puts.next().await {

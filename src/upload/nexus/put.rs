@@ -2,6 +2,9 @@
 //! `put_concurrency` at once (`futures`' `buffer_unordered`, so only that many PUTs and
 //! images exist at a time), each with its own deadline and retries.
 
+use std::sync::Arc;
+
+use crate::upload::throttle::{self, Throttle};
 use std::time::Duration;
 
 use futures_util::stream::{self, Stream, StreamExt};
@@ -29,10 +32,16 @@ pub(super) enum Put {
 }
 
 /// The longest a PUT of `len` bytes may take: the stall timeout plus the time to send it
-/// at 16 KiB/s (a poor LTE link). `read_timeout` alone does not bound a server that stops
-/// reading the body.
-pub(super) fn put_deadline(stall: Duration, len: u32) -> Duration {
-    stall + Duration::from_secs_f64(f64::from(len) / 16_384.0)
+/// at 16 KiB/s (a poor LTE link), or at the bandwidth cap's share of `parallel` transfers
+/// when that is slower. `read_timeout` alone does not bound a server that stops reading
+/// the body.
+fn capped_deadline(
+    stall: Duration,
+    len: u32,
+    throttle: Option<&Arc<Throttle>>,
+    parallel: usize,
+) -> Duration {
+    stall + throttle::transfer_time(throttle, u64::from(len), parallel, 16_384.0)
 }
 
 /// Sends one frame to its signed URL: exactly the returned method and headers, no
@@ -42,6 +51,7 @@ pub(super) async fn put_file(
     frame: &Frame,
     spec: &UploadSpec,
     deadline: Duration,
+    throttle: Option<&Arc<Throttle>>,
     stop: &watch::Receiver<bool>,
 ) -> Put {
     let seq = frame.seq;
@@ -91,11 +101,15 @@ pub(super) async fn put_file(
     let delays = [Duration::from_secs(1), Duration::from_secs(2)];
     let mut attempt = 0;
     loop {
-        let req = client
+        let mut req = client
             .request(method.clone(), url.clone())
             .headers(headers.clone())
             .timeout(deadline)
-            .body(image.clone());
+            .body(throttle::body(throttle, image.clone()));
+        if throttle.is_some_and(|t| t.rate().is_some()) {
+            // A streamed body has no length of its own; storage wants one.
+            req = req.header(reqwest::header::CONTENT_LENGTH, image.len());
+        }
         let res = tokio::select! {
             r = req.send() => r,
             _ = stopped(stop) => return Put::Stopped,
@@ -155,12 +169,13 @@ pub(super) fn put_all<'a>(
     jobs: Vec<(Frame, UploadSpec)>,
     stall: Duration,
     concurrency: usize,
+    throttle: Option<&'a Arc<Throttle>>,
     stop: &'a watch::Receiver<bool>,
 ) -> impl Stream<Item = (u64, String, Put)> + 'a {
     stream::iter(jobs)
         .map(move |(frame, spec)| async move {
-            let deadline = put_deadline(stall, frame.image_len);
-            let put = put_file(client, &frame, &spec, deadline, stop).await;
+            let deadline = capped_deadline(stall, frame.image_len, throttle, concurrency);
+            let put = put_file(client, &frame, &spec, deadline, throttle, stop).await;
             (frame.seq, frame.meta.filename, put)
         })
         .buffer_unordered(concurrency.max(1))

@@ -73,6 +73,7 @@ const REGISTER_TRIES: usize = 3;
 pub struct PicselliaSink {
     client: Arc<Client>,
     journal: Arc<dyn SessionJournal>,
+    throttle: Option<Arc<crate::upload::throttle::Throttle>>,
 }
 
 impl PicselliaSink {
@@ -86,7 +87,14 @@ impl PicselliaSink {
         Ok(Self {
             client: Arc::new(Client::new(cfg, secret, device)?),
             journal,
+            throttle: None,
         })
+    }
+
+    /// Storage uploads draw their bytes through `throttle` (the bandwidth cap).
+    pub fn with_throttle(mut self, throttle: Arc<crate::upload::throttle::Throttle>) -> Self {
+        self.throttle = Some(throttle);
+        self
     }
 }
 
@@ -355,17 +363,13 @@ impl PicselliaSink {
             _ = stopped(stop) => return not_sent(),
         };
         let stall = c.cfg.stall_timeout;
-        match storage::upload(
-            &c.storage,
-            &presigned,
-            name,
-            mime,
-            image.clone(),
+        let transfer = storage::Transfer {
+            http: &c.storage,
             stall,
+            throttle: self.throttle.as_ref(),
             stop,
-        )
-        .await
-        {
+        };
+        match storage::upload(&transfer, &presigned, name, mime, image.clone()).await {
             Stored::Done => {}
             Stored::Stopped => return not_sent(),
             Stored::Transient { reason, network } => {

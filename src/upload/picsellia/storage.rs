@@ -5,6 +5,9 @@
 //! 1 s); a 403 (a refused or expired presigned request) is transient for this frame only,
 //! which gets a new presigned request later; any other 4xx counts as a failed attempt.
 
+use std::sync::Arc;
+
+use crate::upload::throttle::{self, Throttle};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,21 +34,34 @@ pub(super) enum Stored {
 }
 
 /// The longest an upload of `len` bytes may take: the stall timeout plus the time to send
-/// it at 16 KiB/s (a poor LTE link).
-fn deadline(stall: Duration, len: usize) -> Duration {
-    stall + Duration::from_secs_f64(len as f64 / 16_384.0)
+/// it at 16 KiB/s (a poor LTE link), or at the bandwidth cap when that is slower (the
+/// sink's `concurrency` share it).
+fn deadline(stall: Duration, len: usize, throttle: Option<&Arc<Throttle>>) -> Duration {
+    stall + throttle::transfer_time(throttle, len as u64, 4, 16_384.0)
+}
+
+/// How uploads reach storage: the client, the stall timeout, the bandwidth cap, the stop.
+pub(super) struct Transfer<'a> {
+    pub(super) http: &'a reqwest::Client,
+    pub(super) stall: Duration,
+    pub(super) throttle: Option<&'a Arc<Throttle>>,
+    pub(super) stop: &'a watch::Receiver<bool>,
 }
 
 /// Uploads `image` as `object_name` following `presigned`.
 pub(super) async fn upload(
-    http: &reqwest::Client,
+    t: &Transfer<'_>,
     presigned: &Presigned,
     object_name: &str,
     content_type: &str,
     image: Bytes,
-    stall: Duration,
-    stop: &watch::Receiver<bool>,
 ) -> Stored {
+    let Transfer {
+        http,
+        stall,
+        throttle,
+        stop,
+    } = *t;
     let Ok(url) = Url::parse(&presigned.presigned_url_data.url) else {
         return Stored::Transient {
             reason: "the platform returned an invalid presigned URL".into(),
@@ -74,7 +90,8 @@ pub(super) async fn upload(
             (k.clone(), v)
         })
         .collect();
-    let timeout = deadline(stall, image.len());
+    let timeout = deadline(stall, image.len(), throttle);
+    let capped = throttle.is_some_and(|t| t.rate().is_some());
     let delays = [Duration::from_millis(500), Duration::from_secs(1)];
     let mut attempt = 0;
     loop {
@@ -82,7 +99,10 @@ pub(super) async fn upload(
             let mut r = http
                 .request(Method::PUT, url.clone())
                 .timeout(timeout)
-                .body(image.clone());
+                .body(throttle::body(throttle, image.clone()));
+            if capped {
+                r = r.header(reqwest::header::CONTENT_LENGTH, image.len());
+            }
             for (k, v) in &fields {
                 if let (Ok(k), Ok(v)) = (
                     HeaderName::from_bytes(k.as_bytes()),
@@ -101,8 +121,11 @@ pub(super) async fn upload(
                 form = form.text(k.clone(), v.clone());
             }
             form = form.text("Content-Type", content_type.to_string());
-            let part = Part::stream_with_length(image.clone(), image.len() as u64)
-                .file_name(object_name.to_string());
+            let part = Part::stream_with_length(
+                throttle::body(throttle, image.clone()),
+                image.len() as u64,
+            )
+            .file_name(object_name.to_string());
             form = form.part("file", part);
             http.request(Method::POST, url.clone())
                 .timeout(timeout)
