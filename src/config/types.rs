@@ -243,6 +243,9 @@ pub enum OnFull {
     DropOldest,
     /// Refuse the new frame.
     DropNewest,
+    /// Thin the backlog evenly: keep every other frame of it, and every fourth once those
+    /// are gone, … (`queue/thin.rs`), so a long outage is sampled over its whole length.
+    Thin,
 }
 
 /// How the queue makes frames durable.

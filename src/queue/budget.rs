@@ -4,7 +4,7 @@
 
 use tracing::{error, warn};
 
-use super::index::{FrameState, decode_entry, seq_of};
+use super::index::{FrameState, decode_entry, key, seq_of};
 use super::{AddError, Op, Queue, State};
 use crate::config::OnFull;
 
@@ -17,6 +17,7 @@ impl Queue {
             return false;
         }
         let trees = &st.store.trees;
+        let thinner = &mut st.thinner;
         let victim = match trees.dead.first() {
             Ok(Some(kv)) => Some((FrameState::Dead, kv)),
             _ => match self.on_full {
@@ -25,6 +26,26 @@ impl Queue {
                     _ => None,
                 },
                 OnFull::DropNewest => None,
+                OnFull::Thin => {
+                    let from = |c: Option<u64>, n: usize| -> Vec<u64> {
+                        trees
+                            .pending
+                            .range(key(c.unwrap_or(0))..)
+                            .keys()
+                            .take(n)
+                            .filter_map(|k| k.ok().and_then(|k| seq_of(&k)))
+                            .collect()
+                    };
+                    thinner.victim(from).and_then(|seq| {
+                        let k = key(seq);
+                        match trees.pending.get(k) {
+                            Ok(Some(v)) => {
+                                Some((FrameState::Pending, (sled::IVec::from(&k[..]), v)))
+                            }
+                            _ => None,
+                        }
+                    })
+                }
             },
         };
         let Some((state, (k, v))) = victim else {

@@ -178,6 +178,7 @@ mod receipts;
 mod repair;
 pub mod spool;
 mod store;
+mod thin;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -301,6 +302,8 @@ pub(super) struct State {
     acked: std::collections::HashSet<u64>,
     /// Whether the last add found the budget full (to log the first drop at ERROR).
     full: bool,
+    /// Where `on_full = "thin"` stands.
+    thinner: thin::Thinner,
 }
 
 /// The queue. Thread-safe; all methods block on disk I/O (call them from blocking threads).

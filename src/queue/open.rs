@@ -207,6 +207,7 @@ impl Queue {
                 store,
                 acked: Default::default(),
                 full: false,
+                thinner: Default::default(),
             }),
             notify: tokio::sync::Notify::new(),
             _lock: lock,
