@@ -2,8 +2,9 @@
 //! transfer of the sink, drawn on by the request bodies themselves as they go out. A body
 //! is streamed in 16 KiB chunks, each waiting for its tokens, so parallel transfers share
 //! the cap and the bytes on the wire follow it — not a sleep between requests, which would
-//! let each request burst at line rate. The bucket holds at most a tenth of a second of
-//! traffic (and at least one chunk), which bounds a burst after an idle spell.
+//! let each request burst at line rate. The bucket starts empty and holds at most a tenth
+//! of a second of traffic (and at least one chunk), which bounds a burst after an idle
+//! spell.
 //!
 //! Written by hand: the rate-limiter crates (governor, …) count cells per request, not
 //! bytes of a streamed body, and the bucket is twenty lines.
@@ -36,7 +37,8 @@ impl Throttle {
     pub fn new(bytes_per_sec: Option<u64>) -> Arc<Self> {
         let rate = bytes_per_sec.map(|r| r.max(1) as f64);
         Arc::new(Self {
-            bucket: Mutex::new((rate.map_or(0.0, capacity), Instant::now(), rate)),
+            // Empty at first: a transfer starts at the cap, not with a burst.
+            bucket: Mutex::new((0.0, Instant::now(), rate)),
             rate: std::sync::atomic::AtomicU64::new(bytes_per_sec.unwrap_or(0)),
         })
     }
@@ -137,8 +139,8 @@ mod tests {
         for task in tasks {
             task.await.unwrap_or_default();
         }
-        // 100 chunks of 16 KiB at 100 kB/s, less the initial bucket of one chunk.
-        let want = (100.0 * CHUNK as f64 - CHUNK as f64) / 100_000.0;
+        // 100 chunks of 16 KiB at 100 kB/s (the bucket starts empty).
+        let want = 100.0 * CHUNK as f64 / 100_000.0;
         let took = start.elapsed().as_secs_f64();
         assert!((took - want).abs() / want < 0.02, "{took} s, want {want} s");
     }
