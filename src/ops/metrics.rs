@@ -482,8 +482,14 @@ mod tests {
 
     #[test]
     fn the_uploader_state_words_are_the_ones_the_uploader_uses() {
-        let src = include_str!("../upload/uploader/mod.rs").to_string()
-            + include_str!("../upload/uploader/start.rs");
+        let src = [
+            include_str!("../upload/uploader/mod.rs"),
+            include_str!("../upload/uploader/start.rs"),
+            include_str!("../upload/uploader/report.rs"),
+            include_str!("../upload/uploader/send.rs"),
+            include_str!("../upload/uploader/link.rs"),
+        ]
+        .concat();
         for word in [
             "checking",
             "recovering",
@@ -493,6 +499,8 @@ mod tests {
             "backing off",
             "refused",
             "offline",
+            "window closed",
+            "budget spent",
         ] {
             assert!(UPLOADER_STATES.contains(&word));
             assert!(
