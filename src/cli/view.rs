@@ -70,7 +70,7 @@ pub(super) fn status(cfg: &Config, json: bool) -> anyhow::Result<bool> {
 }
 
 fn print_details(st: &Snapshot) {
-    use edgecap::upload::state::local_time;
+    use edgecap::ops::snapshot::local_time;
     let u = &st.uploader;
     println!("  uploader: {}", u.text());
     println!(

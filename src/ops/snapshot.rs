@@ -10,6 +10,9 @@
 //! - `counters.*` are lifetime counters persisted in the queue index; `run.*` and
 //!   `cameras` count this run only.
 //!
+//! `uploader` ([`UploaderStatus`]) is what the uploader is doing and why, filled by
+//! `upload::state` (the words and their meaning are documented there).
+//!
 //! The status file is the snapshot as JSON, rewritten atomically (temporary file + rename)
 //! every few seconds in the daemon's runtime directory and read by `edgecap status` and by
 //! the read-only queue commands while the daemon holds the queue. It holds counters and
@@ -21,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::queue::{Counters, IndexFailure, ReceiptStats, Stats, Tally};
-use crate::upload::state::UploaderStatus;
 
 /// One camera, this run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -225,4 +227,82 @@ pub fn write(path: &Path, snapshot: &Snapshot) -> std::io::Result<()> {
 pub fn read(path: &Path) -> std::io::Result<Snapshot> {
     let bytes = std::fs::read(path)?;
     serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+}
+
+/// The uploader's state as the status shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UploaderStatus {
+    /// One word (see the module doc).
+    pub state: String,
+    /// Why, where the state has a reason.
+    pub reason: Option<String>,
+    /// Since when (Unix ms).
+    pub since_ms: i64,
+    /// Until when the uploader waits (Unix ms), for `waiting` and `backing off`.
+    pub until_ms: Option<i64>,
+    /// The last time the platform accepted frames (Unix ms).
+    pub last_success_ms: Option<i64>,
+    /// The last error (masked), and when.
+    pub last_error: Option<String>,
+    /// When the last error happened (Unix ms).
+    pub last_error_ms: Option<i64>,
+    /// Frames delivered per minute, over the last five minutes.
+    pub frames_per_min: f64,
+    /// Image bytes delivered per minute, over the last five minutes.
+    pub bytes_per_min: f64,
+    /// Bytes counted against the budgets today (request bodies and overhead).
+    pub sent_today_bytes: u64,
+    /// Bytes counted against the budgets this budget month.
+    pub sent_month_bytes: u64,
+    /// Bytes the budgets still allow (the smaller of day and month); None without budgets.
+    pub budget_left_bytes: Option<u64>,
+    /// When the next upload window opens (Unix ms), while outside one.
+    pub next_window_ms: Option<i64>,
+    /// The configured cap on the bytes sent per second.
+    pub rate_cap_bytes_per_sec: Option<u64>,
+    /// The link's measured goodput, bytes per second.
+    pub link_bytes_per_sec: Option<f64>,
+}
+
+impl UploaderStatus {
+    /// The state with its reason and time, e.g. `waiting: session limit until 12:04:31`,
+    /// `refused: … since 2026-11-26 10:02:11`, `offline since …`. Times in local time.
+    pub fn text(&self) -> String {
+        let word = if self.state.is_empty() {
+            "starting"
+        } else {
+            self.state.as_str()
+        };
+        let mut s = word.to_string();
+        if let Some(r) = &self.reason {
+            s += ": ";
+            s += r;
+        }
+        match (word, self.until_ms) {
+            ("waiting" | "backing off" | "window closed" | "budget spent", Some(until)) => {
+                s += &format!(" until {}", local_time(until, false));
+            }
+            ("refused" | "offline", _) => {
+                s += &format!(" since {}", local_time(self.since_ms, true));
+            }
+            _ => {}
+        }
+        s
+    }
+}
+
+/// `ms` as local time: `HH:MM:SS`, with the date when `date` (or when not today).
+pub fn local_time(ms: i64, date: bool) -> String {
+    let Ok(ts) = jiff::Timestamp::from_millisecond(ms) else {
+        return ms.to_string();
+    };
+    let tz = jiff::tz::TimeZone::system();
+    let z = ts.to_zoned(tz.clone());
+    let today = jiff::Timestamp::now().to_zoned(tz).date();
+    if date || z.date() != today {
+        z.strftime("%Y-%m-%d %H:%M:%S").to_string()
+    } else {
+        z.strftime("%H:%M:%S").to_string()
+    }
 }

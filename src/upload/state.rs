@@ -22,77 +22,13 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 use crate::frame::unix_ms;
+use crate::ops::snapshot::UploaderStatus;
 
 /// How far back the delivery rate looks.
 const RATE_WINDOW: Duration = Duration::from_secs(300);
 /// The longest error text kept.
 const MAX_ERROR_CHARS: usize = 200;
-
-/// The uploader's state as the status shows it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct UploaderStatus {
-    /// One word (see the module doc).
-    pub state: String,
-    /// Why, where the state has a reason.
-    pub reason: Option<String>,
-    /// Since when (Unix ms).
-    pub since_ms: i64,
-    /// Until when the uploader waits (Unix ms), for `waiting` and `backing off`.
-    pub until_ms: Option<i64>,
-    /// The last time the platform accepted frames (Unix ms).
-    pub last_success_ms: Option<i64>,
-    /// The last error (masked), and when.
-    pub last_error: Option<String>,
-    /// When the last error happened (Unix ms).
-    pub last_error_ms: Option<i64>,
-    /// Frames delivered per minute, over the last five minutes.
-    pub frames_per_min: f64,
-    /// Image bytes delivered per minute, over the last five minutes.
-    pub bytes_per_min: f64,
-    /// Bytes counted against the budgets today (request bodies and overhead).
-    pub sent_today_bytes: u64,
-    /// Bytes counted against the budgets this budget month.
-    pub sent_month_bytes: u64,
-    /// Bytes the budgets still allow (the smaller of day and month); None without budgets.
-    pub budget_left_bytes: Option<u64>,
-    /// When the next upload window opens (Unix ms), while outside one.
-    pub next_window_ms: Option<i64>,
-    /// The configured cap on the bytes sent per second.
-    pub rate_cap_bytes_per_sec: Option<u64>,
-    /// The link's measured goodput, bytes per second.
-    pub link_bytes_per_sec: Option<f64>,
-}
-
-impl UploaderStatus {
-    /// The state with its reason and time, e.g. `waiting: session limit until 12:04:31`,
-    /// `refused: … since 2026-11-26 10:02:11`, `offline since …`. Times in local time.
-    pub fn text(&self) -> String {
-        let word = if self.state.is_empty() {
-            "starting"
-        } else {
-            self.state.as_str()
-        };
-        let mut s = word.to_string();
-        if let Some(r) = &self.reason {
-            s += ": ";
-            s += r;
-        }
-        match (word, self.until_ms) {
-            ("waiting" | "backing off" | "window closed" | "budget spent", Some(until)) => {
-                s += &format!(" until {}", local_time(until, false));
-            }
-            ("refused" | "offline", _) => {
-                s += &format!(" since {}", local_time(self.since_ms, true));
-            }
-            _ => {}
-        }
-        s
-    }
-}
 
 /// The short reason the state shows (the full one is the last error): the HTTP status
 /// where there is one — `key or project (403)`, `503`, `429 (rate limited)` — else the
@@ -111,21 +47,6 @@ pub fn short_reason(state: &str, reason: &str) -> String {
             let words: Vec<&str> = reason.split_whitespace().take(8).collect();
             words.join(" ")
         }
-    }
-}
-
-/// `ms` as local time: `HH:MM:SS`, with the date when `date` (or when not today).
-pub fn local_time(ms: i64, date: bool) -> String {
-    let Ok(ts) = jiff::Timestamp::from_millisecond(ms) else {
-        return ms.to_string();
-    };
-    let tz = jiff::tz::TimeZone::system();
-    let z = ts.to_zoned(tz.clone());
-    let today = jiff::Timestamp::now().to_zoned(tz).date();
-    if date || z.date() != today {
-        z.strftime("%Y-%m-%d %H:%M:%S").to_string()
-    } else {
-        z.strftime("%H:%M:%S").to_string()
     }
 }
 
