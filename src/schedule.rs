@@ -104,6 +104,12 @@ fn parse_days(s: &str) -> Option<u8> {
     (mask != 0).then_some(mask)
 }
 
+/// Minutes since local midnight.
+fn minute_of_day(z: &Zoned) -> u16 {
+    let t = z.time();
+    u16::try_from(t.hour()).unwrap_or(0) * 60 + u16::try_from(t.minute()).unwrap_or(0)
+}
+
 /// Monday = 0 … Sunday = 6.
 fn weekday(z: &Zoned) -> u8 {
     u8::try_from(z.weekday().to_monday_zero_offset()).unwrap_or(0)
@@ -201,10 +207,7 @@ impl ActiveHours {
         if self.windows.is_empty() {
             return true;
         }
-        let t = now.time();
-        let minute =
-            u16::try_from(t.hour()).unwrap_or(0) * 60 + u16::try_from(t.minute()).unwrap_or(0);
-        let day = weekday(now);
+        let (day, minute) = (weekday(now), minute_of_day(now));
         self.windows.iter().any(|w| w.contains(day, minute))
     }
 
@@ -245,10 +248,7 @@ impl ActiveHours {
         let mut at = now.clone();
         // A week of windows back to back is "always" for our purposes: stop after it.
         for _ in 0..(7 * self.windows.len() + 1) {
-            let t = at.time();
-            let minute =
-                u16::try_from(t.hour()).unwrap_or(0) * 60 + u16::try_from(t.minute()).unwrap_or(0);
-            let day = weekday(&at);
+            let (day, minute) = (weekday(&at), minute_of_day(&at));
             // The latest end among the windows open at `at`.
             let mut end: Option<Zoned> = None;
             for w in self.windows.iter().filter(|w| w.contains(day, minute)) {

@@ -6,6 +6,7 @@
 /// `s` as bytes.
 pub(super) fn parse_size(s: &str) -> Result<u64, String> {
     let (n, unit) = split(s)?;
+    let unit = unit.to_ascii_lowercase();
     let mult: f64 = match unit.as_str() {
         "" | "b" | "byte" | "bytes" => 1.0,
         "kb" => 1e3,
@@ -28,13 +29,8 @@ pub(super) fn parse_size(s: &str) -> Result<u64, String> {
 /// `s` as bytes per second. Bits: `bit/s`, `kbit/s`, `Mbit/s`, `Gbit/s`, also `Mb/s` and
 /// `Mbps`; bytes: `B/s`, `kB/s`, `MB/s`, `KiB/s`, `MiB/s`.
 pub(super) fn parse_rate(s: &str) -> Result<u64, String> {
-    let (n, _) = split(s)?;
-    let unit: String = s
-        .trim()
-        .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.' || c == '_')
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
+    // The case of `b`/`B` matters here: bits or bytes.
+    let (n, unit) = split(s)?;
     let bad = || {
         format!("`{s}` is not a rate: write it like \"2 Mbit/s\", \"256 kbit/s\" or \"250 kB/s\"")
     };
@@ -61,7 +57,7 @@ pub(super) fn parse_rate(s: &str) -> Result<u64, String> {
     whole(if bits { n * mult / 8.0 } else { n * mult }, s)
 }
 
-/// The number and the unit (lower case, spaces dropped).
+/// The number and the unit as written (spaces dropped).
 fn split(s: &str) -> Result<(f64, String), String> {
     let t = s.trim();
     let end = t
@@ -72,11 +68,7 @@ fn split(s: &str) -> Result<(f64, String), String> {
         .replace('_', "")
         .parse()
         .map_err(|_| format!("`{s}` does not start with a number"))?;
-    let unit: String = unit
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect::<String>()
-        .to_ascii_lowercase();
+    let unit: String = unit.chars().filter(|c| !c.is_whitespace()).collect();
     Ok((n, unit))
 }
 

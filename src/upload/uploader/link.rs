@@ -94,6 +94,17 @@ pub(super) struct BudgetNow {
     pub(super) until_reset: Duration,
 }
 
+/// Bytes left at which a budget counts as spent: not even one frame's and one batch's
+/// overhead fits.
+const SPENT_AT: u64 = OVERHEAD_PER_BATCH + OVERHEAD_PER_FRAME;
+
+impl BudgetNow {
+    /// Nothing more may be sent before the reset.
+    pub(super) fn spent(&self) -> bool {
+        self.left <= SPENT_AT
+    }
+}
+
 /// The first day of the budget month `now` is in, and the first day of the next one.
 fn budget_month(
     now: &jiff::Zoned,
@@ -161,7 +172,7 @@ impl<S: Sink> Uploader<S> {
             if rest < left {
                 left = rest;
             }
-            if rest <= OVERHEAD_PER_BATCH + OVERHEAD_PER_FRAME {
+            if rest <= SPENT_AT {
                 until_reset = until_reset.max(reset);
             }
             in_reserve |= l.reserve_for_newest && rest <= budget / RESERVE_DIVISOR;
@@ -184,7 +195,7 @@ impl<S: Sink> Uploader<S> {
             return None;
         }
         match self.budget_now() {
-            Some(b) if b.left <= OVERHEAD_PER_BATCH + OVERHEAD_PER_FRAME => Some(Phase::Spent {
+            Some(b) if b.spent() => Some(Phase::Spent {
                 until: Instant::now() + b.until_reset,
                 since,
             }),

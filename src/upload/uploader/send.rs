@@ -49,7 +49,7 @@ impl<S: Sink> Uploader<S> {
         // left, and in the reserve the newest frames go first.
         let budget = self.budget_now();
         if let Some(b) = &budget
-            && b.left <= link::OVERHEAD_PER_BATCH + link::OVERHEAD_PER_FRAME
+            && b.spent()
         {
             info!(
                 resets_in_secs = b.until_reset.as_secs(),

@@ -2,27 +2,13 @@
 //! placeholder project, a short key, a command source whose program is missing.
 
 use std::path::Path;
-use std::process::Command;
 
 use fake_platform::nexus::{FakeNexus, SECRET};
 
-use crate::support::{TestConfig, bin};
+use crate::support::TestConfig;
 
 fn validate_online(config: &Path) -> (i32, String) {
-    let out = Command::new(bin())
-        .args(["config", "validate", "--online", "--config"])
-        .arg(config)
-        .env("EDGECAP_TEST_SECRET", SECRET)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    super::edgecap(&["config", "validate", "--online"], config, Some(SECRET))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

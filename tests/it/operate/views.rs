@@ -3,9 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::support::{TestConfig, bin, free_port, run_to_end};
+use crate::support::{TestConfig, free_port, run_to_end};
 
 /// Every file under `dir` with its size and modification time.
 fn tree(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
@@ -46,22 +45,7 @@ fn make_foreign(dir: &Path) {
 }
 
 fn edgecap(args: &[&str], config: &Path) -> (i32, String) {
-    let out = Command::new(bin())
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("EDGECAP_TEST_SECRET")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    super::edgecap(args, config, None)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
