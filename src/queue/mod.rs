@@ -198,6 +198,7 @@ pub use ledger::Sent;
 pub use open::OpenReport;
 pub use receipts::{Receipt, ReceiptStats, read_all as read_receipts};
 pub use repair::RETRY_EVERY as REPAIR_EVERY;
+pub use spool::STREAM_CHUNK;
 
 use crate::config::OnFull;
 use files::frame_name;

@@ -3,7 +3,7 @@
 //! the disk is full), and the reconcile of index and spool files whose rules the parent
 //! module's docs list.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -41,11 +41,26 @@ pub struct OpenReport {
     pub restarted_for_repair: bool,
 }
 
-/// What the reconcile keeps of a valid spool file.
+/// The spool's frame files by number, sorted, each with whether an index entry claimed it.
+/// Eight bytes and a flag per file: the reconcile of a 100,000-frame backlog holds no
+/// file's metadata (it once held them all: memory that grew with the backlog and stayed
+/// in the allocator after the start).
 struct OnDisk {
-    file_len: u64,
-    filename: String,
-    groups: Vec<String>,
+    seqs: Vec<u64>,
+    claimed: Vec<bool>,
+}
+
+impl OnDisk {
+    fn new(mut seqs: Vec<u64>) -> Self {
+        seqs.sort_unstable();
+        seqs.dedup();
+        let claimed = vec![false; seqs.len()];
+        Self { seqs, claimed }
+    }
+
+    fn position(&self, seq: u64) -> Option<usize> {
+        self.seqs.binary_search(&seq).ok()
+    }
 }
 
 /// Missing spool files logged one by one at open; past this, one line gives the total.
@@ -307,11 +322,9 @@ impl Queue {
                 bury.push(Op::Bury { seq });
             }
         }
-        // Per spool file only what the index needs (its custom metadata is dropped at once:
-        // with a 10,000-frame backlog holding whole metadata here cost ~30 MiB of heap).
-        let mut files: BTreeMap<u64, OnDisk> = BTreeMap::new();
         // Seqs whose file was just quarantined (already counted and logged as such).
         let mut bad: BTreeSet<u64> = BTreeSet::new();
+        let mut seqs = Vec::with_capacity(names.len());
         for name in names {
             let path = self.spool.join(&name);
             if name.ends_with(".tmp") {
@@ -337,26 +350,24 @@ impl Queue {
                 }
                 continue;
             }
+            seqs.push(seq);
+        }
+        let mut files = OnDisk::new(seqs);
+        // A file's header is read when its entry (or its absence) is reconciled, one file
+        // at a time; a damaged one is quarantined then.
+        let check = |seq: u64, report: &mut OpenReport, bad: &mut BTreeSet<u64>| {
+            let path = self.path_of(seq);
             match spool::read_meta_of(&path, seq) {
-                Ok((h, m)) => {
-                    files.insert(
-                        seq,
-                        OnDisk {
-                            file_len: h.file_len(),
-                            filename: m.filename,
-                            groups: m.groups,
-                        },
-                    );
-                }
+                Ok((h, m)) => Some((h.file_len(), m.filename, m.groups)),
                 Err(e) => {
                     self.quarantine_file(&path, &e.to_string());
                     report.quarantined += 1;
                     bad.insert(seq);
+                    None
                 }
             }
-        }
+        };
         let mut max_seq = 0u64;
-        let mut indexed: BTreeSet<u64> = BTreeSet::new();
         // Index changes that land atomically with the counters (see below).
         let mut ops: Vec<Op> = bury;
         for state in FrameState::ALL {
@@ -369,20 +380,30 @@ impl Queue {
                 };
                 max_seq = max_seq.max(seq);
                 let entry = decode_entry(&v);
-                match (files.get(&seq), entry) {
-                    (Some(f), Some(mut e)) if !indexed.contains(&seq) => {
-                        indexed.insert(seq);
-                        e.bytes = f.file_len;
-                        e.filename.clone_from(&f.filename);
+                let at = files.position(seq).filter(|&i| !files.claimed[i]);
+                let on_disk = match (at, &entry) {
+                    (Some(i), Some(_)) => {
+                        files.claimed[i] = true;
+                        check(seq, report, &mut bad)
+                    }
+                    _ => None,
+                };
+                match (on_disk, entry) {
+                    (Some((file_len, filename, _)), Some(mut e)) => {
+                        e.bytes = file_len;
+                        if e.filename != filename {
+                            e.filename = filename;
+                        }
                         match state {
                             FrameState::InFlight => moved.push((seq, e)),
-                            FrameState::Dead => st.dead.add(f.file_len),
-                            FrameState::Pending => st.pending.add(f.file_len),
+                            FrameState::Dead => st.dead.add(file_len),
+                            FrameState::Pending => st.pending.add(file_len),
                         }
                     }
-                    (found, entry) => {
+                    (_, entry) => {
                         ops.push(Op::Forget { seq, from: state });
-                        if found.is_none() && !bad.contains(&seq) && !finished.contains(&seq) {
+                        let found = files.position(seq).is_some();
+                        if !found && !bad.contains(&seq) && !finished.contains(&seq) {
                             report.index_dropped += 1;
                             if report.index_dropped <= MISSING_LOGGED {
                                 let filename = entry.map(|e| e.filename).unwrap_or_default();
@@ -406,12 +427,16 @@ impl Queue {
             }
         }
         let through = st.counters.committed_through;
-        for (seq, f) in files {
+        for i in 0..files.seqs.len() {
+            let seq = files.seqs[i];
             max_seq = max_seq.max(seq);
-            if indexed.contains(&seq) {
+            if files.claimed[i] {
                 continue;
             }
-            let e = Entry::new(f.file_len, f.filename, f.groups);
+            let Some((file_len, filename, groups)) = check(seq, report, &mut bad) else {
+                continue;
+            };
+            let e = Entry::new(file_len, filename, groups);
             st.pending.add(e.bytes);
             report.reindexed += 1;
             // Committed after the index's last durable state: not counted yet.

@@ -229,6 +229,38 @@ pub fn read_meta(path: &Path) -> Result<(Header, FrameMeta), SpoolError> {
     Ok((h, m))
 }
 
+/// Bytes per read when an image is checked or streamed from its spool file: one buffer
+/// of this size per upload, reused for every chunk, instead of a buffer per frame.
+pub const STREAM_CHUNK: usize = 16 * 1024;
+
+/// Opens frame `seq`'s file for streaming its image: header and metadata checked, the
+/// image's checksum verified by reading it once in [`STREAM_CHUNK`] pieces, and the file
+/// left positioned at the image's first byte. Returns the file and the image's length.
+/// Memory: one chunk, whatever the frame's size.
+pub fn open_image_of(path: &Path, seq: u64) -> Result<(File, Header), SpoolError> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = File::open(path).map_err(|e| SpoolError::io(path, e))?;
+    let (h, _, _) = read_head(path, &mut f)?;
+    check_identity(path, &h, seq)?;
+    let start = h.file_len() - u64::from(h.image_len);
+    let mut buf = [0u8; STREAM_CHUNK];
+    let mut left = h.image_len as usize;
+    let mut crc = 0u32;
+    while left > 0 {
+        let n = left.min(STREAM_CHUNK);
+        f.read_exact(&mut buf[..n])
+            .map_err(|e| SpoolError::io(path, e))?;
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        left -= n;
+    }
+    if crc != h.image_crc {
+        return Err(SpoolError::corrupt(path, "image checksum mismatch"));
+    }
+    f.seek(SeekFrom::Start(start))
+        .map_err(|e| SpoolError::io(path, e))?;
+    Ok((f, h))
+}
+
 /// Reads a whole frame and verifies both checksums.
 pub fn read_frame(path: &Path) -> Result<(Header, FrameMeta, Vec<u8>), SpoolError> {
     let mut f = File::open(path).map_err(|e| SpoolError::io(path, e))?;

@@ -116,8 +116,9 @@ impl RateLimiter {
 /// limits; with a session limit (`sessions_left` in the window) and a backlog
 /// (`backlog_frames`, `backlog_bytes`) that the sessions left could not carry at that size,
 /// batches grow so that the backlog fits into the sessions left (at most
-/// [`MAX_BATCH_FRAMES`] frames and [`MAX_BATCH_GROWTH`] × `bytes`): a long outage then
-/// drains at the link's speed instead of 15 sessions × `batch_max_frames` per 5 minutes.
+/// [`MAX_GROWN_FRAMES`] frames, or the configured size if larger, and [`MAX_BATCH_GROWTH`]
+/// × `bytes`): a long outage then drains faster than 15 sessions × `batch_max_frames` per
+/// 5 minutes, and a batch's memory stays bounded whatever the backlog.
 pub fn batch_size(
     frames: usize,
     bytes: u64,
@@ -131,13 +132,19 @@ pub fn batch_size(
     let left = left.max(1) as u64;
     let per_frames = backlog_frames.div_ceil(left);
     let per_bytes = backlog_bytes.div_ceil(left);
-    let grown_frames = per_frames.clamp(frames as u64, MAX_BATCH_FRAMES.max(frames) as u64);
+    let grown_frames = per_frames.clamp(frames as u64, MAX_GROWN_FRAMES.max(frames) as u64);
     let grown_bytes = per_bytes.clamp(bytes, bytes.saturating_mul(MAX_BATCH_GROWTH));
     (grown_frames as usize, grown_bytes)
 }
 
-/// The platform's limit on assets per upload session.
-pub const MAX_BATCH_FRAMES: usize = crate::config::platform::NEXUS_MAX_ASSETS_PER_SESSION;
+/// How far a batch grows on its own. Memory, not the platform, sets it: a batch holds each
+/// frame's metadata, its entry in the session request and its upload URL in the answer
+/// (about 9 KB per frame in all), so the platform's 5000 assets per session cost ~45 MiB
+/// more at the peak of a drain. 1000 frames of ~100 KB under the default session limit
+/// (15 per 5 minutes) still carry 50 frames/s, about 40 Mbit/s: more than the links edgecap
+/// is built for. A larger `batch_max_frames` (up to the platform's 5000) is taken as the
+/// operator's choice of speed over memory.
+pub const MAX_GROWN_FRAMES: usize = 1000;
 /// How far [`batch_size`] may grow `batch_max_bytes`.
 pub const MAX_BATCH_GROWTH: u64 = 16;
 
@@ -165,7 +172,12 @@ mod tests {
         // One session left: as large as the platform allows, bytes capped at 16x.
         assert_eq!(
             batch_size(500, mb, 100_000, 100 * mb, Some(1)),
-            (5000, 16 * mb)
+            (MAX_GROWN_FRAMES, 16 * mb)
+        );
+        // A configured size above the growth limit is kept.
+        assert_eq!(
+            batch_size(2000, mb, 100_000, 100 * mb, Some(1)),
+            (2000, 16 * mb)
         );
         let mut r = RateLimiter::new(3, Duration::from_secs(300));
         let t = Instant::now();

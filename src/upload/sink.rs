@@ -179,11 +179,19 @@ impl SessionJournal for Queue {
 pub trait ImageStore: Send + Sync + 'static {
     /// The image of frame `seq`.
     fn read_image(&self, seq: u64) -> Result<Vec<u8>, ReadError>;
+
+    /// Opens frame `seq`'s image for streaming: its checksum verified, the file positioned
+    /// at its first byte; the file and the image's length.
+    fn open_image(&self, seq: u64) -> Result<(std::fs::File, u32), ReadError>;
 }
 
 impl ImageStore for Queue {
     fn read_image(&self, seq: u64) -> Result<Vec<u8>, ReadError> {
         Queue::read_image(self, seq)
+    }
+
+    fn open_image(&self, seq: u64) -> Result<(std::fs::File, u32), ReadError> {
+        Queue::open_image(self, seq)
     }
 }
 
@@ -270,6 +278,32 @@ impl Frame {
         }
     }
 
+    /// The image as a request body and its length: bytes in memory as they are; a stored
+    /// image streamed from its spool file in [`crate::queue::STREAM_CHUNK`] pieces (its
+    /// checksum verified first, and again as it goes), so an upload holds one chunk, not
+    /// the frame. Through `throttle` when a cap is set. The caller sets `Content-Length`.
+    pub async fn body(
+        &self,
+        throttle: Option<&Arc<crate::upload::throttle::Throttle>>,
+    ) -> Result<(reqwest::Body, u64), ImageError> {
+        match &self.image {
+            Image::Bytes(b) => Ok((
+                crate::upload::throttle::body(throttle, b.clone()),
+                b.len() as u64,
+            )),
+            Image::Stored(store) => {
+                let (stream, len) = crate::upload::stream::image_stream(
+                    Arc::clone(store),
+                    self.seq,
+                    self.image_crc,
+                    throttle.filter(|t| t.rate().is_some()).cloned(),
+                )
+                .await?;
+                Ok((reqwest::Body::wrap_stream(stream), len))
+            }
+        }
+    }
+
     /// The image bytes, for callers already on a blocking thread.
     pub fn image_blocking(&self) -> Result<Bytes, ImageError> {
         match &self.image {
@@ -280,9 +314,12 @@ impl Frame {
 }
 
 fn read_stored(store: &dyn ImageStore, seq: u64) -> Result<Bytes, ImageError> {
-    match store.read_image(seq) {
-        Ok(v) => Ok(Bytes::from(v)),
-        Err(ReadError::Io { source, .. }) => Err(ImageError::Transient(source.to_string())),
-        Err(e) => Err(ImageError::Gone(e.to_string())),
+    store.read_image(seq).map(Bytes::from).map_err(image_error)
+}
+
+pub(crate) fn image_error(e: ReadError) -> ImageError {
+    match e {
+        ReadError::Io { source, .. } => ImageError::Transient(source.to_string()),
+        e => ImageError::Gone(e.to_string()),
     }
 }

@@ -219,6 +219,7 @@ impl NexusSink {
                 return retry_all(&batch, "garbage session response", h);
             }
         };
+        drop(bytes);
         let session_id = c.clean(&session.id);
         let op_id = session.op_id.clone();
         info!(session = %session_id, operation = %c.clean(&op_id), frames = batch.len(),
@@ -239,20 +240,27 @@ impl NexusSink {
             .map(|a| (a.metadata.filename, a.upload))
             .collect();
         // Metadata to attach once the platform has the images (bulk modes).
-        let mut jobs_meta: Vec<MetaJob> = if mode == MetadataApi::Session {
-            Vec::new()
-        } else {
-            meta_jobs(&batch)
-        };
+        // (Taken out of the frames below, not cloned: the PUTs need no metadata.)
+        let bulk = mode != MetadataApi::Session;
+        let mut jobs_meta: Vec<MetaJob> = Vec::new();
 
         // PUT every file that has an upload spec, `put_concurrency` at a time.
         let mut outcomes: Vec<(u64, Outcome)> = Vec::new();
         let mut missing = 0usize;
         let n = batch.len();
         let mut jobs = Vec::with_capacity(n);
-        for f in batch {
+        for mut f in batch {
             match specs.remove(&f.meta.filename) {
-                Some(Some(spec)) => jobs.push((f, spec)),
+                Some(Some(spec)) => {
+                    if bulk {
+                        jobs_meta.push(MetaJob {
+                            seq: f.seq,
+                            filename: f.meta.filename.clone(),
+                            custom: std::mem::take(&mut f.meta.custom),
+                        });
+                    }
+                    jobs.push((f, spec));
+                }
                 // A session that cannot carry the frame counts as an attempt for it, so
                 // `max_attempts` ends a frame the platform never takes instead of one
                 // session every few minutes forever.

@@ -55,20 +55,6 @@ pub(super) async fn put_file(
     stop: &watch::Receiver<bool>,
 ) -> Put {
     let seq = frame.seq;
-    // Read only now: at most `put_concurrency` images are in memory at once.
-    let image = match frame.image().await {
-        Ok(i) => i,
-        Err(ImageError::Transient(reason)) => {
-            return Put::Transient {
-                reason,
-                network: false,
-            };
-        }
-        Err(ImageError::Gone(e)) => {
-            warn!(seq, error = %e, "frame cannot be uploaded");
-            return Put::Done(Outcome::Gone);
-        }
-    };
     let Ok(method) = Method::from_bytes(spec.method.as_bytes()) else {
         return Put::Done(Outcome::Rejected(format!(
             "the server asked for an invalid HTTP method {:?}",
@@ -101,15 +87,27 @@ pub(super) async fn put_file(
     let delays = [Duration::from_secs(1), Duration::from_secs(2)];
     let mut attempt = 0;
     loop {
-        let mut req = client
+        // Opened only now, and streamed from the spool file: an upload holds one chunk.
+        let (body, len) = match frame.body(throttle).await {
+            Ok(b) => b,
+            Err(ImageError::Transient(reason)) => {
+                return Put::Transient {
+                    reason,
+                    network: false,
+                };
+            }
+            Err(ImageError::Gone(e)) => {
+                warn!(seq, error = %e, "frame cannot be uploaded");
+                return Put::Done(Outcome::Gone);
+            }
+        };
+        // A streamed body has no length of its own; storage wants one.
+        let req = client
             .request(method.clone(), url.clone())
             .headers(headers.clone())
             .timeout(deadline)
-            .body(throttle::body(throttle, image.clone()));
-        if throttle.is_some_and(|t| t.rate().is_some()) {
-            // A streamed body has no length of its own; storage wants one.
-            req = req.header(reqwest::header::CONTENT_LENGTH, image.len());
-        }
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(body);
         let res = tokio::select! {
             r = req.send() => r,
             _ = stopped(stop) => return Put::Stopped,

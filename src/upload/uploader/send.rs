@@ -209,6 +209,9 @@ impl<S: Sink> Uploader<S> {
             .unwrap_or_default();
         let now: Vec<u64> = seqs.into_iter().filter(|s| !later.contains(s)).collect();
         self.apply(&now, &report.outcomes).await;
+        // The batch's metadata, session request and answer are freed now: hand the pages
+        // back instead of keeping the largest batch's worth resident for good.
+        crate::ops::memory::release_free_memory();
         if let Some(p) = report.pending {
             self.ops.spawn(p);
         }
