@@ -96,13 +96,79 @@ pub(super) struct EnqueueArgs {
 /// Files at which a progress bar is worth drawing (on a terminal only).
 const PROGRESS_FROM: usize = 50;
 
-/// `edgecap enqueue`.
-#[allow(clippy::print_stderr, reason = "the command's own report")]
+/// What an `enqueue` did, whichever way the files went.
+struct Enqueued {
+    skipped: Vec<(PathBuf, String)>,
+    duplicates: Vec<PathBuf>,
+    /// The summary line.
+    headline: String,
+}
+
+/// `edgecap enqueue` with no daemon running: the files go straight into the queue.
 pub(super) fn enqueue(
     resolved: &Resolved,
     camera: usize,
     paths: &[PathBuf],
     args: &EnqueueArgs,
+) -> ExitCode {
+    let cfg = &resolved.config;
+    enqueue_with(paths, args, |files, progress| {
+        let opts = edgecap::daemon::enqueue::Options {
+            allow_duplicates: args.allow_duplicates,
+            progress: Some(progress),
+        };
+        let done = edgecap::daemon::enqueue::enqueue(resolved, camera, files, &opts)?;
+        Ok(Enqueued {
+            headline: format!(
+                "enqueued {} frame(s), {} bytes, as camera {} (run {}) into {}",
+                done.frames,
+                done.bytes,
+                cfg.cameras.get(camera).map_or("?", |c| c.name.as_str()),
+                done.run_id,
+                cfg.queue.dir.display()
+            ),
+            skipped: done.skipped,
+            duplicates: done.duplicates,
+        })
+    })
+}
+
+/// `edgecap enqueue` while a daemon holds the queue: the files go through its inbox
+/// (daemon/inbox.rs), durably, and the daemon queues and uploads them as they arrive.
+pub(super) fn hand_over(
+    cfg: &edgecap::config::Config,
+    camera: usize,
+    paths: &[PathBuf],
+    args: &EnqueueArgs,
+) -> ExitCode {
+    let name = cfg.cameras.get(camera).map_or("?", |c| c.name.as_str());
+    enqueue_with(paths, args, |files, progress| {
+        let done = edgecap::daemon::inbox::hand_over(
+            &cfg.queue.dir,
+            name,
+            files,
+            args.allow_duplicates,
+            Some(progress),
+        )?;
+        Ok(Enqueued {
+            headline: format!(
+                "handed {} frame(s), {} bytes, as camera {name} to the running daemon through {}",
+                done.frames,
+                done.bytes,
+                done.inbox.display()
+            ),
+            skipped: done.skipped,
+            duplicates: done.duplicates,
+        })
+    })
+}
+
+/// Collects the files, draws the progress bar, runs `put` and reports.
+#[allow(clippy::print_stderr, reason = "the command's own report")]
+fn enqueue_with(
+    paths: &[PathBuf],
+    args: &EnqueueArgs,
+    put: impl FnOnce(&[PathBuf], &dyn Fn(u64)) -> anyhow::Result<Enqueued>,
 ) -> ExitCode {
     use edgecap::daemon::enqueue;
     use std::io::IsTerminal;
@@ -110,7 +176,6 @@ pub(super) fn enqueue(
         Ok(f) => f,
         Err(e) => return usage_failure(&e.to_string()),
     };
-    let cfg = &resolved.config;
     let bar =
         (collected.files.len() >= PROGRESS_FROM && std::io::stderr().is_terminal()).then(|| {
             let pb = indicatif::ProgressBar::new(collected.files.len() as u64);
@@ -126,11 +191,7 @@ pub(super) fn enqueue(
             b.set_position(n);
         }
     };
-    let opts = enqueue::Options {
-        allow_duplicates: args.allow_duplicates,
-        progress: Some(&progress),
-    };
-    let result = enqueue::enqueue(resolved, camera, &collected.files, &opts);
+    let result = put(&collected.files, &progress);
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -147,14 +208,7 @@ pub(super) fn enqueue(
                     eprintln!("edgecap: not a .jpg/.jpeg file, left out: {}", p.display());
                 }
             }
-            println!(
-                "enqueued {} frame(s), {} bytes, as camera {} (run {}) into {}",
-                done.frames,
-                done.bytes,
-                cfg.cameras.get(camera).map_or("?", |c| c.name.as_str()),
-                done.run_id,
-                cfg.queue.dir.display()
-            );
+            println!("{}", done.headline);
             if !done.duplicates.is_empty() {
                 println!(
                     "skipped {} file(s) enqueued before (same content; --allow-duplicates enqueues them again{})",
@@ -175,7 +229,7 @@ pub(super) fn enqueue(
                 ExitCode::from(EXIT_RUNTIME)
             }
         }
-        Err(e) => runtime_failure(&anyhow::Error::new(e)),
+        Err(e) => runtime_failure(&e),
     }
 }
 

@@ -143,6 +143,18 @@ pub fn main() -> ExitCode {
                 Some(Ok(i)) => i,
                 Some(Err(code)) => return code,
             };
+            let opts = daemon::EnqueueArgs {
+                recursive,
+                allow_duplicates,
+                verbose,
+            };
+            // A daemon holds the queue: hand the files over through its inbox.
+            if matches!(
+                edgecap::queue::Queue::held_elsewhere(&cfg.queue.dir),
+                Ok(true)
+            ) {
+                return daemon::hand_over(&cfg, index, &paths, &opts);
+            }
             if let Err(e) = queue::ensure_owner(&cfg.queue.dir) {
                 return runtime_failure(&e);
             }
@@ -151,11 +163,6 @@ pub fn main() -> ExitCode {
                 Err(code) => return code,
             };
             edgecap::ops::journal::init();
-            let opts = daemon::EnqueueArgs {
-                recursive,
-                allow_duplicates,
-                verbose,
-            };
             daemon::enqueue(&resolved, index, &paths, &opts)
         }
         Command::Run { drain } => {

@@ -11,6 +11,7 @@
 mod cameras;
 pub mod commit;
 pub mod enqueue;
+pub mod inbox;
 mod reload;
 mod status;
 
@@ -151,7 +152,7 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
         Arc::clone(&health),
     )
     .map_err(DaemonError::Thread)?;
-    let namer = Namer::new(device_id.clone(), run_id.clone(), table);
+    let namer = Namer::new(device_id.clone(), run_id.clone(), Arc::clone(&table));
     let settings = commit::CommitSettings {
         mode: config.queue.fsync,
         window: config.queue.commit_window,
@@ -169,6 +170,22 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
         })
         .map_err(DaemonError::Thread)?;
 
+    // Frames handed over by `edgecap enqueue` and other programs (daemon/inbox.rs).
+    let taker = match inbox::Taker::new(Arc::clone(&queue), device_id.clone(), table) {
+        Ok(t) => {
+            let stop = Arc::clone(&capture_stop);
+            std::thread::Builder::new()
+                .name("inbox".into())
+                .spawn(move || t.run(&stop))
+                .map_err(|e| warn!(error = %e, "cannot start the inbox taker; `edgecap enqueue` cannot reach this daemon"))
+                .ok()
+        }
+        Err(e) => {
+            warn!(inbox = %inbox::inbox_dir(&config.queue.dir).display(), error = %e,
+                "cannot create the inbox; `edgecap enqueue` and other programs cannot hand frames to this daemon");
+            None
+        }
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
     let up_stats = Arc::new(UploadStats::default());
@@ -303,7 +320,8 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
     capture_stop.set();
     let committed = tokio::task::spawn_blocking(move || {
         cameras.join();
-        committer.join().unwrap_or(0)
+        let taken = taker.map_or(0, |t| t.join().unwrap_or(0));
+        committer.join().unwrap_or(0) + taken
     })
     .await
     .unwrap_or(0);

@@ -45,6 +45,16 @@ fn unhex(s: &str) -> Option<Digest> {
     Some(out)
 }
 
+/// The digests in the log of the queue in `dir` (read-only: what `enqueue` checks before
+/// handing files to a running daemon).
+pub fn read_digest_log(dir: &std::path::Path) -> HashSet<Digest> {
+    std::fs::read_to_string(dir.join("enqueued"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| unhex(l.trim()))
+        .collect()
+}
+
 impl Queue {
     fn digest_log(&self) -> PathBuf {
         self.dir.join("enqueued")
@@ -52,11 +62,7 @@ impl Queue {
 
     /// The digests of every file enqueued into this queue so far.
     pub fn enqueued_digests(&self) -> HashSet<Digest> {
-        std::fs::read_to_string(self.digest_log())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| unhex(l.trim()))
-            .collect()
+        read_digest_log(&self.dir)
     }
 
     /// Notes `digests` as enqueued (their frames are committed), durably.

@@ -75,8 +75,22 @@ pub(super) fn ensure_reserve(path: &Path) {
 }
 
 impl Queue {
-    /// Moves a file into quarantine (never deletes it).
+    /// Moves a file from outside the spool (an inbox item) into quarantine, logged with
+    /// `reason`.
+    pub fn quarantine_foreign(&self, path: &Path, reason: &str) {
+        self.quarantine_as(
+            path,
+            reason,
+            "quarantined an inbox item that cannot be queued",
+        );
+    }
+
+    /// Moves a spool file into quarantine (never deletes it).
     pub(super) fn quarantine_file(&self, path: &Path, reason: &str) {
+        self.quarantine_as(path, reason, "quarantined a spool file");
+    }
+
+    fn quarantine_as(&self, path: &Path, reason: &str, what: &str) {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -89,8 +103,7 @@ impl Queue {
         }
         match std::fs::rename(path, &target) {
             Ok(()) => {
-                warn!(file = %path.display(), moved_to = %target.display(), reason,
-                    "quarantined a spool file");
+                warn!(file = %path.display(), moved_to = %target.display(), reason, "{what}");
             }
             Err(e) => {
                 error!(file = %path.display(), error = %e, reason,

@@ -190,7 +190,7 @@ use tracing::warn;
 pub use admin::{Damaged, Inspection, Listed, Spooled, inspect, may_open, scan_spool};
 pub use counters::{Counters, IndexFailure, Stats, Tally};
 pub use delivery::{Delivered, Leased};
-pub use digests::{Digest, digest};
+pub use digests::{Digest, digest, read_digest_log};
 pub use files::{INDEX_MARGIN_BYTES, RESERVE_BYTES};
 pub use group::{Committed, Group};
 pub use index::{Entry, FrameState, SessionRef};

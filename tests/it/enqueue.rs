@@ -89,25 +89,132 @@ async fn enqueued_files_are_uploaded_byte_identical_with_the_cameras_metadata() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enqueue_refuses_a_queue_a_running_daemon_holds() {
+async fn a_running_daemon_takes_files_through_its_inbox_from_enqueue_and_other_programs() {
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("a.jpg");
-    std::fs::write(&file, jpeg(1)).unwrap();
-    let cfg = TestConfig::nexus(tmp.path(), "http://127.0.0.1:1");
+    let folder = tmp.path().join("images");
+    std::fs::create_dir(&folder).unwrap();
+    let mut originals = Vec::new();
+    for i in 0..5u8 {
+        let b = jpeg(i * 50 + 1);
+        std::fs::write(folder.join(format!("img{i}.jpg")), &b).unwrap();
+        originals.push(b);
+    }
+    std::fs::write(folder.join("broken.jpg"), b"not a jpeg").unwrap();
+    let server = FakeNexus::start().await;
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.fps = 0.2;
+    cfg.batch_max_age_secs = 1;
     let config = cfg.write(&tmp.path().join("edgecap.toml"));
-    let _d = Daemon::start(&config, &tmp.path().join("log"));
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    let inbox = cfg.queue_dir.join("inbox");
     for _ in 0..100 {
-        if crate::support::queue_stats_live(&cfg).is_some() {
+        if inbox.is_dir() && crate::support::queue_stats_live(&cfg).is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let out = enqueue(&config, &[file.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&inbox).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o2770, "group-writable, setgid: {mode:o}");
+
+    // `enqueue` while the daemon holds the queue: handed over, durably, through the inbox.
+    let out = enqueue(&config, &["--camera", "cam0", folder.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "one skipped file\n{stdout}{stderr}"
+    );
+    assert!(stdout.contains("handed 5 frame(s)"), "{stdout}");
     assert!(
-        stderr.contains("queue") && stderr.contains(&cfg.queue_dir.display().to_string()),
+        stderr.contains("broken.jpg") && stderr.contains("not a JPEG"),
         "{stderr}"
+    );
+
+    // Another program: a sidecar, then the image renamed into place.
+    let other = jpeg(222);
+    std::fs::write(
+        inbox.join("det-0001.jpg.json"),
+        br#"{"camera": "cam0", "metadata": {"detector": "yolo", "score": 0.87}}"#,
+    )
+    .unwrap();
+    std::fs::write(inbox.join(".det-0001.jpg"), &other).unwrap();
+    std::fs::rename(inbox.join(".det-0001.jpg"), inbox.join("det-0001.jpg")).unwrap();
+    // And an item that cannot be queued: quarantined, never deleted.
+    std::fs::write(inbox.join(".bad.jpg"), b"garbage").unwrap();
+    std::fs::rename(inbox.join(".bad.jpg"), inbox.join("bad.jpg")).unwrap();
+
+    let mut arrived = 0;
+    for _ in 0..300 {
+        arrived = server.with(|s| {
+            s.assets
+                .values()
+                .filter(|a| {
+                    // Bytes and metadata both (bulk metadata lands after the upload).
+                    (originals.contains(&a.bytes) && a.custom_metadata.get("source_file").is_some())
+                        || (a.bytes == other && a.custom_metadata.get("detector").is_some())
+                })
+                .count()
+        });
+        if arrived == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(arrived, 6, "{}", d.log_text());
+    server.with(|s| {
+        assert!(s.record.violations.is_empty(), "{:?}", s.record.violations);
+        for a in s.assets.values() {
+            if a.bytes == other {
+                assert_eq!(a.custom_metadata["detector"], "yolo");
+                assert_eq!(
+                    a.custom_metadata["site"], "north",
+                    "the camera's own metadata"
+                );
+            } else if originals.contains(&a.bytes) {
+                let src = a.custom_metadata["source_file"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                assert!(src.starts_with(folder.to_str().unwrap()), "{src}");
+            }
+        }
+    });
+    let left: Vec<_> = std::fs::read_dir(&inbox)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "the inbox is emptied: {left:?}");
+    let quarantined: Vec<String> = std::fs::read_dir(cfg.queue_dir.join("quarantine"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        quarantined.contains(&"bad.jpg".to_string()),
+        "{quarantined:?}"
+    );
+    assert!(
+        d.log_text().contains("quarantined an inbox item"),
+        "{}",
+        d.log_text()
+    );
+
+    // The same files again: recognised, nothing handed over.
+    let out = enqueue(&config, &["--camera", "cam0", folder.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("handed 0 frame(s)")
+            && stdout.contains("skipped 5 file(s) enqueued before"),
+        "{stdout}"
+    );
+    d.signal("TERM");
+    assert!(
+        d.wait(Duration::from_secs(30)).await.success(),
+        "{}",
+        d.log_text()
     );
 }
 
