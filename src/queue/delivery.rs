@@ -307,9 +307,8 @@ impl Queue {
         self.flush_index();
     }
 
-    /// Opens a leased frame's spool file for streaming its image (checksum verified, the
-    /// file positioned at the image; [`spool::open_image_of`]). A corrupt file is
-    /// quarantined. Returns the file and the image's length.
+    /// Opens a leased frame's spool file for streaming its image ([`spool::open_image_of`]);
+    /// a corrupt file is quarantined. The file and the image's length.
     pub fn open_image(&self, seq: u64) -> Result<(std::fs::File, u32), ReadError> {
         match spool::open_image_of(&self.path_of(seq), seq) {
             Ok((f, h)) => Ok((f, h.image_len)),
@@ -401,8 +400,7 @@ impl Queue {
     }
 
     /// [`Queue::record_session`] with a session per frame (Picsellia's object names), in
-    /// transactions of a few dozen frames (each with its counts; a 5000-frame session in one
-    /// transaction held ~10 MiB of sled write set) and one flush.
+    /// transactions of 64 with their counts (not one: ~10 MiB for 5000 frames), one flush.
     pub fn record_sessions(&self, frames: &[(u64, SessionRef)]) {
         let mut st = self.state();
         let mut ops = Vec::with_capacity(frames.len());

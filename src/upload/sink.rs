@@ -278,32 +278,6 @@ impl Frame {
         }
     }
 
-    /// The image as a request body and its length: bytes in memory as they are; a stored
-    /// image streamed from its spool file in [`crate::queue::STREAM_CHUNK`] pieces (its
-    /// checksum verified first, and again as it goes), so an upload holds one chunk, not
-    /// the frame. Through `throttle` when a cap is set. The caller sets `Content-Length`.
-    pub async fn body(
-        &self,
-        throttle: Option<&Arc<crate::upload::throttle::Throttle>>,
-    ) -> Result<(reqwest::Body, u64), ImageError> {
-        match &self.image {
-            Image::Bytes(b) => Ok((
-                crate::upload::throttle::body(throttle, b.clone()),
-                b.len() as u64,
-            )),
-            Image::Stored(store) => {
-                let (stream, len) = crate::upload::stream::image_stream(
-                    Arc::clone(store),
-                    self.seq,
-                    self.image_crc,
-                    throttle.filter(|t| t.rate().is_some()).cloned(),
-                )
-                .await?;
-                Ok((reqwest::Body::wrap_stream(stream), len))
-            }
-        }
-    }
-
     /// The image bytes, for callers already on a blocking thread.
     pub fn image_blocking(&self) -> Result<Bytes, ImageError> {
         match &self.image {

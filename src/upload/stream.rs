@@ -17,9 +17,31 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::sink::{ImageError, ImageStore, image_error};
+use super::sink::{Frame, Image, ImageError, ImageStore, image_error};
 use super::throttle::Throttle;
 use crate::queue::STREAM_CHUNK;
+
+/// `frame`'s image as a request body and its length: bytes in memory as they are; a
+/// stored image streamed from its spool file ([`image_stream`]). Through `throttle` when a
+/// cap is set. The caller sets `Content-Length`.
+pub async fn body(
+    frame: &Frame,
+    throttle: Option<&Arc<Throttle>>,
+) -> Result<(reqwest::Body, u64), ImageError> {
+    match &frame.image {
+        Image::Bytes(b) => Ok((super::throttle::body(throttle, b.clone()), b.len() as u64)),
+        Image::Stored(store) => {
+            let (stream, len) = image_stream(
+                Arc::clone(store),
+                frame.seq,
+                frame.image_crc,
+                throttle.filter(|t| t.rate().is_some()).cloned(),
+            )
+            .await?;
+            Ok((reqwest::Body::wrap_stream(stream), len))
+        }
+    }
+}
 
 /// Chunks read ahead of the connection.
 pub const IN_FLIGHT: usize = 2;

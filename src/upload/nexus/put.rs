@@ -88,7 +88,7 @@ pub(super) async fn put_file(
     let mut attempt = 0;
     loop {
         // Opened only now, and streamed from the spool file: an upload holds one chunk.
-        let (body, len) = match frame.body(throttle).await {
+        let (body, len) = match crate::upload::stream::body(frame, throttle).await {
             Ok(b) => b,
             Err(ImageError::Transient(reason)) => {
                 return Put::Transient {
