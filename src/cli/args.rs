@@ -80,8 +80,9 @@ pub enum Command {
         output: PathBuf,
     },
     /// Add existing JPEG files (or every *.jpg/*.jpeg of a folder) to the queue as frames
-    /// of a configured camera, with its metadata and groups; the daemon uploads them. Stop
-    /// the daemon first: it holds the queue. Exit 1 if any file was skipped.
+    /// of a configured camera, with its metadata and groups; the daemon uploads them. While
+    /// the daemon runs, the files are handed to it through `<queue>/inbox/` and the command
+    /// returns once they are safe on disk. Exit 1 if any file was skipped.
     Enqueue {
         /// The camera whose name, metadata and groups the frames take (default: the first).
         #[arg(long)]
