@@ -8,6 +8,7 @@
 //! ([`crate::queue::Queue::enqueued_digests`]).
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use tracing::warn;
 
@@ -199,24 +200,45 @@ pub fn enqueue(
 }
 
 fn read_jpeg(path: &Path, camera: usize) -> Result<(CapturedFrame, Digest), String> {
+    let f = read_jpeg_file(path)?;
+    let d = digest(&f.jpeg);
+    Ok((
+        CapturedFrame {
+            camera,
+            captured_at: f.mtime,
+            jpeg: f.jpeg,
+            width: f.width,
+            height: f.height,
+        },
+        d,
+    ))
+}
+
+/// A JPEG file as read by [`read_jpeg_file`].
+pub(crate) struct JpegFile {
+    pub(crate) jpeg: Vec<u8>,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    /// Its modification time (now when the filesystem has none).
+    pub(crate) mtime: SystemTime,
+}
+
+/// Reads a JPEG file, its size (from the SOF marker) and modification time; an empty or
+/// non-JPEG file is refused with the reason.
+pub(crate) fn read_jpeg_file(path: &Path) -> Result<JpegFile, String> {
     let jpeg = std::fs::read(path).map_err(|e| e.to_string())?;
     if jpeg.is_empty() {
         return Err("empty file".to_string());
     }
     let (width, height) = crate::encode::jpeg_dimensions(&jpeg)
         .ok_or_else(|| "not a JPEG (no SOF marker)".to_string())?;
-    let captured_at = std::fs::metadata(path)
+    let mtime = std::fs::metadata(path)
         .and_then(|m| m.modified())
-        .unwrap_or_else(|_| std::time::SystemTime::now());
-    let d = digest(&jpeg);
-    Ok((
-        CapturedFrame {
-            camera,
-            captured_at,
-            jpeg,
-            width,
-            height,
-        },
-        d,
-    ))
+        .unwrap_or_else(|_| SystemTime::now());
+    Ok(JpegFile {
+        jpeg,
+        width,
+        height,
+        mtime,
+    })
 }

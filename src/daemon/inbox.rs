@@ -31,11 +31,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+use super::enqueue::read_jpeg_file;
 use crate::capture::Stop;
 use crate::config::MetaValue;
 use crate::frame::{CameraTable, CapturedFrame, Namer, new_run_id};
@@ -154,8 +155,8 @@ pub fn hand_over(
             if let Some(p) = progress {
                 p(n);
             }
-            let (jpeg, mtime) = match read_jpeg(path) {
-                Ok(x) => x,
+            let (jpeg, mtime) = match read_jpeg_file(path) {
+                Ok(f) => (f.jpeg, f.mtime),
                 Err(why) => {
                     out.skipped.push((path.clone(), why));
                     continue;
@@ -199,19 +200,6 @@ pub fn hand_over(
         out.frames += staged.len() as u64;
     }
     Ok(out)
-}
-
-fn read_jpeg(path: &Path) -> Result<(Vec<u8>, SystemTime), String> {
-    let jpeg = std::fs::read(path).map_err(|e| e.to_string())?;
-    if jpeg.is_empty() {
-        return Err("empty file".to_string());
-    }
-    crate::encode::jpeg_dimensions(&jpeg)
-        .ok_or_else(|| "not a JPEG (no SOF marker)".to_string())?;
-    let mtime = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| SystemTime::now());
-    Ok((jpeg, mtime))
 }
 
 // ------------------------------------------------------------------ taking (the daemon)
@@ -389,8 +377,8 @@ fn take_one(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Sidecar::default(),
         Err(e) => return Took::Later(format!("{}: {e}", car_path.display())),
     };
-    let (jpeg, mtime) = match read_jpeg(image) {
-        Ok(x) => x,
+    let (jpeg, width, height, mtime) = match read_jpeg_file(image) {
+        Ok(f) => (f.jpeg, f.width, f.height, f.mtime),
         Err(why) => return Took::Bad(format!("inbox item: {why}"), files),
     };
     let d = digest(&jpeg);
@@ -412,7 +400,6 @@ fn take_one(
             }
         },
     };
-    let (width, height) = crate::encode::jpeg_dimensions(&jpeg).unwrap_or((0, 0));
     let captured_at = car
         .captured_ms
         .and_then(|ms| u64::try_from(ms).ok())
