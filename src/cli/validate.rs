@@ -74,7 +74,9 @@ pub(super) fn validated_online(r: &Resolved, path: &Path) -> ExitCode {
                 failed = true;
                 println!("problem: {what} refused: {why}");
             }
-            Ok(Verdict::Offline(why)) | Ok(Verdict::Backoff { reason: why, .. }) => {
+            Ok(Verdict::Offline(why))
+            | Ok(Verdict::Backoff { reason: why, .. })
+            | Ok(Verdict::RateLimited(why)) => {
                 unreachable = true;
                 println!("problem: {what} could not be asked: {why}");
             }

@@ -101,6 +101,12 @@ fn print_details(st: &Snapshot) {
     if let Some(g) = u.link_bytes_per_sec {
         link.push(format!("measured {:.2} Mbit/s", g * 8.0 / 1e6));
     }
+    if let Some(rate) = u.session_rate.filter(|_| u.rate_limited > 0) {
+        link.push(format!(
+            "sessions {rate:.2} per window (slowed by {} × 429 since start: the project's limit is shared)",
+            u.rate_limited
+        ));
+    }
     if !link.is_empty() {
         println!("    link: {}", link.join("; "));
     }

@@ -256,6 +256,8 @@ pub struct RawUpload {
     pub retry_max_secs: u64,
     #[serde(default = "defaults::max_attempts")]
     pub max_attempts: u32,
+    #[serde(default = "defaults::start_delay_max_secs")]
+    pub start_delay_max_secs: u64,
     #[serde(default)]
     pub windows: Vec<String>,
     #[serde(default)]
@@ -408,6 +410,9 @@ pub mod defaults {
     }
     pub fn max_attempts() -> u32 {
         10
+    }
+    pub fn start_delay_max_secs() -> u64 {
+        30
     }
     pub fn budget_reset_day() -> u64 {
         1

@@ -293,6 +293,9 @@ pub struct UploadConfig {
     pub retry: RetryPolicy,
     /// Deliveries a frame may fail for a reason of its own before it is marked dead.
     pub max_attempts: u32,
+    /// The most a random delay before the first session after start-up, and after an
+    /// outage, may be (zero: none): a fleet powered up together does not stampede.
+    pub start_delay_max: Duration,
     /// What a metered or part-time link allows: windows, order, rate, budgets.
     pub link: LinkPolicy,
     /// The sink.

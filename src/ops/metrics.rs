@@ -10,7 +10,9 @@
 //!   dead), `edgecap_queue_oldest_pending_age_seconds`;
 //! - `edgecap_uploader_state{state}` (1 for the current one), `edgecap_uploader_online`,
 //!   `edgecap_uploader_last_success_timestamp_seconds`, `…_last_error_timestamp_seconds`,
-//!   `…_until_timestamp_seconds`, the delivery rate over five minutes;
+//!   `…_until_timestamp_seconds`, the delivery rate over five minutes, the session rate
+//!   the device allows itself and the 429s it got (`…_session_rate`,
+//!   `…_rate_limited_total`);
 //! - per camera (`camera` label): frames, errors, skipped, bad, dropped, restarts
 //!   (counters), measured fps, last frame time, state;
 //! - `edgecap_run_*_total` this run's totals; receipts; `edgecap_index_failed`,
@@ -309,6 +311,20 @@ impl Collector for SnapshotCollector {
             "edgecap_link_goodput_bytes_per_second",
             "The link's measured goodput (0: not measured yet).",
             u.link_bytes_per_sec.unwrap_or(0.0),
+        )?;
+        if let Some(rate) = u.session_rate {
+            gauge(
+                e,
+                "edgecap_uploader_session_rate",
+                "Upload sessions per session_rate_window the device allows itself now (learnt from the platform's 429s).",
+                rate,
+            )?;
+        }
+        counter(
+            e,
+            "edgecap_uploader_rate_limited",
+            "429s on creating an upload session (the project's shared session limit) since start.",
+            u.rate_limited,
         )?;
         let cams = &s.cameras;
         let per_camera = |f: fn(&super::snapshot::CameraSnapshot) -> u64| {

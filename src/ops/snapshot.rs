@@ -263,6 +263,11 @@ pub struct UploaderStatus {
     pub rate_cap_bytes_per_sec: Option<u64>,
     /// The link's measured goodput, bytes per second.
     pub link_bytes_per_sec: Option<f64>,
+    /// Upload sessions per window the device allows itself now, learnt from the
+    /// platform's 429s (None: the sink has no session limit, or no batch went yet).
+    pub session_rate: Option<f64>,
+    /// 429s on creating a session (the project's shared limit) since start.
+    pub rate_limited: u64,
 }
 
 impl UploaderStatus {

@@ -1,8 +1,8 @@
-//! Retry pacing: exponential backoff with jitter, `Retry-After` parsing, and the sliding
-//! window that limits how often upload sessions are created.
+//! Retry pacing and batch sizing: exponential backoff with jitter, `Retry-After` parsing,
+//! and how large a batch grows to carry a backlog through the sessions left (how often
+//! sessions may be created is `pacer.rs`).
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use crate::config::RetryPolicy;
 
@@ -56,60 +56,6 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let ts = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
     let when = SystemTime::from(ts);
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// At most `limit` events per sliding `window` (the platform allows ~15 sessions / 300 s).
-#[derive(Debug)]
-pub struct RateLimiter {
-    limit: usize,
-    window: Duration,
-    events: VecDeque<Instant>,
-}
-
-impl RateLimiter {
-    /// A limiter allowing `limit` events per `window`.
-    pub fn new(limit: u32, window: Duration) -> Self {
-        Self {
-            limit: limit.max(1) as usize,
-            window,
-            events: VecDeque::new(),
-        }
-    }
-
-    /// How long to wait before the next event is allowed (zero: now).
-    pub fn wait_time(&mut self, now: Instant) -> Duration {
-        while let Some(front) = self.events.front() {
-            if now.duration_since(*front) >= self.window {
-                self.events.pop_front();
-            } else {
-                break;
-            }
-        }
-        if self.events.len() < self.limit {
-            Duration::ZERO
-        } else {
-            self.events.front().map_or(Duration::ZERO, |f| {
-                (*f + self.window).saturating_duration_since(now)
-            })
-        }
-    }
-
-    /// Records an event at `now`.
-    pub fn record(&mut self, now: Instant) {
-        self.events.push_back(now);
-    }
-
-    /// Takes back the last event recorded (it never reached the server, e.g. a refused
-    /// connection, so it cannot count against the server's limit).
-    pub fn forget_last(&mut self) {
-        self.events.pop_back();
-    }
-
-    /// Events still allowed in the window at `now`.
-    pub fn available(&mut self, now: Instant) -> usize {
-        let _ = self.wait_time(now);
-        self.limit.saturating_sub(self.events.len())
-    }
 }
 
 /// Frames and bytes for the next batch. `frames` and `bytes` are the configured batch
@@ -179,14 +125,6 @@ mod tests {
             batch_size(2000, mb, 100_000, 100 * mb, Some(1)),
             (2000, 16 * mb)
         );
-        let mut r = RateLimiter::new(3, Duration::from_secs(300));
-        let t = Instant::now();
-        r.record(t);
-        r.record(t);
-        assert_eq!(r.available(t), 1);
-        r.forget_last();
-        assert_eq!(r.available(t), 2);
-        assert_eq!(r.available(t + Duration::from_secs(301)), 3);
     }
 
     #[test]
@@ -219,19 +157,5 @@ mod tests {
             Some(Duration::from_secs(30))
         );
         assert_eq!(parse_retry_after("soon", now), None);
-    }
-
-    #[test]
-    fn rate_limiter_allows_the_limit_per_window_then_waits_for_the_oldest_to_expire() {
-        let mut r = RateLimiter::new(3, Duration::from_secs(300));
-        let t0 = Instant::now();
-        for i in 0..3 {
-            let t = t0 + Duration::from_secs(i * 10);
-            assert_eq!(r.wait_time(t), Duration::ZERO);
-            r.record(t);
-        }
-        let t = t0 + Duration::from_secs(30);
-        assert_eq!(r.wait_time(t), Duration::from_secs(270));
-        assert_eq!(r.wait_time(t0 + Duration::from_secs(300)), Duration::ZERO);
     }
 }

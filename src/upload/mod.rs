@@ -11,7 +11,9 @@
 //! old. Only frames with equal groups share a batch (a Nexus session has one group list).
 //!
 //! Failures: transient ones (network, 5xx, 429, garbage responses) put the frames back and
-//! back off exponentially with jitter, honouring `Retry-After`. When the network itself is
+//! back off exponentially with jitter, honouring `Retry-After`. A 429 on creating a Nexus
+//! session is the project's shared session limit speaking: it slows the device's session
+//! pacer (`pacer.rs`, AIMD) instead of backing off, and the next session waits visibly. When the network itself is
 //! down the uploader is *offline*: it probes the platform with backoff and resumes on its
 //! own. A request the platform refuses for the batch as a whole (a 400 on session create)
 //! halves the batch size until the frame at fault is alone, and that frame goes dead; so
@@ -23,7 +25,8 @@
 //! | `sink.rs` | the contract: [`Sink`], [`Frame`], [`Report`], [`Outcome`], [`Verdict`] |
 //! | `uploader/` | the [`Uploader`] state machine ([`Phase`]), start-up phases, settling outcomes, unit tests |
 //! | `operations.rs` | platform operations followed in the background |
-//! | `backoff.rs` | backoff with jitter, `Retry-After`, the session rate limiter, batch growth |
+//! | `backoff.rs` | backoff with jitter, `Retry-After`, batch growth |
+//! | `pacer.rs` | how often sessions may be created: the platform's window and the learnt share (AIMD) |
 //! | `nexus/` | the Datature Nexus sink |
 //! | `picsellia/` | the Picsellia datalake sink |
 //! | `directory.rs` | the local-folder sink |
@@ -34,6 +37,7 @@ pub mod directory;
 mod link_rate;
 pub mod nexus;
 mod operations;
+pub mod pacer;
 pub mod picsellia;
 pub(crate) mod sink;
 pub mod state;
@@ -47,7 +51,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-pub use backoff::{Backoff, RateLimiter, batch_size, parse_retry_after};
+pub use backoff::{Backoff, batch_size, parse_retry_after};
 pub use directory::DirectorySink;
 pub use nexus::{NexusSink, nexus_crc32c};
 pub use picsellia::PicselliaSink;
@@ -147,6 +151,14 @@ impl Sink for ConfiguredSink {
             Self::Nexus(s) => s.sessions_left(),
             Self::Directory(s) => s.sessions_left(),
             Self::Picsellia(s) => s.sessions_left(),
+        }
+    }
+
+    fn session_pace(&self) -> Option<(f64, u64)> {
+        match self {
+            Self::Nexus(s) => s.session_pace(),
+            Self::Directory(s) => s.session_pace(),
+            Self::Picsellia(s) => s.session_pace(),
         }
     }
 

@@ -66,6 +66,10 @@ pub enum Verdict {
         /// The server's `Retry-After`, or a minimum the sink asks for.
         retry_after: Option<Duration>,
     },
+    /// The platform's shared session limit was reached (429 on creating a session): the
+    /// sink's pacer has slowed down, and the batch waits for [`Sink::next_session_in`].
+    /// Not a failure of the link: no backoff, and the frames' attempts are not counted.
+    RateLimited(String),
     /// The platform refused the batch as a whole (400): retry with half the batch.
     Split(String),
     /// Configuration is wrong (401/403/404 on the API): an operator must act. Backs off to
@@ -137,6 +141,12 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Batches the sink may still start in its rate window (None: no limit).
     fn sessions_left(&self) -> Option<usize> {
+        None
+    }
+
+    /// The session rate the sink allows itself now (sessions per window, learnt from the
+    /// platform's 429s) and the 429s it got since start (None: no session limit).
+    fn session_pace(&self) -> Option<(f64, u64)> {
         None
     }
 

@@ -97,6 +97,13 @@ impl StateCell {
         g.status.link_bytes_per_sec = goodput;
     }
 
+    /// The session pacer's figures: sessions per window allowed now, 429s since start.
+    pub fn pace(&self, sessions_per_window: f64, rate_limited: u64) {
+        let mut g = self.lock();
+        g.status.session_rate = Some(sessions_per_window);
+        g.status.rate_limited = rate_limited;
+    }
+
     /// The current state word.
     pub fn word(&self) -> String {
         self.lock().status.state.clone()

@@ -96,6 +96,9 @@ async fn session_create_500s_and_a_429_with_retry_after_are_retried_as_specified
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 20;
     cfg.batch_max_frames = 100;
+    // A short session window, so that the pacer's own wait after the 429 (a window /
+    // 7.5 = 1.3 s) is shorter than the server's Retry-After: the test sees the latter.
+    cfg.extra_upload = "session_rate_window_secs = 10\n".into();
     let (_, d) = crate::support::run_to_end(&cfg, tmp.path()).await;
     let log = d.log_text();
     assert!(
@@ -427,10 +430,12 @@ async fn odd_session_answers_are_retried_without_loss() {
     }
 }
 
-/// A 429 without `Retry-After`: like the SDK (protocol doc 7.2), edgecap waits a full
-/// minute before the next session attempt, and keeps the frames meanwhile.
+/// A 429 without `Retry-After`: the project's session limit is shared with other
+/// devices, so the pacer halves this device's session rate (15 → 7.5 per 300 s) and the
+/// next attempt waits for it (40 s), with the frames kept meanwhile, counted in
+/// `/metrics` and shown by `status`.
 #[tokio::test]
-async fn a_429_without_retry_after_waits_a_minute_and_keeps_the_frames() {
+async fn a_429_without_retry_after_slows_the_session_rate_and_keeps_the_frames() {
     let tmp = tempfile::tempdir().unwrap();
     let server = FakeNexus::start().await;
     server.with(|s| {
@@ -455,11 +460,33 @@ async fn a_429_without_retry_after_waits_a_minute_and_keeps_the_frames() {
         1,
         "retried within 6 s of a 429"
     );
+    let log = d.log_text();
+    let wait: u64 = log
+        .split("next_session_in_ms=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no next_session_in_ms in\n{log}"));
+    assert!((39_000..=40_100).contains(&wait), "{wait} ms\n{log}");
+    assert!(log.contains("sessions_per_window=7.5 "), "{log}");
+    // The status file carries the pace; the waiting state names the session limit.
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cfg.status_file()).unwrap()).unwrap();
+    let u = &status["uploader"];
+    assert_eq!(u["rate_limited"], 1, "{status}");
     assert!(
-        d.log_text().contains("retry_in_ms=60000"),
-        "{}",
-        d.log_text()
+        (u["session_rate"].as_f64().unwrap() - 7.5).abs() < 0.1,
+        "{status}"
     );
+    assert_eq!(u["state"], "waiting", "{status}");
+    assert_eq!(u["reason"], "session limit", "{status}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgecap"))
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("slowed by 1 × 429"), "{text}");
     d.signal("TERM");
     assert!(d.wait(Duration::from_secs(30)).await.success());
     let stats = queue_stats(&config);

@@ -32,6 +32,7 @@ impl Validator<'_> {
                 format!("must be at least retry_initial_ms ({initial} ms)"),
             );
         }
+        let start_delay = self.range(&p("start_delay_max_secs"), u.start_delay_max_secs, 0, 3600);
         if u.max_attempts == 0 {
             self.problem(&p("max_attempts"), "must be at least 1 (got 0)");
         }
@@ -105,6 +106,12 @@ impl Validator<'_> {
                 max: Duration::from_secs(max),
             },
             max_attempts: u.max_attempts.max(1),
+            // A folder is no platform shared with other devices.
+            start_delay_max: if u.sink == SinkKind::Directory {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(start_delay)
+            },
             link: link?,
             sink: sink?,
         })

@@ -13,7 +13,8 @@ use tracing::{error, info, warn};
 
 use super::wire::ErrorBody;
 use crate::config::{NexusConfig, Secret};
-use crate::upload::backoff::{RateLimiter, parse_retry_after};
+use crate::upload::backoff::parse_retry_after;
+use crate::upload::pacer::Pacer;
 use crate::upload::sink::{Outcome, Verdict};
 use crate::upload::sleep_or_stop;
 
@@ -24,7 +25,7 @@ pub(super) struct Client {
     pub(super) http: reqwest::Client,
     base: Url,
     secret_header: HeaderValue,
-    limiter: Mutex<RateLimiter>,
+    limiter: Mutex<Pacer>,
 }
 
 impl Client {
@@ -43,9 +44,10 @@ impl Client {
         let mut secret_header = HeaderValue::from_str(secret.expose())
             .map_err(|_| "upload secret key: not a valid header value".to_string())?;
         secret_header.set_sensitive(true);
-        let limiter = Mutex::new(RateLimiter::new(
+        let limiter = Mutex::new(Pacer::new(
             cfg.session_rate_limit,
             cfg.session_rate_window,
+            Instant::now(),
         ));
         Ok(Self {
             cfg,
@@ -190,12 +192,28 @@ impl Client {
             .wait_time(Instant::now())
     }
 
-    /// Sessions the client-side limiter still allows in its window now.
+    /// Sessions the pacer plans for in the next window (at least one).
     pub(super) fn sessions_left(&self) -> usize {
         self.limiter
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .available(Instant::now())
+            .sessions_left(Instant::now())
+    }
+
+    /// The platform answered 429 to a session creation: the pacer slows down (its rate
+    /// halves) and waits at least `retry_after`. Returns the wait before the next session
+    /// and the rate now (sessions per window).
+    pub(super) fn session_rate_limited(&self, retry_after: Option<Duration>) -> (Duration, f64) {
+        let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        l.rate_limited(now, retry_after);
+        (l.wait_time(now), l.rate(now))
+    }
+
+    /// The session rate this device allows itself now, and the 429s it got.
+    pub(super) fn session_pace(&self) -> (f64, u64) {
+        let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+        (l.rate(Instant::now()), l.rate_limited_total())
     }
 
     pub(super) async fn wait_for_rate_limit(&self, stop: &watch::Receiver<bool>) -> bool {

@@ -102,9 +102,13 @@ impl Sink for NexusSink {
         self.client.next_session_in()
     }
 
-    /// Sessions the client-side limiter still allows in its window now.
+    /// Sessions the pacer plans for in the next window.
     fn sessions_left(&self) -> Option<usize> {
         Some(self.client.sessions_left())
+    }
+
+    fn session_pace(&self) -> Option<(f64, u64)> {
+        Some(self.client.session_pace())
     }
 
     /// Sends the metadata of frames whose images the platform already has, and the other
@@ -202,6 +206,33 @@ impl NexusSink {
                 return retry_all(&batch, "session response lost", h);
             }
         };
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            // The project's session limit, shared with every device on it: slow down.
+            let retry_after = headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    crate::upload::backoff::parse_retry_after(v, std::time::SystemTime::now())
+                });
+            let (wait, rate) = c.session_rate_limited(retry_after);
+            let why = c.describe_error_body(status, &bytes);
+            info!(
+                reason = %why,
+                next_session_in_ms = wait.as_millis() as u64,
+                sessions_per_window = (rate * 100.0).round() / 100.0,
+                window_secs = c.cfg.session_rate_window.as_secs(),
+                "the platform's session limit is reached (429): this device slows down"
+            );
+            // Nothing of the batch was sent: back to pending, not counted as a re-send.
+            return Report {
+                outcomes: batch
+                    .iter()
+                    .map(|f| (f.seq, Outcome::NotSent("session limit (429)".into())))
+                    .collect(),
+                verdict: Verdict::RateLimited(format!("creating an upload session: {why}")),
+                pending: None,
+            };
+        }
         if !status.is_success() {
             let h = c.classify("creating an upload session", status, &headers, &bytes);
             return retry_all(&batch, "session not created", h);

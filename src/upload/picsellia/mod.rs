@@ -553,7 +553,7 @@ fn standard_metadata(f: &Frame) -> Option<BTreeMap<&'static str, Value>> {
 fn worse(a: Verdict, b: Verdict) -> Verdict {
     let rank = |v: &Verdict| match v {
         Verdict::Ok => 0,
-        Verdict::Split(_) | Verdict::Backoff { .. } => 1,
+        Verdict::Split(_) | Verdict::Backoff { .. } | Verdict::RateLimited(_) => 1,
         Verdict::Offline(_) => 2,
         Verdict::OperatorMustAct(_) => 3,
     };

@@ -70,6 +70,7 @@ pub struct UploadStats {
     pub dead: AtomicU64,
     /// Whether the platform answered the last call (false until it first does).
     pub online: AtomicBool,
+
     /// What the uploader is doing and why.
     pub state: StateCell,
 }
@@ -139,6 +140,11 @@ impl Phase {
     }
 }
 
+/// A random instant within `max` of `now` (None when `max` is zero).
+fn spread_from(now: Instant, max: Duration) -> Option<Instant> {
+    (!max.is_zero()).then(|| now + max.mul_f64(rand::random_range(0.0..1.0)))
+}
+
 /// How the daemon steers and watches the uploader.
 pub struct Controls {
     /// Its counters.
@@ -184,6 +190,9 @@ pub struct Uploader<S: Sink> {
     link: LinkRate,
     /// What each frame out with the platform needs for its receipt.
     facts: std::sync::Mutex<std::collections::HashMap<u64, Delivered>>,
+    /// No session before this: the random delay after start-up or an outage that spreads
+    /// a fleet (`start_delay_max_secs`).
+    spread_until: Option<Instant>,
 }
 
 impl<S: Sink> Uploader<S> {
@@ -198,6 +207,7 @@ impl<S: Sink> Uploader<S> {
             clock,
         } = controls;
         settings.mark_unchanged();
+        let cfg_delay = cfg.start_delay_max;
         Self {
             backoff: Backoff::new(cfg.retry),
             cap: cfg.batch.max_frames,
@@ -217,6 +227,7 @@ impl<S: Sink> Uploader<S> {
             last_session: Default::default(),
             link: LinkRate::default(),
             facts: Default::default(),
+            spread_until: spread_from(Instant::now(), cfg_delay),
         }
     }
 
@@ -381,6 +392,8 @@ impl<S: Sink> Uploader<S> {
                 self.backoff.reset();
                 self.stats.online.store(true, Ordering::Relaxed);
                 info!("uplink is back: uploading");
+                // Every device behind the same uplink sees it come back at once.
+                self.spread_until = spread_from(Instant::now(), self.cfg.start_delay_max);
                 Some(self.after(since))
             }
             Err(e) => {

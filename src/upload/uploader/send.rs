@@ -30,6 +30,29 @@ impl<S: Sink> Uploader<S> {
         if s.pending.frames == 0 {
             return Some(Phase::Idle);
         }
+        // After start-up or an outage, a random delay spreads a fleet's first sessions
+        // (not when draining on request: an operator is waiting).
+        if let Some(until) = self.spread_until {
+            let now = Instant::now();
+            if now < until && !*self.drain.borrow() {
+                let wait = until - now;
+                self.stats.state.set(
+                    "waiting",
+                    Some("start delay (spreads a fleet)".to_string()),
+                    Some(wait),
+                );
+                info!(
+                    wait_ms = wait.as_millis() as u64,
+                    max_secs = self.cfg.start_delay_max.as_secs(),
+                    "first upload after start-up or an outage: waiting a random delay so that a fleet does not hit the platform at once"
+                );
+                if self.pause_until(until).await {
+                    return None;
+                }
+                return Some(Phase::Sending { since });
+            }
+            self.spread_until = None;
+        }
         // The platform's session limit holds the next batch: wait here, visibly.
         let wait = self.sink.next_session_in();
         if !wait.is_zero() {
@@ -216,6 +239,9 @@ impl<S: Sink> Uploader<S> {
             self.ops.spawn(p);
         }
         let since = (self.queue.stats().pending.frames > 0).then_some(since);
+        if let Some((rate, limited)) = self.sink.session_pace() {
+            self.stats.state.pace(rate, limited);
+        }
         Some(match report.verdict {
             Verdict::Ok => {
                 if !self.stats.online.swap(true, Ordering::Relaxed) {
@@ -226,6 +252,13 @@ impl<S: Sink> Uploader<S> {
                 }
                 self.backoff.reset();
                 self.cap = (self.cap * 2).min(max.max_frames);
+                self.after(since)
+            }
+            Verdict::RateLimited(reason) => {
+                // The platform answered: online. The sink's pacer has slowed down; the
+                // next batch waits for it in `Sending`, visibly, without a backoff.
+                self.stats.online.store(true, Ordering::Relaxed);
+                debug!(reason, "session limit: the batch waits for the pacer");
                 self.after(since)
             }
             Verdict::Split(reason) => {

@@ -71,6 +71,15 @@ impl<S: Sink> Uploader<S> {
                     since: None,
                 }
             }
+            // A check takes no session; should a sink say so anyway, wait as for a 429.
+            Verdict::RateLimited(reason) => {
+                let d = self.backoff_delay(None);
+                self.note_backoff(&reason, d);
+                Phase::BackingOff {
+                    until: Instant::now() + d,
+                    since: None,
+                }
+            }
             Verdict::Offline(reason) => self.went_offline(reason, None),
         })
     }

@@ -116,7 +116,7 @@ impl TestConfig {
             self.fsync
         );
         s += &format!(
-            "[upload]\nbatch_max_frames = {}\nbatch_max_age_secs = {}\nretry_initial_ms = 200\nretry_max_secs = {}\n",
+            "[upload]\nbatch_max_frames = {}\nbatch_max_age_secs = {}\nretry_initial_ms = 200\nretry_max_secs = {}\nstart_delay_max_secs = 0\n",
             self.batch_max_frames, self.batch_max_age_secs, self.retry_max_secs
         );
         match (&self.endpoint, &self.out_dir) {

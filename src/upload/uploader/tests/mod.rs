@@ -115,6 +115,7 @@ fn upload_config(max_frames: usize, max_bytes: u64, max_age_secs: u64) -> Upload
             max: Duration::from_secs(60),
         },
         max_attempts: 3,
+        start_delay_max: Duration::ZERO,
         link: Default::default(),
         sink: SinkConfig::Directory {
             path: "/nonexistent".into(),
@@ -472,4 +473,55 @@ async fn on_a_slow_link_batches_are_cut_to_about_a_minute_each() {
         assert!(w[1].at - w[0].at <= Duration::from_secs(65), "{sends:?}");
     }
     h.stop().await;
+}
+
+/// `start_delay_max_secs`: the first batch after start-up, and the first after an
+/// outage, wait a random time within the bound, visibly; devices started together do
+/// not send at the same instant.
+#[tokio::test(start_paused = true)]
+async fn the_first_batch_after_start_and_after_an_outage_waits_a_random_start_delay() {
+    let mut firsts = Vec::new();
+    for _ in 0..6 {
+        let mut h = Harness::new();
+        h.commit(3, 100);
+        let mut cfg = upload_config(500, 1 << 20, 0);
+        cfg.start_delay_max = Duration::from_secs(60);
+        // The second batch meets a dead link, the probes fail twice, then it is back.
+        h.start(
+            cfg,
+            |n, b| {
+                if n == 1 {
+                    Report::retry_all(b, "down", Verdict::Offline("connection refused".into()))
+                } else {
+                    accept(b)
+                }
+            },
+            |n| if n < 2 { Err("down".into()) } else { Ok(()) },
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if h.sends().is_empty() {
+            let st = h.stats.state.status();
+            assert_eq!(st.state, "waiting", "{st:?}");
+            assert_eq!(st.reason.as_deref(), Some("start delay (spreads a fleet)"));
+        }
+        h.until(Duration::from_secs(61), |h| h.sends().len() == 1)
+            .await;
+        let first = h.sends()[0].at;
+        assert!(first <= Duration::from_secs(60), "{first:?}");
+        firsts.push(first);
+        // Then an outage: the batch after the link is back waits again (within 60 s of
+        // the probe that found it back).
+        h.commit(2, 100);
+        h.until(Duration::from_secs(600), |h| h.waiting() == 0)
+            .await;
+        let sends = h.sends();
+        assert_eq!(sends.len(), 3, "{sends:?}");
+        let back = *h.rec.probes.lock().unwrap().last().unwrap();
+        assert!(sends[2].at >= back, "{sends:?} probe {back:?}");
+        assert!(sends[2].at - back <= Duration::from_secs(60), "{sends:?}");
+        h.stop().await;
+    }
+    firsts.sort();
+    firsts.dedup();
+    assert!(firsts.len() >= 5, "not spread: {firsts:?}");
 }

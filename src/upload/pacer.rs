@@ -1,0 +1,354 @@
+//! The session pacer: how often this device may create an upload session, learnt from
+//! the platform.
+//!
+//! # The problem
+//!
+//! Nexus limits upload sessions (about 15 per 5 minutes, `docs/protocols/nexus.md`) per
+//! project, not per device. Fifty devices on one project each believing they have the
+//! whole budget all hit 429 together, back off alike and come back together. Nothing on
+//! the device knows how many others share the project, so the device learns its share
+//! from the answers it gets.
+//!
+//! # The scheme: AIMD over a token bucket, under the platform's sliding window
+//!
+//! Two limits hold at once; a session goes when both allow it:
+//!
+//! 1. The platform's own rule as configured: at most `session_rate_limit` sessions per
+//!    sliding `session_rate_window` ([`SlidingWindow`]). A device alone never waits for
+//!    anything else, so a single device behaves as before this module existed.
+//! 2. A token bucket filled at `rate` sessions per window, holding at most `max(1, rate)`.
+//!    `rate` starts at the configured limit (the bucket full: it never binds before the
+//!    first 429) and follows additive increase, multiplicative decrease — the scheme TCP
+//!    uses to share a link among senders that cannot see each other (Chiu and Jain, 1989:
+//!    AIMD is the linear scheme that converges to both efficiency and fairness):
+//!    - **429 from the platform** (with or without `Retry-After`): `rate` halves (down to
+//!      [`MIN_RATE`]), the bucket empties, and the next session waits at least the
+//!      server's `Retry-After`;
+//!    - **time without a 429**: `rate` grows by [`INCREASE`] sessions per window of time
+//!      (up to the configured limit). The increase follows time rather than successes so
+//!      that a device pushed down to a low rate, whose successes are far apart, climbs
+//!      back at the same pace as the others: with a per-success increase, a device hit
+//!      by two 429s in a row was starved for dozens of windows in simulation.
+//!
+//! The constants come from a simulation of N devices against a sliding-window server
+//! (`docs/fleet.md`): α = 0.05 per window, β = ½ gave 84–95 % use of the limit for
+//! N = 10, 50, 100, with the fewest 429s among the choices that kept every device moving.
+//!
+//! Throughput per session rises as the rate falls: [`Pacer::sessions_left`] tells the
+//! batch sizing how many sessions the next window holds, so a device down to a third of a
+//! session per window sends its whole backlog (up to the growth limit) in one.
+//!
+//! Not persisted: after a restart the device starts at the configured limit again and
+//! learns its share anew within a few 429s; the uploader's random start delay spreads a
+//! fleet that powers up together.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Sessions per window a 429 never pushes the rate below (one session per 100 windows;
+/// the time-based increase brings it back to one per ~6 windows within that time).
+pub const MIN_RATE: f64 = 0.01;
+/// Additive increase: sessions per window, per window of time without a 429.
+pub const INCREASE: f64 = 0.05;
+/// Multiplicative decrease: the share of the rate kept after a 429.
+pub const DECREASE: f64 = 0.5;
+
+/// At most `limit` events per sliding `window` (the platform's rule: ~15 sessions / 300 s).
+#[derive(Debug)]
+pub struct SlidingWindow {
+    limit: usize,
+    window: Duration,
+    events: VecDeque<Instant>,
+}
+
+impl SlidingWindow {
+    /// A window allowing `limit` events per `window`.
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self {
+            limit: limit.max(1) as usize,
+            window,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// How long to wait before the next event is allowed (zero: now).
+    pub fn wait_time(&mut self, now: Instant) -> Duration {
+        while let Some(front) = self.events.front() {
+            if now.saturating_duration_since(*front) >= self.window {
+                self.events.pop_front();
+            } else {
+                break;
+            }
+        }
+        if self.events.len() < self.limit {
+            Duration::ZERO
+        } else {
+            self.events.front().map_or(Duration::ZERO, |f| {
+                (*f + self.window).saturating_duration_since(now)
+            })
+        }
+    }
+
+    /// Records an event at `now`.
+    pub fn record(&mut self, now: Instant) {
+        self.events.push_back(now);
+    }
+
+    /// Takes back the last event recorded.
+    pub fn forget_last(&mut self) {
+        self.events.pop_back();
+    }
+
+    /// Events still allowed in the window at `now`.
+    pub fn available(&mut self, now: Instant) -> usize {
+        let _ = self.wait_time(now);
+        self.limit.saturating_sub(self.events.len())
+    }
+}
+
+/// The sliding window plus the learnt rate (see the module doc).
+#[derive(Debug)]
+pub struct Pacer {
+    window: SlidingWindow,
+    /// The configured limit: the most the rate grows to.
+    limit: f64,
+    /// The window length in seconds.
+    window_secs: f64,
+    /// Sessions per window this device allows itself now.
+    rate: f64,
+    /// The bucket.
+    tokens: f64,
+    /// When `rate` and `tokens` were last brought up to date.
+    updated: Instant,
+    /// Nothing before this (a `Retry-After`).
+    hold: Option<Instant>,
+    /// 429s received in all.
+    limited: u64,
+}
+
+impl Pacer {
+    /// A pacer for `limit` sessions per `window`, at full rate.
+    pub fn new(limit: u32, window: Duration, now: Instant) -> Self {
+        let limit = f64::from(limit.max(1));
+        Self {
+            window: SlidingWindow::new(limit as u32, window),
+            limit,
+            window_secs: window.as_secs_f64().max(0.001),
+            rate: limit,
+            tokens: limit,
+            updated: now,
+            hold: None,
+            limited: 0,
+        }
+    }
+
+    /// Brings the rate and the bucket up to `now`: the rate grows linearly with time, the
+    /// bucket fills with its integral.
+    fn update(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.updated).as_secs_f64() / self.window_secs;
+        if dt <= 0.0 {
+            return;
+        }
+        self.updated = now;
+        let grown = (self.rate + INCREASE * dt).min(self.limit);
+        // Exact while below the limit; capped at the limit the fill is under-counted a
+        // little, which only errs on the side of waiting.
+        self.tokens = (self.tokens + (self.rate + grown) / 2.0 * dt).min(self.rate.max(1.0));
+        self.rate = grown;
+    }
+
+    /// How long until the next session may be created (zero: now).
+    pub fn wait_time(&mut self, now: Instant) -> Duration {
+        self.update(now);
+        let held = self
+            .hold
+            .map_or(Duration::ZERO, |h| h.saturating_duration_since(now));
+        let bucket = if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            // Solve  rate·t + INCREASE·t²/2 = need  for t (in windows).
+            let need = 1.0 - self.tokens;
+            let r = self.rate;
+            let t = (-r + (r * r + 2.0 * INCREASE * need).sqrt()) / INCREASE;
+            // A hair over, so that the bucket holds a whole token when woken.
+            Duration::from_secs_f64(t * self.window_secs + 0.001)
+        };
+        self.window.wait_time(now).max(held).max(bucket)
+    }
+
+    /// A session creation is sent now.
+    pub fn record(&mut self, now: Instant) {
+        self.update(now);
+        self.tokens = (self.tokens - 1.0).max(0.0);
+        self.window.record(now);
+    }
+
+    /// The last creation never reached the server (refused connection): it costs nothing.
+    pub fn forget_last(&mut self) {
+        self.window.forget_last();
+        self.tokens = (self.tokens + 1.0).min(self.rate.max(1.0));
+    }
+
+    /// The platform answered 429 to a session creation: the rate halves, the bucket
+    /// empties, and nothing goes before `retry_after`.
+    pub fn rate_limited(&mut self, now: Instant, retry_after: Option<Duration>) {
+        self.update(now);
+        self.limited += 1;
+        self.rate = (self.rate * DECREASE).max(MIN_RATE);
+        self.tokens = 0.0;
+        if let Some(r) = retry_after {
+            let until = now + r;
+            self.hold = Some(self.hold.map_or(until, |h| h.max(until)));
+        }
+    }
+
+    /// Sessions the next window holds for this device: the room in the sliding window,
+    /// and no more than the learnt rate (at least one). The batch sizing spreads the
+    /// backlog over these.
+    pub fn sessions_left(&mut self, now: Instant) -> usize {
+        self.update(now);
+        let by_rate = (self.rate.floor() as usize).max(1);
+        self.window.available(now).min(by_rate)
+    }
+
+    /// Sessions per window this device allows itself now.
+    pub fn rate(&mut self, now: Instant) -> f64 {
+        self.update(now);
+        self.rate
+    }
+
+    /// 429s received on session creation since start.
+    pub fn rate_limited_total(&self) -> u64 {
+        self.limited
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn sliding_window_allows_the_limit_then_waits_for_the_oldest_to_expire() {
+        let mut r = SlidingWindow::new(3, W);
+        let t0 = Instant::now();
+        for i in 0..3 {
+            let t = t0 + Duration::from_secs(i * 10);
+            assert_eq!(r.wait_time(t), Duration::ZERO);
+            r.record(t);
+        }
+        let t = t0 + Duration::from_secs(30);
+        assert_eq!(r.wait_time(t), Duration::from_secs(270));
+        assert_eq!(r.available(t), 0);
+        r.forget_last();
+        assert_eq!(r.available(t), 1);
+        assert_eq!(r.wait_time(t0 + W), Duration::ZERO);
+    }
+
+    #[test]
+    fn without_a_429_the_pacer_is_the_sliding_window_alone() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(15, W, t0);
+        for _ in 0..15 {
+            assert_eq!(p.wait_time(t0), Duration::ZERO);
+            p.record(t0);
+        }
+        assert_eq!(p.wait_time(t0), W);
+        assert_eq!(p.rate(t0), 15.0);
+        // A window later, a full burst again.
+        assert_eq!(p.sessions_left(t0 + W), 15);
+        assert_eq!(p.wait_time(t0 + W), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_429_halves_the_rate_and_time_without_one_grows_it_back() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(15, W, t0);
+        p.record(t0);
+        p.rate_limited(t0, None);
+        assert_eq!(p.rate_limited_total(), 1);
+        assert!((p.rate(t0) - 7.5).abs() < 1e-9);
+        // Empty bucket at 7.5 per 300 s: the next session in about 40 s.
+        let w = p.wait_time(t0).as_secs_f64();
+        assert!((39.0..41.0).contains(&w), "{w}");
+        // Repeated 429s: down to the floor, never below.
+        for _ in 0..20 {
+            p.rate_limited(t0, None);
+        }
+        assert_eq!(p.rate(t0), MIN_RATE);
+        // The batch sizing plans for one session in the next window.
+        assert_eq!(p.sessions_left(t0), 1);
+        // From the floor, the next session comes within ~6 windows, not 100.
+        let w = p.wait_time(t0).as_secs_f64() / W.as_secs_f64();
+        assert!((5.0..7.0).contains(&w), "{w} windows");
+        // Ten windows on, the rate has grown by INCREASE per window.
+        let later = t0 + W * 10;
+        assert!((p.rate(later) - (MIN_RATE + 10.0 * INCREASE)).abs() < 1e-6);
+        // And it never grows past the configured limit.
+        assert_eq!(p.rate(t0 + W * 10_000), 15.0);
+    }
+
+    #[test]
+    fn retry_after_holds_the_next_session_and_a_refused_connection_costs_nothing() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(15, W, t0);
+        p.rate_limited(t0, Some(Duration::from_secs(120)));
+        assert!(p.wait_time(t0) >= Duration::from_secs(120));
+        let t1 = t0 + Duration::from_secs(120);
+        // The bucket refilled meanwhile (7.5 per window → 3 tokens in 120 s).
+        assert_eq!(p.wait_time(t1), Duration::ZERO);
+        p.record(t1);
+        p.forget_last();
+        assert_eq!(p.wait_time(t1), Duration::ZERO);
+    }
+
+    /// Devices that share one sliding window converge to similar shares: a small model of
+    /// the fleet (the benchmark `scripts/fleet` runs the real daemons).
+    #[test]
+    fn devices_sharing_one_limit_use_most_of_it_and_none_is_starved() {
+        let n = 20;
+        let t0 = Instant::now();
+        let w = Duration::from_secs(10);
+        let mut server = SlidingWindow::new(15, w);
+        let mut devices: Vec<Pacer> = (0..n).map(|_| Pacer::new(15, w, t0)).collect();
+        let mut next: Vec<Instant> = (0..n)
+            .map(|i| t0 + Duration::from_millis(i as u64 * 37))
+            .collect();
+        let mut ok = vec![0u32; n];
+        let end = t0 + w * 200;
+        let warm = t0 + w * 20;
+        let mut accepted_after_warm = 0u32;
+        loop {
+            let (i, &t) = next
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, t)| **t)
+                .expect("devices");
+            if t > end {
+                break;
+            }
+            let wait = devices[i].wait_time(t);
+            if !wait.is_zero() {
+                next[i] = t + wait;
+                continue;
+            }
+            devices[i].record(t);
+            if server.wait_time(t).is_zero() {
+                server.record(t);
+                if t > warm {
+                    ok[i] += 1;
+                    accepted_after_warm += 1;
+                }
+            } else {
+                devices[i].rate_limited(t, None);
+            }
+            next[i] = t + Duration::from_millis(50 + (i as u64 * 7) % 13);
+        }
+        let possible = 15.0 * 180.0;
+        let used = f64::from(accepted_after_warm) / possible;
+        assert!(used >= 0.8, "used {used:.2} of the limit");
+        let min = *ok.iter().min().expect("devices");
+        assert!(min > 0, "a device was starved: {ok:?}");
+    }
+}
