@@ -136,7 +136,9 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
     .map_err(DaemonError::Sink)?;
     // The bandwidth cap (a reload may set, change or lift it).
     let throttle = upload::throttle::Throttle::new(config.upload.link.max_rate);
-    let sink = sink.with_throttle(Arc::clone(&throttle));
+    let sink = sink
+        .with_throttle(Arc::clone(&throttle))
+        .with_pace_file(config.queue.dir.join("pacer.json"));
 
     let run_id = new_run_id();
     info!(run_id, device = %device_id, cameras = config.cameras.len(), "edgecap starting");
@@ -222,6 +224,7 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
             ..Snapshot::default()
         },
         path: config.daemon.status_file.clone(),
+        textfile: config.daemon.metrics_textfile.clone(),
     };
     let http = match config.daemon.http_listen {
         Some(addr) => {

@@ -59,12 +59,15 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 }
 
 /// Frames and bytes for the next batch. `frames` and `bytes` are the configured batch
-/// limits; with a session limit (`sessions_left` in the window) and a backlog
-/// (`backlog_frames`, `backlog_bytes`) that the sessions left could not carry at that size,
-/// batches grow so that the backlog fits into the sessions left (at most
-/// [`MAX_GROWN_FRAMES`] frames, or the configured size if larger, and [`MAX_BATCH_GROWTH`]
-/// × `bytes`): a long outage then drains faster than 15 sessions × `batch_max_frames` per
-/// 5 minutes, and a batch's memory stays bounded whatever the backlog.
+/// limits; with a session limit (`sessions_left` in the next window, as the pacer plans
+/// them) and a backlog (`backlog_frames`, `backlog_bytes`) that the sessions left could not
+/// carry at that size, batches grow to the largest allowed ([`MAX_GROWN_FRAMES`] frames, or
+/// the configured size if larger, and [`MAX_BATCH_GROWTH`] × `bytes`): the backlog goes in
+/// the fewest sessions. Sessions are what the platform rations, per project, for every
+/// device on it: a device that spread its backlog over all the sessions its window allows
+/// would take the whole project's window with small batches. A long outage then drains
+/// faster than 15 sessions × `batch_max_frames` per 5 minutes, and a batch's memory stays
+/// bounded whatever the backlog.
 pub fn batch_size(
     frames: usize,
     bytes: u64,
@@ -76,10 +79,14 @@ pub fn batch_size(
         return (frames, bytes);
     };
     let left = left.max(1) as u64;
-    let per_frames = backlog_frames.div_ceil(left);
-    let per_bytes = backlog_bytes.div_ceil(left);
-    let grown_frames = per_frames.clamp(frames as u64, MAX_GROWN_FRAMES.max(frames) as u64);
-    let grown_bytes = per_bytes.clamp(bytes, bytes.saturating_mul(MAX_BATCH_GROWTH));
+    let fits = backlog_frames <= left.saturating_mul(frames as u64)
+        && backlog_bytes <= left.saturating_mul(bytes);
+    if fits {
+        return (frames, bytes);
+    }
+    // As large as allowed, but no larger than the backlog needs.
+    let grown_frames = backlog_frames.clamp(frames as u64, MAX_GROWN_FRAMES.max(frames) as u64);
+    let grown_bytes = backlog_bytes.clamp(bytes, bytes.saturating_mul(MAX_BATCH_GROWTH));
     (grown_frames as usize, grown_bytes)
 }
 
@@ -105,16 +112,19 @@ mod tests {
         assert_eq!(batch_size(500, mb, 100_000, 10 * mb, None), (500, mb));
         assert_eq!(batch_size(500, mb, 7_500, 15 * mb, Some(15)), (500, mb));
         assert_eq!(batch_size(500, mb, 10, 1000, Some(0)), (500, mb));
-        // 10,000 frames of 100 KB, 15 sessions: 667 frames (66.7 MB, under 64 MiB).
+        // 10,000 frames of 100 KB, 15 sessions: the largest batches (1000 frames, 1 GB
+        // in bytes), so 10 sessions and not 15.
         assert_eq!(
             batch_size(500, mb, 10_000, 1_000_000_000, Some(15)),
-            (667, mb)
+            (MAX_GROWN_FRAMES, 1_000_000_000)
         );
-        // Bytes bind (200 KB frames): bytes grow though the frame count fits.
+        // Bytes bind (200 KB frames): bytes grow though the frame count fits, to what
+        // the backlog needs.
         assert_eq!(
             batch_size(500, mb, 5_000, 1_000_000_000, Some(10)),
-            (500, 100_000_000)
+            (MAX_GROWN_FRAMES, 1_000_000_000)
         );
+        assert_eq!(batch_size(500, mb, 600, 2 * mb, Some(1)), (600, 2 * mb));
         // One session left: as large as the platform allows, bytes capped at 16x.
         assert_eq!(
             batch_size(500, mb, 100_000, 100 * mb, Some(1)),

@@ -111,6 +111,14 @@ impl ConfiguredSink {
             d @ Self::Directory(_) => d,
         }
     }
+
+    /// The session pacer keeps what it learnt in `path` and goes on from it (Nexus).
+    pub fn with_pace_file(self, path: std::path::PathBuf) -> Self {
+        match self {
+            Self::Nexus(s) => Self::Nexus(s.with_pace_file(path)),
+            other => other,
+        }
+    }
 }
 
 impl Sink for ConfiguredSink {

@@ -38,9 +38,12 @@
 //! batch sizing how many sessions the next window holds, so a device down to a third of a
 //! session per window sends its whole backlog (up to the growth limit) in one.
 //!
-//! Not persisted: after a restart the device starts at the configured limit again and
-//! learns its share anew within a few 429s; the uploader's random start delay spreads a
-//! fleet that powers up together.
+//! Kept across restarts: since the rate after a 429 grows linearly with time, the rate and
+//! the time of the last 429 determine it for good, and that pair is all the daemon keeps
+//! (`pacer.json` in the queue folder, written after each 429, see [`Learnt`]). A fleet
+//! whose power comes back at once then starts where it left off instead of at the full
+//! limit, and the uploader's random start delay spreads its first sessions. A missing or
+//! unreadable file only means starting at the configured limit (logged, not an error).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -106,6 +109,33 @@ impl SlidingWindow {
     }
 }
 
+/// What a restart needs to go on at the learnt rate: the rate after the last 429 and when
+/// that was (Unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Learnt {
+    /// Sessions per window right after the last 429.
+    pub rate: f64,
+    /// When the last 429 came (Unix ms).
+    pub at_ms: i64,
+}
+
+impl Learnt {
+    /// Reads the file (None when there is none or it is not what this module writes).
+    pub fn load(path: &std::path::Path) -> Option<Self> {
+        let text = std::fs::read(path).ok()?;
+        let l: Self = serde_json::from_slice(&text).ok()?;
+        (l.rate.is_finite() && l.rate > 0.0).then_some(l)
+    }
+
+    /// Writes the file atomically (a temporary file renamed over it; no fsync: losing it
+    /// only means starting at the configured limit).
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(self).unwrap_or_default())?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
 /// The sliding window plus the learnt rate (see the module doc).
 #[derive(Debug)]
 pub struct Pacer {
@@ -139,6 +169,30 @@ impl Pacer {
             updated: now,
             hold: None,
             limited: 0,
+        }
+    }
+
+    /// A pacer that goes on from `learnt` (a previous run's last 429, `ago` before `now`):
+    /// the rate it has grown to since, the bucket holding one session.
+    pub fn resume(
+        limit: u32,
+        window: Duration,
+        now: Instant,
+        learnt: Learnt,
+        ago: Duration,
+    ) -> Self {
+        let mut p = Self::new(limit, window, now);
+        let grown = learnt.rate + INCREASE * ago.as_secs_f64() / p.window_secs;
+        p.rate = grown.clamp(MIN_RATE, p.limit);
+        p.tokens = p.tokens.min(1.0).min(p.rate.max(1.0));
+        p
+    }
+
+    /// What a restart needs to go on at the rate learnt now (`now_ms`: Unix ms).
+    pub fn learnt(&mut self, now: Instant, now_ms: i64) -> Learnt {
+        Learnt {
+            rate: self.rate(now),
+            at_ms: now_ms,
         }
     }
 
@@ -301,6 +355,33 @@ mod tests {
         p.record(t1);
         p.forget_last();
         assert_eq!(p.wait_time(t1), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_restart_goes_on_at_the_learnt_rate_grown_by_the_time_since() {
+        let t0 = Instant::now();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pacer.json");
+        let mut p = Pacer::new(15, W, t0);
+        for _ in 0..5 {
+            p.rate_limited(t0, None);
+        }
+        let l = p.learnt(t0, 1_000_000);
+        l.save(&path).expect("saved");
+        let back = Learnt::load(&path).expect("loaded");
+        assert_eq!(back, l);
+        // Restarted at once: the same rate, one session allowed now, the next paced.
+        let mut q = Pacer::resume(15, W, t0, back, Duration::ZERO);
+        assert!((q.rate(t0) - 15.0 / 32.0).abs() < 1e-9);
+        assert_eq!(q.wait_time(t0), Duration::ZERO);
+        q.record(t0);
+        assert!(q.wait_time(t0) > W);
+        // Restarted ten windows later: grown by ten increases.
+        let mut q = Pacer::resume(15, W, t0, back, W * 10);
+        assert!((q.rate(t0) - (15.0 / 32.0 + 10.0 * INCREASE)).abs() < 1e-9);
+        // A file that is not ours: None.
+        std::fs::write(&path, "garbage").expect("written");
+        assert_eq!(Learnt::load(&path), None);
     }
 
     /// Devices that share one sliding window converge to similar shares: a small model of

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use super::wire::ErrorBody;
 use crate::config::{NexusConfig, Secret};
 use crate::upload::backoff::parse_retry_after;
-use crate::upload::pacer::Pacer;
+use crate::upload::pacer::{Learnt, Pacer};
 use crate::upload::sink::{Outcome, Verdict};
 use crate::upload::sleep_or_stop;
 
@@ -26,6 +26,8 @@ pub(super) struct Client {
     base: Url,
     secret_header: HeaderValue,
     limiter: Mutex<Pacer>,
+    /// Where the pacer keeps what it learnt (None: nowhere).
+    pace_file: Option<std::path::PathBuf>,
 }
 
 impl Client {
@@ -56,7 +58,30 @@ impl Client {
             base,
             secret_header,
             limiter,
+            pace_file: None,
         })
+    }
+
+    /// Goes on from the rate a previous run learnt (kept in `path`), and keeps it there.
+    pub(super) fn set_pace_file(&mut self, path: std::path::PathBuf) {
+        if let Some(learnt) = Learnt::load(&path) {
+            let now_ms = crate::frame::unix_ms(std::time::SystemTime::now());
+            let ago = Duration::from_millis(u64::try_from(now_ms - learnt.at_ms).unwrap_or(0));
+            let pacer = Pacer::resume(
+                self.cfg.session_rate_limit,
+                self.cfg.session_rate_window,
+                Instant::now(),
+                learnt,
+                ago,
+            );
+            info!(
+                sessions_per_window = (learnt.rate * 100.0).round() / 100.0,
+                last_429_secs_ago = ago.as_secs(),
+                "the session pacer goes on from the rate it learnt before the restart"
+            );
+            self.limiter = Mutex::new(pacer);
+        }
+        self.pace_file = Some(path);
     }
 
     pub(super) fn url(&self, path: &str) -> Url {
@@ -204,10 +229,23 @@ impl Client {
     /// halves) and waits at least `retry_after`. Returns the wait before the next session
     /// and the rate now (sessions per window).
     pub(super) fn session_rate_limited(&self, retry_after: Option<Duration>) -> (Duration, f64) {
-        let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        l.rate_limited(now, retry_after);
-        (l.wait_time(now), l.rate(now))
+        let (wait, rate, learnt) = {
+            let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            l.rate_limited(now, retry_after);
+            let learnt = l.learnt(now, crate::frame::unix_ms(std::time::SystemTime::now()));
+            (l.wait_time(now), l.rate(now), learnt)
+        };
+        if let Some(path) = self.pace_file.clone() {
+            // Off the async threads: an SD card may stall a write for seconds.
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = learnt.save(&path) {
+                    warn!(path = %path.display(), error = %e,
+                        "cannot keep the learnt session rate (a restart starts at the configured limit)");
+                }
+            });
+        }
+        (wait, rate)
     }
 
     /// The session rate this device allows itself now, and the 429s it got.

@@ -72,6 +72,15 @@ impl NexusSink {
         })
     }
 
+    /// The session pacer goes on from what a previous run learnt (`path`), and keeps what
+    /// it learns there.
+    pub fn with_pace_file(mut self, path: std::path::PathBuf) -> Self {
+        if let Some(c) = Arc::get_mut(&mut self.client) {
+            c.set_pace_file(path);
+        }
+        self
+    }
+
     /// Storage PUTs draw their bytes through `throttle` (the bandwidth cap).
     pub fn with_throttle(mut self, throttle: Arc<crate::upload::throttle::Throttle>) -> Self {
         self.throttle = Some(throttle);
