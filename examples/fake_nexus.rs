@@ -5,7 +5,15 @@
 //! duplicates and the protocol violations it noticed.
 //!
 //! usage: fake_nexus [--listen ADDR:PORT] [--discard-bytes]
+//!                   [--project-limit N --window-ms MS [--retry-after]]
 //! (default 127.0.0.1:0; prints `listening http://ADDR:PORT` once it accepts)
+//!
+//! `--project-limit` makes the server enforce one session limit for all its clients (N
+//! sessions created per sliding window of MS milliseconds, 429 past it), as the platform
+//! does per project: the fleet benchmark (`scripts/fleet`) runs many daemons against it.
+//! The summary then also has, per device (a filename's part before its first `_`): the
+//! assets' creation times, sessions created and 429s; and every session's creation time
+//! (milliseconds since the server started).
 
 #![allow(
     clippy::unwrap_used,
@@ -34,9 +42,36 @@ async fn main() {
                     .unwrap_or_else(|| usage());
             }
             "--discard-bytes" => state.lock().unwrap().discard_bytes = true,
+            "--project-limit" => {
+                let n: usize = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage());
+                let mut s = state.lock().unwrap();
+                let w = s
+                    .faults
+                    .project_limit
+                    .map_or(300_000, |(_, w)| w.as_millis());
+                s.faults.project_limit = Some((n, std::time::Duration::from_millis(w as u64)));
+            }
+            "--window-ms" => {
+                let ms: u64 = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage());
+                let mut s = state.lock().unwrap();
+                let n = s.faults.project_limit.map_or(15, |(n, _)| n);
+                s.faults.project_limit = Some((n, std::time::Duration::from_millis(ms)));
+            }
+            "--retry-after" => state.lock().unwrap().faults.project_limit_retry_after = true,
             _ => usage(),
         }
     }
+    let started = std::time::Instant::now();
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let server = FakeNexus::start_at(listen, state).await;
     println!("listening {}", server.endpoint());
     std::io::stdout().flush().unwrap();
@@ -55,6 +90,7 @@ async fn main() {
             "puts": s.record.puts.len(),
             "duplicates": s.record.duplicates.len(),
             "violations": s.record.violations,
+            "fleet": fleet(s, started, started_ms),
         })
     });
     println!("{summary}");
@@ -63,4 +99,40 @@ async fn main() {
 fn usage() -> ! {
     eprintln!("usage: fake_nexus [--listen ADDR:PORT] [--discard-bytes]");
     std::process::exit(2)
+}
+
+/// Per-device figures for the fleet benchmark.
+fn fleet(
+    s: &fake_platform::nexus::State,
+    started: std::time::Instant,
+    started_ms: u64,
+) -> serde_json::Value {
+    use std::collections::BTreeMap;
+    let device = |f: &str| f.split('_').next().unwrap_or("").to_string();
+    let mut assets: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for a in s.assets.values() {
+        assets
+            .entry(device(&a.filename))
+            .or_default()
+            .push(a.create_ms.saturating_sub(started_ms));
+    }
+    for v in assets.values_mut() {
+        v.sort_unstable();
+    }
+    let mut sessions: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, d) in &s.record.sessions_created_at {
+        *sessions.entry(d.clone()).or_default() += 1;
+    }
+    let created_ms: Vec<u64> = s
+        .record
+        .sessions_created_at
+        .iter()
+        .map(|(t, _)| t.duration_since(started).as_millis() as u64)
+        .collect();
+    serde_json::json!({
+        "assets_ms": assets,
+        "sessions": sessions,
+        "limited": s.record.limited_by_device,
+        "sessions_ms": created_ms,
+    })
 }

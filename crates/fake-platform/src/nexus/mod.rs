@@ -85,6 +85,13 @@ pub struct Faults {
     pub errored_operations: usize,
     /// Session creations allowed per 300 s (None: unlimited).
     pub rate_limit: Option<usize>,
+    /// A project-wide limit shared by every client: at most this many sessions *created*
+    /// per sliding window (refused attempts do not count); past it, 429
+    /// `TooManyRequestsError`, with `Retry-After` (the seconds until the oldest session
+    /// leaves the window, rounded up) when `project_limit_retry_after` is set.
+    pub project_limit: Option<(usize, Duration)>,
+    /// Whether the project limit's 429 carries `Retry-After`.
+    pub project_limit_retry_after: bool,
     /// Storage PUTs are answered only after this long (a hung upload) ...
     pub put_delay: Option<Duration>,
     /// ... for this many PUTs (None: all of them).
@@ -171,6 +178,11 @@ pub struct Record {
     pub metadata_updates: BTreeMap<String, usize>,
     /// Asset list calls.
     pub asset_lists: usize,
+    /// Sessions created: (when, the device: the first asset's filename up to its first
+    /// `_`, as edgecap's default filename template starts).
+    pub sessions_created_at: Vec<(Instant, String)>,
+    /// 429s of the project limit, per device (as above).
+    pub limited_by_device: BTreeMap<String, usize>,
 }
 
 #[derive(Default)]

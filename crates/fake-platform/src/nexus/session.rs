@@ -86,6 +86,36 @@ pub(super) fn create_session(s: &mut State, body: &[u8]) -> Response {
             return answer(s, error(400, "BadRequestError", "duplicate filename"));
         }
     }
+    let device = assets
+        .first()
+        .and_then(|a| a["filename"].as_str())
+        .and_then(|f| f.split('_').next())
+        .unwrap_or("")
+        .to_string();
+    if let Some((limit, window)) = s.faults.project_limit {
+        let in_window: Vec<Instant> = s
+            .record
+            .sessions_created_at
+            .iter()
+            .rev()
+            .take_while(|(t, _)| t.elapsed() < window)
+            .map(|(t, _)| *t)
+            .collect();
+        if in_window.len() >= limit {
+            *s.record.limited_by_device.entry(device).or_default() += 1;
+            let mut r = error(429, "TooManyRequestsError", "Too Many Requests");
+            if s.faults.project_limit_retry_after {
+                let oldest = in_window.last().copied().unwrap_or_else(Instant::now);
+                let left = window.saturating_sub(oldest.elapsed());
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                if let Ok(v) = secs.to_string().parse() {
+                    r.headers_mut().insert("retry-after", v);
+                }
+            }
+            return answer(s, r);
+        }
+    }
+    s.record.sessions_created_at.push((Instant::now(), device));
     s.counter += 1;
     let sid = format!("up_{:08x}-0000-4000-8000-{:012x}", s.counter, s.counter);
     let op = format!("op_{:08x}-0000-4000-8000-{:012x}", s.counter, s.counter);
