@@ -161,6 +161,15 @@ pub enum ConfigCommand {
     },
     /// Print the commented default config.
     PrintDefault,
+    /// Print the config as edgecap reads it: the file merged with the drop-ins of
+    /// `conf.d/` beside it (in name order) and the environment overrides
+    /// (EDGECAP_DEVICE_ID, EDGECAP_HTTP_LISTEN, EDGECAP_QUEUE_DIR, EDGECAP_PROJECT_ID).
+    /// Keys not shown take their defaults; secrets are masked.
+    Print {
+        /// Follow each value with where it came from (file:line or $VARIABLE).
+        #[arg(long)]
+        effective: bool,
+    },
 }
 
 /// `edgecap queue …`.

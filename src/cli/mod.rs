@@ -59,6 +59,17 @@ pub fn main() -> ExitCode {
             daemon::list_cameras();
             return ExitCode::SUCCESS;
         }
+        Command::Config {
+            command: ConfigCommand::Print { effective },
+        } => {
+            return match config::load_layered(path) {
+                Ok((_, eff)) => {
+                    print_effective(&eff, *effective);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => config_failure(&e),
+            };
+        }
         _ => {}
     }
     if matches!(cli.command, Command::Run { .. }) {
@@ -85,7 +96,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Config {
-            command: ConfigCommand::PrintDefault,
+            command: ConfigCommand::PrintDefault | ConfigCommand::Print { .. },
         } => ExitCode::SUCCESS,
         Command::Status {
             watch: true,
@@ -267,4 +278,17 @@ fn usage_failure(msg: &str) -> ExitCode {
 fn runtime_failure(e: &anyhow::Error) -> ExitCode {
     eprintln!("edgecap: {e:#}");
     ExitCode::from(EXIT_RUNTIME)
+}
+
+/// `config print [--effective]`: the merged config, and what it was made of.
+fn print_effective(eff: &config::Effective, origins: bool) {
+    println!("# edgecap config as read from:");
+    for f in &eff.files {
+        println!("#   {}", f.display());
+    }
+    for (var, key) in &eff.overrides {
+        println!("#   ${var} (sets {key})");
+    }
+    println!("# Keys not shown take their defaults (edgecap config print-default).\n");
+    print!("{}", eff.render(origins));
 }

@@ -12,6 +12,10 @@
 //! 2. [`resolve()`]: answers those checks (host name, secret key, folder rights) and gives a
 //!    [`Resolved`] config. Only the commands that need them call it.
 //!
+//! Before both, `layers.rs` merges the main file with the drop-ins of `conf.d/` beside it and
+//! a few environment overrides into one document, keeping each value's origin, so that
+//! problems name the file and line (or variable) that set a value.
+//!
 //! The commented template `config/edgecap.toml` is the reference for every key; it is
 //! compiled in and printed by `edgecap config print-default`. `platform.rs` holds the
 //! platform limits the checks and the uploader share.
@@ -19,6 +23,7 @@
 //! Relative paths (queue dir, directory sink, secret file) are taken relative to the
 //! working directory, which is `/` under systemd: use absolute paths there.
 
+mod layers;
 mod locate;
 pub mod platform;
 mod raw;
@@ -49,10 +54,25 @@ pub struct Problem {
     pub line: Option<usize>,
     /// What is wrong.
     pub message: String,
+    /// The file, when the config has more than one (drop-ins, overrides).
+    pub file: Option<PathBuf>,
+}
+
+impl Problem {
+    /// The same problem, found in `file`.
+    pub fn in_file(self, file: PathBuf) -> Self {
+        Self {
+            file: Some(file),
+            ..self
+        }
+    }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
         match (self.line, self.key.is_empty()) {
             (Some(l), false) => write!(f, "line {l}: {}: {}", self.key, self.message),
             (Some(l), true) => write!(f, "line {l}: {}", self.message),
@@ -91,21 +111,95 @@ fn render_problems(problems: &[Problem]) -> String {
         .join("\n")
 }
 
-/// Reads and validates a config file (nothing else of the machine is asked: see
-/// [`resolve()`]).
+/// Reads and validates a config file with its drop-ins and environment overrides
+/// (`layers.rs`; nothing else of the machine is asked: see [`resolve()`]).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let text = String::from_utf8(bytes).map_err(|e| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        problems: vec![not_utf8(e.as_bytes(), e.utf8_error().valid_up_to())],
-    })?;
-    parse(&text).map_err(|problems| ConfigError::Invalid {
+    load_layered(path).map(|(c, _)| c)
+}
+
+/// The merged config: each value's origin, and the files and overrides it was made of.
+pub struct Effective {
+    doc: toml::Table,
+    origins: layers::Origins,
+    /// The files read, the main file first.
+    pub files: Vec<PathBuf>,
+    /// The overrides set: (variable, key).
+    pub overrides: Vec<(&'static str, &'static str)>,
+}
+
+impl Effective {
+    /// The merged document as TOML, secrets masked; with `origins`, each value followed
+    /// by where it came from.
+    pub fn render(&self, origins: bool) -> String {
+        let none = layers::Origins::default();
+        layers::render_effective(&self.doc, if origins { &self.origins } else { &none })
+    }
+}
+
+/// [`load`], and the merged document with each value's origin (`config print --effective`).
+pub fn load_layered(path: &Path) -> Result<(Config, Effective), ConfigError> {
+    let layers = layers::Layers::read(path)?;
+    let invalid = |problems| ConfigError::Invalid {
         path: path.to_path_buf(),
         problems,
-    })
+    };
+    let files: Vec<PathBuf> = layers.files().map(Path::to_path_buf).collect();
+    let overrides = layers.overrides().collect();
+    if layers.is_plain() {
+        let text = layers.main_text();
+        let cfg = parse(text).map_err(invalid)?;
+        let (doc, origins) = layers.merge().unwrap_or_default();
+        return Ok((
+            cfg,
+            Effective {
+                doc,
+                origins,
+                files,
+                overrides,
+            },
+        ));
+    }
+    let (doc, origins) = layers.merge().map_err(invalid)?;
+    let merged = toml::to_string(&doc).map_err(|e| {
+        invalid(vec![Problem {
+            key: String::new(),
+            line: None,
+            message: format!("the merged config cannot be written as TOML: {e}"),
+            file: None,
+        }])
+    })?;
+    // Lines of the merged text mean nothing to the user: each problem and each deferred
+    // check names the file and line that set the value.
+    let place = |key: &str| match origins.of(key) {
+        Some(layers::Origin::File { path, line }) => (Some(path.clone()), Some(*line)),
+        Some(layers::Origin::Env(var)) => (Some(PathBuf::from(format!("${var}"))), None),
+        None => (Some(path.to_path_buf()), None),
+    };
+    let mut cfg = parse(&merged).map_err(|problems| {
+        invalid(
+            problems
+                .into_iter()
+                .map(|p| {
+                    let (file, line) = place(&p.key);
+                    Problem { file, line, ..p }
+                })
+                .collect(),
+        )
+    })?;
+    for d in &mut cfg.deferred {
+        if let Deferred::Writable { site, .. } | Deferred::Secret { site, .. } = d {
+            (site.file, site.line) = place(&site.key);
+        }
+    }
+    Ok((
+        cfg,
+        Effective {
+            doc,
+            origins,
+            files,
+            overrides,
+        },
+    ))
 }
 
 /// The problem of a file that is not UTF-8 at byte `at`: its line, and the byte within
@@ -125,6 +219,7 @@ fn not_utf8(bytes: &[u8], at: usize) -> Problem {
             "byte {} of this line (0x{byte:02x}) is not UTF-8 text: save the file as UTF-8",
             at - line_start + 1
         ),
+        file: None,
     }
 }
 

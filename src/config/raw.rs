@@ -29,6 +29,8 @@ pub struct RawDaemon {
     pub watchdog_stall_secs: u64,
     #[serde(default)]
     pub http_listen: Option<String>,
+    #[serde(default)]
+    pub metrics_textfile: Option<String>,
 }
 
 impl Default for RawDaemon {
@@ -40,6 +42,7 @@ impl Default for RawDaemon {
             status_file: defaults::status_file(),
             watchdog_stall_secs: defaults::watchdog_stall_secs(),
             http_listen: None,
+            metrics_textfile: None,
         }
     }
 }

@@ -68,6 +68,7 @@ pub fn resolve_at(config: Config, path: &Path, stage: Stage) -> Result<Resolved,
     let problem = |site: &Site, message: String| Problem {
         key: site.key.clone(),
         line: site.line,
+        file: site.file.clone(),
         message,
     };
     for d in &config.deferred {
@@ -114,7 +115,8 @@ pub fn resolve_at(config: Config, path: &Path, stage: Stage) -> Result<Resolved,
                 Ok(s) => {
                     secret = Some(s);
                     let holder = match source {
-                        SecretSource::ConfigFile(_) => Some(path),
+                        // The file that set it: the main file or a drop-in.
+                        SecretSource::ConfigFile(_) => Some(site.file.as_deref().unwrap_or(path)),
                         SecretSource::File(f) => Some(f.as_path()),
                         _ => None,
                     };

@@ -77,6 +77,8 @@ pub struct Site {
     pub key: String,
     /// 1-based line, when known.
     pub line: Option<usize>,
+    /// The file that set it, when the config has drop-ins or overrides (`layers.rs`).
+    pub file: Option<std::path::PathBuf>,
 }
 
 /// Where the platform's secret key is to be read from.
@@ -108,6 +110,9 @@ pub struct DaemonConfig {
     pub watchdog_stall: Duration,
     /// Where `/metrics`, `/status` and `/snapshot/<camera>.jpg` are served (None: off).
     pub http_listen: Option<std::net::SocketAddr>,
+    /// A `.prom` file the metrics are written to every 30 s, for node_exporter's textfile
+    /// collector (None: off).
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// One `[[camera]]`.

@@ -26,10 +26,15 @@ pub(super) struct StatusCtx {
     pub(super) health: Arc<Health>,
     pub(super) base: Snapshot,
     pub(super) path: std::path::PathBuf,
+    /// node_exporter's textfile (`daemon.metrics_textfile`).
+    pub(super) textfile: Option<std::path::PathBuf>,
 }
 
 /// How often the status file and systemd's STATUS= are refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
+
+/// How often the metrics textfile is rewritten (it is often on the SD card).
+const TEXTFILE_EVERY: Duration = Duration::from_secs(30);
 
 /// How often the queue's counters are copied outside the index (`<queue>/counters`).
 const FLOOR_EVERY: Duration = Duration::from_secs(30);
@@ -91,6 +96,8 @@ impl StatusCtx {
         let mut write_failing = false;
         let mut stalled_logged = false;
         let mut floor_written = Instant::now();
+        let mut textfile_written: Option<Instant> = None;
+        let mut textfile_failing = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -131,6 +138,29 @@ impl StatusCtx {
                 }
                 Err(_) => {}
             }
+            if let Some(path) = &self.textfile
+                && textfile_written.is_none_or(|t| t.elapsed() >= TEXTFILE_EVERY)
+            {
+                textfile_written = Some(Instant::now());
+                let (path, st2) = (path.clone(), st.clone());
+                let done = tokio::task::spawn_blocking(move || {
+                    crate::ops::metrics::write_textfile(&path, &st2)
+                })
+                .await;
+                match done {
+                    Ok(Ok(())) if textfile_failing => {
+                        info!(path = %path_text(&self.textfile), "the metrics textfile is written again");
+                        textfile_failing = false;
+                    }
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) if !textfile_failing => {
+                        warn!(path = %path_text(&self.textfile), error = %e,
+                            "cannot write the metrics textfile; node_exporter will not see this daemon's metrics");
+                        textfile_failing = true;
+                    }
+                    _ => {}
+                }
+            }
             notify::status(&st.line());
             match self.health.stalled() {
                 None => {
@@ -167,4 +197,10 @@ impl crate::ops::http::Source for StatusCtx {
             .find(|(name, _)| name == camera)
             .map(|(_, st)| st.latest())
     }
+}
+
+fn path_text(p: &Option<std::path::PathBuf>) -> String {
+    p.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }

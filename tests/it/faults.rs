@@ -448,6 +448,17 @@ async fn a_429_without_retry_after_slows_the_session_rate_and_keeps_the_frames()
     cfg.stop_after_frames = 0;
     cfg.batch_max_frames = 20;
     let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    // A drop-in beside the config asks for node_exporter's textfile.
+    let prom = tmp.path().join("edgecap.prom");
+    std::fs::create_dir(tmp.path().join("conf.d")).unwrap();
+    std::fs::write(
+        tmp.path().join("conf.d/50-metrics.toml"),
+        format!(
+            "[daemon]\nmetrics_textfile = {:?}\n",
+            prom.display().to_string()
+        ),
+    )
+    .unwrap();
     let mut d = Daemon::start(&config, &tmp.path().join("log"));
     let t0 = std::time::Instant::now();
     while server.with(|s| s.record.session_attempts.len()) == 0 {
@@ -487,6 +498,13 @@ async fn a_429_without_retry_after_slows_the_session_rate_and_keeps_the_frames()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("slowed by 1 × 429"), "{text}");
+    // The textfile was written at start (then every 30 s), in the text format.
+    let metrics = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        metrics.contains("edgecap_device_info{device=\"testdev\"} 1\n")
+            && metrics.contains("# TYPE edgecap_uploader_rate_limited_total counter\n"),
+        "{metrics}"
+    );
     d.signal("TERM");
     assert!(d.wait(Duration::from_secs(30)).await.success());
     let stats = queue_stats(&config);

@@ -16,6 +16,7 @@ mod disk_full;
 mod enqueue;
 mod faults;
 mod journal;
+mod layers;
 mod links;
 mod never_wedge;
 mod nexus;

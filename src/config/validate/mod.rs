@@ -42,7 +42,12 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             } else {
                 format!("TOML syntax error: {}", e.message().trim())
             };
-            return Err(vec![Problem { key, line, message }]);
+            return Err(vec![Problem {
+                key,
+                line,
+                message,
+                file: None,
+            }]);
         }
     };
     let loc = Locator::new(text, &doc);
@@ -136,6 +141,7 @@ impl Validator<'_> {
     /// The key and line of `path`, for a check made later.
     fn site(&self, path: &[Seg]) -> Site {
         Site {
+            file: None,
             key: render_path(path),
             line: self.loc.line_of_path(path),
         }
@@ -174,6 +180,7 @@ impl Validator<'_> {
             key: render_path(path),
             line: self.loc.line_of_path(path),
             message: message.into(),
+            file: None,
         });
     }
 
@@ -205,6 +212,7 @@ impl Validator<'_> {
                 key: render_path(&path),
                 line,
                 message: words::plain(e.message()),
+                file: None,
             });
             // The key inside this section to take out: the path below the section, up to
             // its first list index.

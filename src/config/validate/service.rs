@@ -61,8 +61,21 @@ impl Validator<'_> {
                 }
             }
         });
+        let metrics_textfile = d.metrics_textfile.and_then(|f| {
+            let ok = f.ends_with(".prom") && !f.trim().is_empty();
+            if !ok {
+                self.problem(
+                    &[key("daemon"), key("metrics_textfile")],
+                    format!(
+                        "must be a file ending in .prom (node_exporter's textfile collector reads only those), like \"/var/lib/node_exporter/textfile_collector/edgecap.prom\" (got {f:?})"
+                    ),
+                );
+            }
+            ok.then(|| PathBuf::from(f))
+        });
         DaemonConfig {
             http_listen,
+            metrics_textfile,
             stop_after_frames: (d.stop_after_frames > 0).then_some(d.stop_after_frames),
             drain_on_stop: Duration::from_secs(d.drain_on_stop_secs),
             summary_interval: (d.summary_interval_secs > 0)
