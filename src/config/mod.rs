@@ -349,6 +349,7 @@ mod tests {
                 "label",
                 "id",
                 "http_listen",
+                "metrics_textfile",
                 "windows",
                 "max_upload_rate",
                 "daily_budget",

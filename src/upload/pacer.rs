@@ -49,10 +49,22 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Sessions per window a 429 never pushes the rate below (one session per 100 windows;
-/// the time-based increase brings it back to one per ~6 windows within that time).
+/// the time-based increase brings the next session within ~3 windows).
 pub const MIN_RATE: f64 = 0.01;
 /// Additive increase: sessions per window, per window of time without a 429.
-pub const INCREASE: f64 = 0.05;
+pub const INCREASE: f64 = 0.2;
+/// The increase gathers pace the longer no 429 comes: after `k` windows without one it is
+/// `INCREASE × (1 + k / ACCELERATION_WINDOWS)` per window. Near the rate of the last 429
+/// that is AIMD; far from it (the fleet thinned out, the last devices of a drain alone)
+/// the rate climbs back to the limit within a few windows instead of dozens, as CUBIC's
+/// probing does for TCP.
+pub const ACCELERATION_WINDOWS: f64 = 2.0;
+
+/// What the rate grows by over `dt` windows that start `calm` windows after the last 429.
+fn growth(calm: f64, dt: f64) -> f64 {
+    let end = calm + dt;
+    INCREASE * (dt + (end * end - calm * calm) / (2.0 * ACCELERATION_WINDOWS))
+}
 /// Multiplicative decrease: the share of the rate kept after a 429.
 pub const DECREASE: f64 = 0.5;
 
@@ -154,6 +166,13 @@ pub struct Pacer {
     hold: Option<Instant>,
     /// 429s received in all.
     limited: u64,
+    /// Tokens the bucket must hold for the next session: 1 on average, drawn from
+    /// [½, 1½] after each session and each 429 (see [`Pacer::draw`]).
+    threshold: f64,
+    /// Whether `threshold` is drawn at random (off in the tests that check waits).
+    jitter: bool,
+    /// Windows since the last 429 (or since the start).
+    calm: f64,
 }
 
 impl Pacer {
@@ -169,7 +188,30 @@ impl Pacer {
             updated: now,
             hold: None,
             limited: 0,
+            threshold: 1.0,
+            jitter: true,
+            calm: 0.0,
         }
+    }
+
+    /// The same pacer with a fixed threshold of one token (tests that check waits).
+    #[cfg(test)]
+    pub fn steady(mut self) -> Self {
+        self.jitter = false;
+        self
+    }
+
+    /// Draws the next threshold. Paced devices that wait exactly `window / rate` after a
+    /// 429 fall into step with the sliding window: in the fleet benchmark some retried
+    /// every 11 s for two minutes and met a full window each time while others, asking
+    /// often, took every freed slot. A wait drawn around its mean breaks that lock step
+    /// and keeps the long-run rate (the token debt carries over).
+    fn draw(&mut self) {
+        self.threshold = if self.jitter {
+            rand::random_range(0.5..1.5)
+        } else {
+            1.0
+        };
     }
 
     /// A pacer that goes on from `learnt` (a previous run's last 429, `ago` before `now`):
@@ -182,8 +224,9 @@ impl Pacer {
         ago: Duration,
     ) -> Self {
         let mut p = Self::new(limit, window, now);
-        let grown = learnt.rate + INCREASE * ago.as_secs_f64() / p.window_secs;
-        p.rate = grown.clamp(MIN_RATE, p.limit);
+        let windows = ago.as_secs_f64() / p.window_secs;
+        p.rate = (learnt.rate + growth(0.0, windows)).clamp(MIN_RATE, p.limit);
+        p.calm = windows;
         p.tokens = p.tokens.min(1.0).min(p.rate.max(1.0));
         p
     }
@@ -204,7 +247,8 @@ impl Pacer {
             return;
         }
         self.updated = now;
-        let grown = (self.rate + INCREASE * dt).min(self.limit);
+        let grown = (self.rate + growth(self.calm, dt)).min(self.limit);
+        self.calm += dt;
         // Exact while below the limit; capped at the limit the fill is under-counted a
         // little, which only errs on the side of waiting.
         self.tokens = (self.tokens + (self.rate + grown) / 2.0 * dt).min(self.rate.max(1.0));
@@ -217,13 +261,15 @@ impl Pacer {
         let held = self
             .hold
             .map_or(Duration::ZERO, |h| h.saturating_duration_since(now));
-        let bucket = if self.tokens >= 1.0 {
+        let bucket = if self.tokens >= self.threshold {
             Duration::ZERO
         } else {
-            // Solve  rate·t + INCREASE·t²/2 = need  for t (in windows).
-            let need = 1.0 - self.tokens;
+            // Solve  rate·t + slope·t²/2 = need  for t (in windows), with the slope the
+            // increase has now: it only gathers pace, so this errs on the side of waiting.
+            let need = self.threshold - self.tokens;
             let r = self.rate;
-            let t = (-r + (r * r + 2.0 * INCREASE * need).sqrt()) / INCREASE;
+            let slope = INCREASE * (1.0 + self.calm / ACCELERATION_WINDOWS);
+            let t = (-r + (r * r + 2.0 * slope * need).sqrt()) / slope;
             // A hair over, so that the bucket holds a whole token when woken.
             Duration::from_secs_f64(t * self.window_secs + 0.001)
         };
@@ -233,7 +279,10 @@ impl Pacer {
     /// A session creation is sent now.
     pub fn record(&mut self, now: Instant) {
         self.update(now);
-        self.tokens = (self.tokens - 1.0).max(0.0);
+        // A debt of up to one token: a session let through below one token is paid for
+        // by the next wait.
+        self.tokens = (self.tokens - 1.0).max(-1.0);
+        self.draw();
         self.window.record(now);
     }
 
@@ -250,6 +299,8 @@ impl Pacer {
         self.limited += 1;
         self.rate = (self.rate * DECREASE).max(MIN_RATE);
         self.tokens = 0.0;
+        self.calm = 0.0;
+        self.draw();
         if let Some(r) = retry_after {
             let until = now + r;
             self.hold = Some(self.hold.map_or(until, |h| h.max(until)));
@@ -303,7 +354,7 @@ mod tests {
     #[test]
     fn without_a_429_the_pacer_is_the_sliding_window_alone() {
         let t0 = Instant::now();
-        let mut p = Pacer::new(15, W, t0);
+        let mut p = Pacer::new(15, W, t0).steady();
         for _ in 0..15 {
             assert_eq!(p.wait_time(t0), Duration::ZERO);
             p.record(t0);
@@ -318,7 +369,7 @@ mod tests {
     #[test]
     fn a_429_halves_the_rate_and_time_without_one_grows_it_back() {
         let t0 = Instant::now();
-        let mut p = Pacer::new(15, W, t0);
+        let mut p = Pacer::new(15, W, t0).steady();
         p.record(t0);
         p.rate_limited(t0, None);
         assert_eq!(p.rate_limited_total(), 1);
@@ -333,12 +384,22 @@ mod tests {
         assert_eq!(p.rate(t0), MIN_RATE);
         // The batch sizing plans for one session in the next window.
         assert_eq!(p.sessions_left(t0), 1);
-        // From the floor, the next session comes within ~6 windows, not 100.
+        // From the floor, the next session comes within ~3 windows (the rate grows while
+        // the device waits), not 100.
         let w = p.wait_time(t0).as_secs_f64() / W.as_secs_f64();
-        assert!((5.0..7.0).contains(&w), "{w} windows");
-        // Ten windows on, the rate has grown by INCREASE per window.
+        assert!((2.5..3.5).contains(&w), "{w} windows");
+        // Ten windows on, the rate has grown by INCREASE per window, gathering pace:
+        // 0.2 × (10 + 10² / 4) = 7.
         let later = t0 + W * 10;
-        assert!((p.rate(later) - (MIN_RATE + 10.0 * INCREASE)).abs() < 1e-6);
+        assert!(
+            (p.rate(later) - (MIN_RATE + 7.0)).abs() < 1e-6,
+            "{}",
+            p.rate(later)
+        );
+        // Near the last 429 it is plain AIMD: one window after a 429, +0.25.
+        p.rate_limited(later, None);
+        let r = p.rate(later);
+        assert!((p.rate(later + W) - r - 0.25).abs() < 1e-6);
         // And it never grows past the configured limit.
         assert_eq!(p.rate(t0 + W * 10_000), 15.0);
     }
@@ -346,7 +407,7 @@ mod tests {
     #[test]
     fn retry_after_holds_the_next_session_and_a_refused_connection_costs_nothing() {
         let t0 = Instant::now();
-        let mut p = Pacer::new(15, W, t0);
+        let mut p = Pacer::new(15, W, t0).steady();
         p.rate_limited(t0, Some(Duration::from_secs(120)));
         assert!(p.wait_time(t0) >= Duration::from_secs(120));
         let t1 = t0 + Duration::from_secs(120);
@@ -362,7 +423,7 @@ mod tests {
         let t0 = Instant::now();
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("pacer.json");
-        let mut p = Pacer::new(15, W, t0);
+        let mut p = Pacer::new(15, W, t0).steady();
         for _ in 0..5 {
             p.rate_limited(t0, None);
         }
@@ -371,14 +432,14 @@ mod tests {
         let back = Learnt::load(&path).expect("loaded");
         assert_eq!(back, l);
         // Restarted at once: the same rate, one session allowed now, the next paced.
-        let mut q = Pacer::resume(15, W, t0, back, Duration::ZERO);
+        let mut q = Pacer::resume(15, W, t0, back, Duration::ZERO).steady();
         assert!((q.rate(t0) - 15.0 / 32.0).abs() < 1e-9);
         assert_eq!(q.wait_time(t0), Duration::ZERO);
         q.record(t0);
         assert!(q.wait_time(t0) > W);
         // Restarted ten windows later: grown by ten increases.
         let mut q = Pacer::resume(15, W, t0, back, W * 10);
-        assert!((q.rate(t0) - (15.0 / 32.0 + 10.0 * INCREASE)).abs() < 1e-9);
+        assert!((q.rate(t0) - (15.0 / 32.0 + growth(0.0, 10.0))).abs() < 1e-9);
         // A file that is not ours: None.
         std::fs::write(&path, "garbage").expect("written");
         assert_eq!(Learnt::load(&path), None);

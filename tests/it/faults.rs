@@ -478,7 +478,8 @@ async fn a_429_without_retry_after_slows_the_session_rate_and_keeps_the_frames()
         .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no next_session_in_ms in\n{log}"));
-    assert!((39_000..=40_100).contains(&wait), "{wait} ms\n{log}");
+    // 7.5 per 300 s: 40 s on average, drawn from about half to one and a half of it.
+    assert!((19_000..=61_000).contains(&wait), "{wait} ms\n{log}");
     assert!(log.contains("sessions_per_window=7.5 "), "{log}");
     // The status file carries the pace; the waiting state names the session limit.
     let status: serde_json::Value =
