@@ -144,7 +144,7 @@ impl StatusCtx {
                 textfile_written = Some(Instant::now());
                 let (path, st2) = (path.clone(), st.clone());
                 let done = tokio::task::spawn_blocking(move || {
-                    crate::ops::metrics::write_textfile(&path, &st2)
+                    crate::ops::textfile::write_textfile(&path, &st2)
                 })
                 .await;
                 match done {

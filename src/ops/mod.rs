@@ -3,7 +3,8 @@
 //! `edgecap status`, `--json`), the log
 //! output, journald or stderr ([`journal`]), process-wide memory settings
 //! ([`memory`]), and the optional HTTP endpoint ([`http`]) with its Prometheus
-//! exposition ([`metrics`]).
+//! exposition ([`metrics`]), also written for node_exporter's textfile collector
+//! ([`textfile`]).
 
 pub mod health;
 pub mod http;
@@ -12,3 +13,4 @@ pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod snapshot;
+pub mod textfile;
