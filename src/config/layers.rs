@@ -102,7 +102,14 @@ impl Layers {
     ) -> Result<Self, ConfigError> {
         let mut files = vec![(main.to_path_buf(), read_text(main)?)];
         let dir = drop_in_dir(main);
-        if let Ok(entries) = std::fs::read_dir(&dir) {
+        // No folder: no drop-ins. A folder that cannot be listed is an error, not an
+        // empty one: the daemon must not run without values someone put there.
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => Some(e),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(ConfigError::Read { path: dir, source }),
+        };
+        if let Some(entries) = entries {
             let mut names: Vec<PathBuf> = entries
                 .flatten()
                 .map(|e| e.path())

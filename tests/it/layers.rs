@@ -199,3 +199,25 @@ fn config_print_masks_secrets_wherever_they_were_set() {
     let out = text(&edgecap(&main, &["config", "print", "--effective"], &[]));
     assert!(out.contains("secret_key = \"***\"  # "), "{out}");
 }
+
+/// A drop-in folder that cannot be listed (here a file in its place; an unreadable folder
+/// is the same error) stops the command with its name, rather than running without the
+/// values someone put there.
+#[test]
+fn a_drop_in_folder_that_cannot_be_listed_is_an_error_not_an_empty_folder() {
+    let (tmp, main) = folder(&[]);
+    let d = tmp.path().join("conf.d");
+    std::fs::remove_dir(&d).unwrap();
+    std::fs::write(&d, "[upload]\nbatch_max_frames = 20\n").unwrap();
+    let o = edgecap(&main, &["config", "validate", "--offline"], &[]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains(&format!("cannot read config file {}", d.display())),
+        "{out}"
+    );
+    // No folder at all: no drop-ins, no error.
+    std::fs::remove_file(&d).unwrap();
+    let o = edgecap(&main, &["config", "validate", "--offline"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+}
