@@ -122,13 +122,7 @@ impl NexusAdmin {
             NexusError::Platform(self.clean(&format!("{what}: {}", e.without_url())))
         })?;
         let status = resp.status();
-        let retry = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                crate::upload::backoff::parse_retry_after(v, std::time::SystemTime::now())
-            });
+        let retry = crate::upload::backoff::retry_after(resp.headers());
         let body = resp.bytes().await.unwrap_or_default();
         match status {
             s if s.is_success() => Ok(Some(body)),

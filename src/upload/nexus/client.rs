@@ -6,14 +6,14 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::wire::ErrorBody;
 use crate::config::{NexusConfig, Secret};
-use crate::upload::backoff::parse_retry_after;
+use crate::upload::backoff::retry_after;
 use crate::upload::pacer::{Learnt, Pacer};
 use crate::upload::sink::{Outcome, Verdict};
 use crate::upload::sleep_or_stop;
@@ -65,7 +65,7 @@ impl Client {
     /// Goes on from the rate a previous run learnt (kept in `path`), and keeps it there.
     pub(super) fn set_pace_file(&mut self, path: std::path::PathBuf) {
         if let Some(learnt) = Learnt::load(&path) {
-            let now_ms = crate::frame::unix_ms(std::time::SystemTime::now());
+            let now_ms = crate::frame::unix_ms(SystemTime::now());
             let ago = Duration::from_millis(u64::try_from(now_ms - learnt.at_ms).unwrap_or(0));
             let pacer = Pacer::resume(
                 self.cfg.session_rate_limit,
@@ -133,10 +133,7 @@ impl Client {
         body: &[u8],
     ) -> Verdict {
         let text = format!("{what}: {}", self.describe_error_body(status, body));
-        let retry_after = headers
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let retry_after = retry_after(headers);
         match status.as_u16() {
             401 | 403 | 404 => Verdict::OperatorMustAct(text),
             // The SDK waits 60 s before retrying a 429 that says nothing more.
@@ -233,7 +230,7 @@ impl Client {
             let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             l.rate_limited(now, retry_after);
-            let learnt = l.learnt(now, crate::frame::unix_ms(std::time::SystemTime::now()));
+            let learnt = l.learnt(now, crate::frame::unix_ms(SystemTime::now()));
             (l.wait_time(now), l.rate(now), learnt)
         };
         if let Some(path) = self.pace_file.clone() {

@@ -217,12 +217,7 @@ impl NexusSink {
         };
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             // The project's session limit, shared with every device on it: slow down.
-            let retry_after = headers
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    crate::upload::backoff::parse_retry_after(v, std::time::SystemTime::now())
-                });
+            let retry_after = crate::upload::backoff::retry_after(&headers);
             let (wait, rate) = c.session_rate_limited(retry_after);
             let why = c.describe_error_body(status, &bytes);
             info!(

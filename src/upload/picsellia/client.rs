@@ -9,9 +9,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::wire::{Data, DataPage, Datalake, ErrorBody, Organization, Ping, Tag, WithId};
 use crate::config::{PicselliaConfig, Secret};
-use crate::upload::backoff::parse_retry_after;
+use crate::upload::backoff::retry_after;
 use crate::upload::sink::Verdict;
 
 /// Every status a data can have; the SDK sends all of them on lookups and lists.
@@ -254,10 +254,7 @@ impl Client {
             }
             Err(_) => String::from_utf8_lossy(body).into_owned(),
         };
-        let retry_after = headers
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let retry_after = retry_after(headers);
         ApiError::Status {
             status: status.as_u16(),
             text: self.clean(&format!("{what}: {status}: {said}")),
