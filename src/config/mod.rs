@@ -114,7 +114,8 @@ fn render_problems(problems: &[Problem]) -> String {
 /// Reads and validates a config file with its drop-ins and environment overrides
 /// (`layers.rs`; nothing else of the machine is asked: see [`resolve()`]).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    load_layered(path).map(|(c, _)| c)
+    let layers = layers::Layers::read(path)?;
+    check(&layers, path).map(|(c, _)| c)
 }
 
 /// The merged config: each value's origin, and the files and overrides it was made of.
@@ -139,25 +140,36 @@ impl Effective {
 /// [`load`], and the merged document with each value's origin (`config print --effective`).
 pub fn load_layered(path: &Path) -> Result<(Config, Effective), ConfigError> {
     let layers = layers::Layers::read(path)?;
+    let (cfg, merged) = check(&layers, path)?;
+    // A plain config was checked as its own text: its origins are read only here.
+    let (doc, origins) = match merged {
+        Some(m) => m,
+        None => layers.merge().unwrap_or_default(),
+    };
+    Ok((
+        cfg,
+        Effective {
+            doc,
+            origins,
+            files: layers.files().map(Path::to_path_buf).collect(),
+            overrides: layers.overrides().collect(),
+        },
+    ))
+}
+
+/// Checks the layers: a plain config as its own text (the merged document: None), any
+/// other merged, each problem and deferred check placed at the file and line (or
+/// variable) that set its value.
+fn check(
+    layers: &layers::Layers,
+    path: &Path,
+) -> Result<(Config, Option<(toml::Table, layers::Origins)>), ConfigError> {
     let invalid = |problems| ConfigError::Invalid {
         path: path.to_path_buf(),
         problems,
     };
-    let files: Vec<PathBuf> = layers.files().map(Path::to_path_buf).collect();
-    let overrides = layers.overrides().collect();
     if layers.is_plain() {
-        let text = layers.main_text();
-        let cfg = parse(text).map_err(invalid)?;
-        let (doc, origins) = layers.merge().unwrap_or_default();
-        return Ok((
-            cfg,
-            Effective {
-                doc,
-                origins,
-                files,
-                overrides,
-            },
-        ));
+        return Ok((parse(layers.main_text()).map_err(invalid)?, None));
     }
     let (doc, origins) = layers.merge().map_err(invalid)?;
     let merged = toml::to_string(&doc).map_err(|e| {
@@ -191,15 +203,7 @@ pub fn load_layered(path: &Path) -> Result<(Config, Effective), ConfigError> {
             (site.file, site.line) = place(&site.key);
         }
     }
-    Ok((
-        cfg,
-        Effective {
-            doc,
-            origins,
-            files,
-            overrides,
-        },
-    ))
+    Ok((cfg, Some((doc, origins))))
 }
 
 /// The problem of a file that is not UTF-8 at byte `at`: its line, and the byte within
