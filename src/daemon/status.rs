@@ -142,19 +142,19 @@ impl StatusCtx {
                 && textfile_written.is_none_or(|t| t.elapsed() >= TEXTFILE_EVERY)
             {
                 textfile_written = Some(Instant::now());
-                let (path, st2) = (path.clone(), st.clone());
+                let (target, st2) = (path.clone(), st.clone());
                 let done = tokio::task::spawn_blocking(move || {
-                    crate::ops::textfile::write_textfile(&path, &st2)
+                    crate::ops::textfile::write_textfile(&target, &st2)
                 })
                 .await;
                 match done {
                     Ok(Ok(())) if textfile_failing => {
-                        info!(path = %path_text(&self.textfile), "the metrics textfile is written again");
+                        info!(path = %path.display(), "the metrics textfile is written again");
                         textfile_failing = false;
                     }
                     Ok(Ok(())) => {}
                     Ok(Err(e)) if !textfile_failing => {
-                        warn!(path = %path_text(&self.textfile), error = %e,
+                        warn!(path = %path.display(), error = %e,
                             "cannot write the metrics textfile; node_exporter will not see this daemon's metrics");
                         textfile_failing = true;
                     }
@@ -197,10 +197,4 @@ impl crate::ops::http::Source for StatusCtx {
             .find(|(name, _)| name == camera)
             .map(|(_, st)| st.latest())
     }
-}
-
-fn path_text(p: &Option<std::path::PathBuf>) -> String {
-    p.as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default()
 }
