@@ -242,23 +242,20 @@ impl Origins {
                 return Some(o);
             }
         }
-        self.0
-            .iter()
-            .find(|(p, _)| {
-                p.strip_prefix(key)
-                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
-            })
-            .map(|(_, o)| o)
+        self.0.iter().find(|(p, _)| below(p, key)).map(|(_, o)| o)
     }
 
     /// Drops the origins at and below `key` (a later layer replaced the value).
     fn forget(&mut self, key: &str) {
-        self.0.retain(|p, _| {
-            !(p == key
-                || p.strip_prefix(key)
-                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('[')))
-        });
+        self.0.retain(|p, _| !(p == key || below(p, key)));
     }
+}
+
+/// Whether the key path `p` lies below `key` (`upload.x` below `upload`, `camera[0]` below
+/// `camera`; not `uploads` below `upload`).
+fn below(p: &str, key: &str) -> bool {
+    p.strip_prefix(key)
+        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
 }
 
 /// Every value's key path and the byte offset of its key, in a parsed file.
