@@ -323,15 +323,18 @@ async fn session_creations_stay_within_the_client_side_rate_limit() {
     let tmp = tempfile::tempdir().unwrap();
     let server = FakeNexus::start().await;
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
-    cfg.stop_after_frames = 30;
+    cfg.stop_after_frames = 200;
     cfg.batch_max_frames = 5;
-    cfg.extra_upload = "session_rate_limit = 2\nsession_rate_window_secs = 3\n".into();
+    // ~12 kB batches grow to at most 16 x that (~33 frames of ~6 kB): 200 frames need six
+    // sessions or more whatever the timing, so the limiter must be hit.
+    cfg.extra_upload =
+        "session_rate_limit = 2\nsession_rate_window_secs = 3\nbatch_max_bytes = 12000\n".into();
     let (_, d) = crate::support::run_to_end(&cfg, tmp.path()).await;
     server.with(|s| {
-        assert_eq!(s.assets.len(), 30);
+        assert_eq!(s.assets.len(), 200);
         let t = &s.record.session_attempts;
-        // Capture outruns 2 sessions per 3 s at 5 frames each, so the limiter is hit; the
-        // backlog then goes in grown batches rather than waiting for more windows.
+        // Capture outruns 2 sessions per 3 s, so the limiter is hit; the backlog goes in
+        // grown batches rather than waiting for more windows.
         assert!(t.len() >= 3, "{} sessions", t.len());
         for w in t.windows(3) {
             assert!(
