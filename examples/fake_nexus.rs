@@ -32,7 +32,14 @@ use fake_platform::nexus::{FakeNexus, Shared};
 async fn main() {
     let mut listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let state = Shared::default();
+    // The project-wide limit: either flag sets it (15 sessions, 300 s unless given).
+    let (mut limit, mut window_ms) = (None, None);
     let mut args = std::env::args().skip(1);
+    let number = |args: &mut std::iter::Skip<std::env::Args>| -> u64 {
+        args.next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| usage())
+    };
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => {
@@ -42,30 +49,17 @@ async fn main() {
                     .unwrap_or_else(|| usage());
             }
             "--discard-bytes" => state.lock().unwrap().discard_bytes = true,
-            "--project-limit" => {
-                let n: usize = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage());
-                let mut s = state.lock().unwrap();
-                let w = s
-                    .faults
-                    .project_limit
-                    .map_or(300_000, |(_, w)| w.as_millis());
-                s.faults.project_limit = Some((n, std::time::Duration::from_millis(w as u64)));
-            }
-            "--window-ms" => {
-                let ms: u64 = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage());
-                let mut s = state.lock().unwrap();
-                let n = s.faults.project_limit.map_or(15, |(n, _)| n);
-                s.faults.project_limit = Some((n, std::time::Duration::from_millis(ms)));
-            }
+            "--project-limit" => limit = Some(number(&mut args) as usize),
+            "--window-ms" => window_ms = Some(number(&mut args)),
             "--retry-after" => state.lock().unwrap().faults.project_limit_retry_after = true,
             _ => usage(),
         }
+    }
+    if limit.is_some() || window_ms.is_some() {
+        state.lock().unwrap().faults.project_limit = Some((
+            limit.unwrap_or(15),
+            std::time::Duration::from_millis(window_ms.unwrap_or(300_000)),
+        ));
     }
     let started = std::time::Instant::now();
     let started_ms = std::time::SystemTime::now()
@@ -97,7 +91,9 @@ async fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: fake_nexus [--listen ADDR:PORT] [--discard-bytes]");
+    eprintln!(
+        "usage: fake_nexus [--listen ADDR:PORT] [--discard-bytes] [--project-limit N] [--window-ms MS] [--retry-after]"
+    );
     std::process::exit(2)
 }
 
