@@ -30,9 +30,10 @@
 //!      back at the same pace as the others: with a per-success increase, a device hit
 //!      by two 429s in a row was starved for dozens of windows in simulation.
 //!
-//! The constants come from a simulation of N devices against a sliding-window server
-//! (`docs/fleet.md`): α = 0.05 per window, β = ½ gave 84–95 % use of the limit for
-//! N = 10, 50, 100, with the fewest 429s among the choices that kept every device moving.
+//! The constants (β = ½, an increase of 0.2 per window gathering pace) come from a model
+//! of N devices against one sliding-window server, `scripts/fleet-model`, which
+//! reproduces the fleet benchmark within a few points; `docs/fleet.md` gives the choices
+//! compared, and a scheme with memory (turns) that was tried there and not adopted.
 //!
 //! Throughput per session rises as the rate falls: [`Pacer::sessions_left`] tells the
 //! batch sizing how many sessions the next window holds, so a device down to a third of a
