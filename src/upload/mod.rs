@@ -26,7 +26,7 @@
 //! | `uploader/` | the [`Uploader`] state machine ([`Phase`]), start-up phases, settling outcomes, unit tests |
 //! | `operations.rs` | platform operations followed in the background |
 //! | `backoff.rs` | backoff with jitter, `Retry-After`, batch growth |
-//! | `pacer.rs` | how often sessions may be created: the platform's window and the learnt share (AIMD) |
+//! | `pacer.rs` | how often sessions may be created: the platform's window and the learnt share (AIMD, with a 429 to a device behind its share taken as bad luck) |
 //! | `nexus/` | the Datature Nexus sink |
 //! | `picsellia/` | the Picsellia datalake sink |
 //! | `directory.rs` | the local-folder sink |

@@ -21,6 +21,7 @@ mod links;
 mod never_wedge;
 mod nexus;
 mod operate;
+mod pacing;
 mod picsellia;
 mod pipeline;
 mod proof;

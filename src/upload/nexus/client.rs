@@ -223,17 +223,21 @@ impl Client {
     }
 
     /// The platform answered 429 to a session creation: the pacer slows down (its rate
-    /// halves) and waits at least `retry_after`. Returns the wait before the next session
-    /// and the rate now (sessions per window).
-    pub(super) fn session_rate_limited(&self, retry_after: Option<Duration>) -> (Duration, f64) {
-        let (wait, rate, learnt) = {
+    /// halves) or, for a device kept waiting by bad luck, tries again soon; never before
+    /// `retry_after`. Returns the wait before the next try, the rate now (sessions per
+    /// window) and whether the rate was cut.
+    pub(super) fn session_rate_limited(
+        &self,
+        retry_after: Option<Duration>,
+    ) -> (Duration, f64, bool) {
+        let (wait, rate, cut, learnt) = {
             let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
-            l.rate_limited(now, retry_after);
+            let cut = l.rate_limited(now, retry_after);
             let learnt = l.learnt(now, crate::frame::unix_ms(SystemTime::now()));
-            (l.wait_time(now), l.rate(now), learnt)
+            (l.wait_time(now), l.rate(now), cut, learnt)
         };
-        if let Some(path) = self.pace_file.clone() {
+        if let Some(path) = self.pace_file.clone().filter(|_| cut) {
             // Off the async threads: an SD card may stall a write for seconds.
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = learnt.save(&path) {
@@ -242,7 +246,15 @@ impl Client {
                 }
             });
         }
-        (wait, rate)
+        (wait, rate, cut)
+    }
+
+    /// The platform created a session (the pacer's wait for it is over).
+    pub(super) fn session_accepted(&self) {
+        self.limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .accepted(Instant::now());
     }
 
     /// The session rate this device allows itself now, and the 429s it got.

@@ -218,15 +218,25 @@ impl NexusSink {
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             // The project's session limit, shared with every device on it: slow down.
             let retry_after = crate::upload::backoff::retry_after(&headers);
-            let (wait, rate) = c.session_rate_limited(retry_after);
+            let (wait, rate, cut) = c.session_rate_limited(retry_after);
             let why = c.describe_error_body(status, &bytes);
-            info!(
-                reason = %why,
-                next_session_in_ms = wait.as_millis() as u64,
-                sessions_per_window = (rate * 100.0).round() / 100.0,
-                window_secs = c.cfg.session_rate_window.as_secs(),
-                "the platform's session limit is reached (429): this device slows down"
-            );
+            if cut {
+                info!(
+                    reason = %why,
+                    next_session_in_ms = wait.as_millis() as u64,
+                    sessions_per_window = (rate * 100.0).round() / 100.0,
+                    window_secs = c.cfg.session_rate_window.as_secs(),
+                    "the platform's session limit is reached (429): this device slows down"
+                );
+            } else {
+                // Routine in a crowded fleet: a device behind its share asks again soon.
+                debug!(
+                    reason = %why,
+                    next_session_in_ms = wait.as_millis() as u64,
+                    sessions_per_window = (rate * 100.0).round() / 100.0,
+                    "429 while behind this device's share: the rate is kept, the next try comes soon"
+                );
+            }
             // Nothing of the batch was sent: back to pending, not counted as a re-send.
             return Report {
                 outcomes: batch
@@ -241,6 +251,8 @@ impl NexusSink {
             let h = c.classify("creating an upload session", status, &headers, &bytes);
             return retry_all(&batch, "session not created", h);
         }
+        // Created, whatever the body holds: the pacer's wait for a session is over.
+        c.session_accepted();
         let session: SessionResponse = match serde_json::from_slice(&bytes) {
             Ok(s) => s,
             Err(e) => {

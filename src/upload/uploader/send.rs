@@ -201,8 +201,8 @@ impl<S: Sink> Uploader<S> {
         let seqs: Vec<u64> = batch.iter().map(|f| f.seq).collect();
         self.note_facts(&batch);
         let n = seqs.len();
-        self.last_session
-            .insert(batch[0].meta.groups.clone(), Instant::now());
+        let groups = batch[0].meta.groups.clone();
+        let previous_session = self.last_session.insert(groups.clone(), Instant::now());
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         debug!(frames = n, first_seq = seqs[0], "sending a batch");
         let started = Instant::now();
@@ -258,6 +258,12 @@ impl<S: Sink> Uploader<S> {
                 // The platform answered: online. The sink's pacer has slowed down; the
                 // next batch waits for it in `Sending`, visibly, without a backoff.
                 self.stats.online.store(true, Ordering::Relaxed);
+                // No session was created: the set's partial batch need not wait a batch
+                // age for it (only for the pacer).
+                match previous_session {
+                    Some(t) => self.last_session.insert(groups, t),
+                    None => self.last_session.remove(&groups),
+                };
                 debug!(reason, "session limit: the batch waits for the pacer");
                 self.after(since)
             }
