@@ -1,6 +1,6 @@
 //! Retry pacing and batch sizing: exponential backoff with jitter, `Retry-After` parsing,
 //! and how large a batch grows to carry a backlog through the sessions left (how often
-//! sessions may be created is `pacer.rs`).
+//! sessions may be created is `pacer/`).
 
 use std::time::{Duration, SystemTime};
 

@@ -13,7 +13,7 @@
 //! Failures: transient ones (network, 5xx, 429, garbage responses) put the frames back and
 //! back off exponentially with jitter, honouring `Retry-After`. A 429 on creating a Nexus
 //! session is the project's shared session limit speaking: it slows the device's session
-//! pacer (`pacer.rs`, AIMD) instead of backing off, and the next session waits visibly. When the network itself is
+//! pacer (`pacer/`, AIMD) instead of backing off, and the next session waits visibly. When the network itself is
 //! down the uploader is *offline*: it probes the platform with backoff and resumes on its
 //! own. A request the platform refuses for the batch as a whole (a 400 on session create)
 //! halves the batch size until the frame at fault is alone, and that frame goes dead; so
@@ -26,7 +26,7 @@
 //! | `uploader/` | the [`Uploader`] state machine ([`Phase`]), start-up phases, settling outcomes, unit tests |
 //! | `operations.rs` | platform operations followed in the background |
 //! | `backoff.rs` | backoff with jitter, `Retry-After`, batch growth |
-//! | `pacer.rs` | how often sessions may be created: the platform's window and the learnt share (AIMD, with a 429 to a device behind its share taken as bad luck) |
+//! | `pacer/` | how often sessions may be created: the platform's window and the learnt share (AIMD, with a 429 to a device behind its share taken as bad luck) |
 //! | `nexus/` | the Datature Nexus sink |
 //! | `picsellia/` | the Picsellia datalake sink |
 //! | `directory.rs` | the local-folder sink |

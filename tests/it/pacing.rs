@@ -1,5 +1,5 @@
 //! Session pacing against the fake Nexus server: the client-side session limit, a 429
-//! that slows the device down, and a 429 taken as bad luck (`src/upload/pacer.rs`,
+//! that slows the device down, and a 429 taken as bad luck (`src/upload/pacer/`,
 //! `docs/fleet.md`). The fleet itself is a benchmark (`scripts/fleet`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
