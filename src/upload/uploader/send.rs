@@ -202,12 +202,16 @@ impl<S: Sink> Uploader<S> {
         self.note_facts(&batch);
         let n = seqs.len();
         let groups = batch[0].meta.groups.clone();
-        let previous_session = self.last_session.insert(groups.clone(), Instant::now());
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         debug!(frames = n, first_seq = seqs[0], "sending a batch");
         let started = Instant::now();
         let (batch_stop, closer) = self.batch_stop();
         let mut report = self.sink.send(batch, &batch_stop).await;
+        // A 429 created no session: the set's next partial batch waits for the pacer
+        // only, not a batch age after this try.
+        if !matches!(report.verdict, Verdict::RateLimited(_)) {
+            self.last_session.insert(groups, started);
+        }
         if let Some(t) = closer {
             t.abort();
         }
@@ -258,12 +262,6 @@ impl<S: Sink> Uploader<S> {
                 // The platform answered: online. The sink's pacer has slowed down; the
                 // next batch waits for it in `Sending`, visibly, without a backoff.
                 self.stats.online.store(true, Ordering::Relaxed);
-                // No session was created: the set's partial batch need not wait a batch
-                // age for it (only for the pacer).
-                match previous_session {
-                    Some(t) => self.last_session.insert(groups, t),
-                    None => self.last_session.remove(&groups),
-                };
                 debug!(reason, "session limit: the batch waits for the pacer");
                 self.after(since)
             }
