@@ -234,10 +234,11 @@ impl Client {
             let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             let cut = l.rate_limited(now, retry_after);
-            let learnt = l.learnt(now, crate::frame::unix_ms(SystemTime::now()));
+            // Only a cut rate is kept for a restart.
+            let learnt = cut.then(|| l.learnt(now, crate::frame::unix_ms(SystemTime::now())));
             (l.wait_time(now), l.rate(now), cut, learnt)
         };
-        if let Some(path) = self.pace_file.clone().filter(|_| cut) {
+        if let (Some(path), Some(learnt)) = (self.pace_file.clone(), learnt) {
             // Off the async threads: an SD card may stall a write for seconds.
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = learnt.save(&path) {

@@ -192,7 +192,8 @@ pub struct Pacer {
     tokens: f64,
     /// When `rate` and `tokens` were last brought up to date.
     updated: Instant,
-    /// Nothing before this (a `Retry-After`).
+    /// Nothing before this: a `Retry-After`, or the next try after a 429 taken as bad
+    /// luck (see [`Pacer::rate_limited`]).
     hold: Option<Instant>,
     /// 429s received in all.
     limited: u64,
@@ -207,9 +208,6 @@ pub struct Pacer {
     last_accepted: Instant,
     /// 429s since the last accepted session.
     refused_in_row: u32,
-    /// Nothing before this: the next try after a 429 taken as bad luck (see
-    /// [`Pacer::rate_limited`]).
-    retry_at: Option<Instant>,
 }
 
 impl Pacer {
@@ -230,7 +228,6 @@ impl Pacer {
             calm: 0.0,
             last_accepted: now,
             refused_in_row: 0,
-            retry_at: None,
         }
     }
 
@@ -247,11 +244,21 @@ impl Pacer {
     /// often, took every freed slot. A wait drawn around its mean breaks that lock step
     /// and keeps the long-run rate (the token debt carries over).
     fn draw(&mut self) {
-        self.threshold = if self.jitter {
+        self.threshold = self.spread();
+    }
+
+    /// A factor drawn from [½, 1½] (1 in the tests that check waits).
+    fn spread(&self) -> f64 {
+        if self.jitter {
             rand::random_range(0.5..1.5)
         } else {
             1.0
-        };
+        }
+    }
+
+    /// Holds every session until `until` at least.
+    fn hold_until(&mut self, until: Instant) {
+        self.hold = Some(self.hold.map_or(until, |h| h.max(until)));
     }
 
     /// A pacer that goes on from `learnt` (a previous run's last 429, `ago` before `now`):
@@ -313,10 +320,7 @@ impl Pacer {
             // A hair over, so that the bucket holds a whole token when woken.
             Duration::from_secs_f64(t * self.window_secs + 0.001)
         };
-        let retry = self
-            .retry_at
-            .map_or(Duration::ZERO, |r| r.saturating_duration_since(now));
-        self.window.wait_time(now).max(held).max(bucket).max(retry)
+        self.window.wait_time(now).max(held).max(bucket)
     }
 
     /// A session creation is sent now.
@@ -339,7 +343,6 @@ impl Pacer {
     pub fn accepted(&mut self, now: Instant) {
         self.last_accepted = now;
         self.refused_in_row = 0;
-        self.retry_at = None;
     }
 
     /// The platform answered 429 to a session creation; nothing goes before
@@ -356,8 +359,7 @@ impl Pacer {
         self.limited += 1;
         self.refused_in_row = self.refused_in_row.saturating_add(1);
         if let Some(r) = retry_after {
-            let until = now + r;
-            self.hold = Some(self.hold.map_or(until, |h| h.max(until)));
+            self.hold_until(now + r);
         }
         let waited = now
             .saturating_duration_since(self.last_accepted)
@@ -367,7 +369,6 @@ impl Pacer {
             self.rate = (self.rate * DECREASE).max(MIN_RATE);
             self.tokens = 0.0;
             self.calm = 0.0;
-            self.retry_at = None;
             self.draw();
             return true;
         }
@@ -375,12 +376,8 @@ impl Pacer {
         let m = f64::from(self.refused_in_row);
         let slots = 2f64.powf((m - 1.0).min(30.0)) / self.limit;
         let back = slots.min(RETRY_CAP * (m / RETRY_GROWTH).max(1.0));
-        let draw = if self.jitter {
-            rand::random_range(0.5..1.5)
-        } else {
-            1.0
-        };
-        self.retry_at = Some(now + Duration::from_secs_f64(back * draw * self.window_secs));
+        let wait = Duration::from_secs_f64(back * self.spread() * self.window_secs);
+        self.hold_until(now + wait);
         false
     }
 
