@@ -38,13 +38,8 @@ async fn session_creations_stay_within_the_client_side_rate_limit() {
     assert!(d.log_text().contains("session rate limit reached"));
 }
 
-/// A 429 without `Retry-After`: the project's session limit is shared with other
-/// devices, so the pacer halves this device's session rate (15 → 7.5 per 300 s) and the
-/// next attempt waits for it (40 s), with the frames kept meanwhile, counted in
-/// `/metrics` and shown by `status`.
-#[tokio::test]
-async fn a_429_without_retry_after_slows_the_session_rate_and_keeps_the_frames() {
-    let tmp = tempfile::tempdir().unwrap();
+/// A fake Nexus whose first session create is refused with a 429 (no `Retry-After`).
+async fn answering_429_once() -> FakeNexus {
     let server = FakeNexus::start().await;
     server.with(|s| {
         s.faults.session_create.push_back(Scripted::status(
@@ -52,6 +47,17 @@ async fn a_429_without_retry_after_slows_the_session_rate_and_keeps_the_frames()
             r#"{"code":"TooManyRequestsError","message":"slow down"}"#,
         ))
     });
+    server
+}
+
+/// A 429 without `Retry-After`: the project's session limit is shared with other
+/// devices, so the pacer halves this device's session rate (15 → 7.5 per 300 s) and the
+/// next attempt waits for it (40 s), with the frames kept meanwhile, counted in
+/// `/metrics` and shown by `status`.
+#[tokio::test]
+async fn a_429_without_retry_after_slows_the_session_rate_and_keeps_the_frames() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = answering_429_once().await;
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.stop_after_frames = 0;
     cfg.batch_max_frames = 20;
@@ -130,13 +136,7 @@ async fn a_429_without_retry_after_slows_the_session_rate_and_keeps_the_frames()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_after_a_long_wait_keeps_the_rate_and_the_next_try_comes_soon() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = FakeNexus::start().await;
-    server.with(|s| {
-        s.faults.session_create.push_back(Scripted::status(
-            429,
-            r#"{"code":"TooManyRequestsError","message":"slow down"}"#,
-        ))
-    });
+    let server = answering_429_once().await;
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
     cfg.fps = 2.0;
     cfg.stop_after_frames = 20;
