@@ -5,10 +5,13 @@
 //! blocking pool that reads spool files, camera and commit threads) each allocate a little
 //! per frame, so while a backlog drains the resident set grew by ~15 MiB of idle arena
 //! memory (measured in `tests/resources.rs`: 17 → 33 MiB with a 10,000-frame backlog; with
-//! two arenas it stays near 22 MiB). Two arenas are plenty for a handful of threads that
-//! spend their time in I/O.
+//! two arenas it stayed near 22 MiB). One arena does better still: the peak of a drain is
+//! 2–4 MiB lower at 10,000 frames and ~8 MiB lower at 100,000 (the index's nodes and a
+//! batch's allocations no longer leave free memory behind in two heaps), for the same CPU
+//! time (`scripts/bench`, scale part; BENCHMARKS.md). The threads spend their time in I/O,
+//! and glibc's per-thread cache serves their small allocations without the arena's lock.
 
-/// Caps glibc's malloc arenas at two and serves frame-sized buffers from mmap. Call before
+/// Caps glibc's malloc arenas at one and serves frame-sized buffers from mmap. Call before
 /// any other thread starts; a no-op on other C libraries.
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -24,7 +27,7 @@ pub fn limit_malloc_arenas() {
         // SAFETY: mallopt takes two integers and changes an allocator setting; no memory
         // is passed and no other thread allocates yet.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
+            libc::mallopt(libc::M_ARENA_MAX, 1);
             // Frame-sized buffers (64 KiB and up: JPEGs, spool reads, PUT bodies) come
             // straight from mmap and go back to the kernel when freed. A fixed threshold
             // also stops glibc from raising it to the frame size after the first free,
