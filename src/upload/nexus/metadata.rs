@@ -174,7 +174,12 @@ async fn call(c: &Client, jobs: &[MetaJob]) -> Answer {
     };
     let mut refused: BTreeMap<String, String> = BTreeMap::new();
     let mut unnamed: Vec<String> = Vec::new();
-    for e in errors.as_ref().and_then(Value::as_array).into_iter().flatten() {
+    for e in errors
+        .as_ref()
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let text = e
             .get("error")
             .map(|t| t.as_str().map_or_else(|| t.to_string(), String::from))
@@ -243,10 +248,15 @@ fn answer_errors(bytes: &[u8]) -> Option<Option<Value>> {
         }
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    match de.deserialize_map(Errors).and_then(|e| de.end().map(|()| e)) {
+    match de
+        .deserialize_map(Errors)
+        .and_then(|e| de.end().map(|()| e))
+    {
         Ok(errors) => Some(errors),
         // Valid JSON that is not an object carries no errors.
-        Err(_) => serde_json::from_slice::<IgnoredAny>(bytes).ok().map(|_| None),
+        Err(_) => serde_json::from_slice::<IgnoredAny>(bytes)
+            .ok()
+            .map(|_| None),
     }
 }
 
