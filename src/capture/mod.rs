@@ -20,6 +20,7 @@ mod stats;
 pub mod stream;
 mod test_pattern;
 pub mod v4l2;
+pub mod v4l2_devices;
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};

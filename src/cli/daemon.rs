@@ -234,8 +234,8 @@ fn enqueue_with(
 }
 
 pub(super) fn list_cameras() {
-    use edgecap::capture::v4l2;
-    let devices = v4l2::list_devices();
+    use edgecap::capture::v4l2_devices;
+    let devices = v4l2_devices::list_devices();
     if devices.is_empty() {
         println!(
             "no V4L2 cameras found (no capture device under /dev/video*).\n\
@@ -246,7 +246,7 @@ pub(super) fn list_cameras() {
     }
     for d in devices {
         println!("{}  \"{}\"  ({})", d.path.display(), d.name, d.bus);
-        match v4l2::describe_formats(&d.path) {
+        match v4l2_devices::describe_formats(&d.path) {
             Ok(formats) => {
                 for f in formats {
                     println!("  {}  {}", f.fourcc, f.description);
