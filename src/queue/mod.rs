@@ -160,6 +160,7 @@
 //! | `budget.rs` | the budget and the drops it makes |
 //! | `group.rs` | group commit |
 //! | `delivery.rs` | lease, read, ack/release/fail/kill |
+//! | `proof.rs` | receipts of delivered frames, the kept copies (freed, committed again) |
 //! | `admin.rs` | `scan_spool`, list, retry-dead, purge |
 //! | `counters.rs` | [`Tally`], [`Counters`], [`Stats`] |
 
@@ -174,6 +175,7 @@ mod index;
 mod kept;
 mod ledger;
 mod open;
+mod proof;
 mod receipts;
 mod repair;
 pub mod spool;
@@ -189,13 +191,14 @@ use tracing::warn;
 
 pub use admin::{Damaged, Inspection, Listed, Spooled, inspect, may_open, scan_spool};
 pub use counters::{Counters, IndexFailure, Stats, Tally};
-pub use delivery::{Delivered, Leased};
+pub use delivery::Leased;
 pub use digests::{Digest, digest, read_digest_log};
 pub use files::{INDEX_MARGIN_BYTES, RESERVE_BYTES};
 pub use group::{Committed, Group};
 pub use index::{Entry, FrameState, SessionRef};
 pub use ledger::Sent;
 pub use open::OpenReport;
+pub use proof::Delivered;
 pub use receipts::{Receipt, ReceiptStats, read_all as read_receipts};
 pub use repair::RETRY_EVERY as REPAIR_EVERY;
 pub use spool::STREAM_CHUNK;
