@@ -15,6 +15,7 @@ mod crash;
 mod disk_full;
 mod enqueue;
 mod faults;
+mod index_damage;
 mod journal;
 mod layers;
 mod links;

@@ -1,7 +1,8 @@
 //! The promises beside "no committed frame lost", through the real binary: lifetime
-//! counters never go back and always add up across `kill -9`; an index that recovered an
-//! older state is found and rebuilt; a disk filled by another program heals without a
-//! restart; a sink folder that cannot be written does not stop capture.
+//! counters never go back and always add up across `kill -9`; a disk filled by another
+//! program heals without a restart; a sink folder that cannot be written does not stop
+//! capture; a slow link stopped every few seconds still makes progress. A damaged or
+//! failed index is `index_damage.rs`.
 
 #![allow(
     clippy::unwrap_used,
@@ -16,48 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::counters::{assert_adds_up, assert_not_behind, counters};
 use crate::support::{Daemon, Figures, TestConfig, Tmpfs, committed_filenames, queue_stats};
 use fake_platform::nexus::{FakeNexus, Scripted};
-
-/// Every lifetime counter of a `queue stats --json` or status file.
-fn counters(v: &Value) -> BTreeMap<String, u64> {
-    v["counters"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
-        .collect()
-}
-
-/// Fails naming every counter of `now` below its value in `before`.
-fn assert_not_behind(before: &BTreeMap<String, u64>, now: &BTreeMap<String, u64>, when: &str) {
-    let back: Vec<String> = before
-        .iter()
-        .filter(|(k, v)| now.get(*k).copied().unwrap_or(0) < **v)
-        .map(|(k, v)| format!("{k}: {v} -> {}", now.get(k).copied().unwrap_or(0)))
-        .collect();
-    assert!(back.is_empty(), "{when}: counters went backwards: {back:?}");
-}
-
-/// `committed = uploaded + pending + in flight + dead + evicted + purged + quarantined +
-/// index_dropped` (no file is touched outside edgecap in these tests).
-fn assert_adds_up(s: &Value, when: &str) {
-    let c = &s["counters"];
-    let n = |v: &Value| v.as_u64().unwrap_or(0);
-    let right = n(&c["uploaded"])
-        + n(&s["pending"]["frames"])
-        + n(&s["inflight"]["frames"])
-        + n(&s["dead"]["frames"])
-        + n(&c["evicted"])
-        + n(&c["purged"])
-        + n(&c["quarantined"])
-        + n(&c["index_dropped"]);
-    assert_eq!(
-        n(&c["committed"]),
-        right,
-        "{when}: the counters do not add up: {s}"
-    );
-}
 
 fn read_status(cfg: &TestConfig) -> Option<Value> {
     serde_json::from_str(&std::fs::read_to_string(cfg.status_file()).ok()?).ok()
@@ -152,76 +114,6 @@ async fn counters_never_go_backwards_and_add_up_over_50_kills_at_random_moments(
         ),
     }
     .report();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_in_the_middle_of_the_index_file_is_found_and_the_index_rebuilt() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = FakeNexus::start().await;
-    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
-    cfg.batch_max_frames = 10;
-    let config = cfg.write(&tmp.path().join("edgecap.toml"));
-    // Several runs, each delivering and each leaving a backlog: the index's log holds many
-    // states, and the later ones are the ones garbage in its middle takes away.
-    let mut committed = Vec::new();
-    for run in 0..4 {
-        let mut d = Daemon::start(&config, &tmp.path().join(format!("log.{run}")));
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        d.signal("TERM");
-        assert!(d.wait(Duration::from_secs(30)).await.success());
-        committed.extend(committed_filenames(&d.log_text()));
-    }
-    let before = queue_stats(&config);
-    let db = tmp.path().join("queue/index/db");
-    let len = std::fs::metadata(&db).unwrap().len() as usize;
-    let mut bytes = std::fs::read(&db).unwrap();
-    let (from, to) = (len / 3, (len / 3 + 4096).min(len));
-    for b in &mut bytes[from..to] {
-        *b = rand::random();
-    }
-    std::fs::write(&db, bytes).unwrap();
-
-    let mut last = cfg.clone();
-    last.stop_after_frames = 10;
-    let last_config = last.write(&tmp.path().join("last.toml"));
-    let mut d = Daemon::start(&last_config, &tmp.path().join("log.last"));
-    assert!(
-        d.wait(Duration::from_secs(90)).await.success(),
-        "{}",
-        d.log_text()
-    );
-    let log = d.log_text();
-    assert!(log.contains("index_rebuilt=true"), "{log}");
-    assert!(
-        log.contains("recovered an older state") || log.contains("cannot be opened"),
-        "{log}"
-    );
-    committed.extend(committed_filenames(&log));
-    let after = queue_stats(&last_config);
-    assert_not_behind(&counters(&before), &counters(&after), "after the garbage");
-    assert_eq!(after["pending"]["frames"], 0, "{after}");
-    server.with(|s| {
-        let missing: Vec<_> = committed
-            .iter()
-            .filter(|f| !s.assets.contains_key(*f))
-            .collect();
-        assert!(missing.is_empty(), "lost: {missing:?}");
-        Figures {
-            case: "garbage in the middle of the index file",
-            runs: 5,
-            committed: committed.len() as u64,
-            delivered: s.assets.len() as u64,
-            lost: 0,
-            duplicates: s.record.duplicates.len() as u64,
-            dead: 0,
-            recovery_secs: None,
-            notes: format!(
-                "4 KiB of garbage at a third of index/db ({len} bytes): found and rebuilt at start; committed {} before, {} after (no counter went back)",
-                before["counters"]["committed"], after["counters"]["committed"]
-            ),
-        }
-        .report();
-    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -501,102 +393,5 @@ async fn a_slow_link_and_a_daemon_stopped_every_few_seconds_still_make_progress_
             ),
         }
         .report();
-    });
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_index_is_repaired_in_process_and_one_that_cannot_be_ends_in_a_counted_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = FakeNexus::start().await;
-    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
-    cfg.fps = 20.0;
-    cfg.batch_max_frames = 20;
-    let config = cfg.write(&tmp.path().join("edgecap.toml"));
-    let wait_for = |d: &Daemon, text: &str, secs: u64| {
-        let t = Instant::now();
-        loop {
-            if d.log_text().contains(text) {
-                return;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(secs),
-                "no {text:?} within {secs} s:\n{}",
-                d.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    let mut committed = Vec::new();
-
-    // 1. The index fails at run time (an injected failure stands for a sled I/O error):
-    // repaired in-process, uploads go on.
-    let mut d = Daemon::start_env(
-        &config,
-        &tmp.path().join("log.1"),
-        &[("EDGECAP_FAULT_INDEX_FAIL_AFTER", "150")],
-    );
-    wait_for(&d, "the queue index failed", 30);
-    wait_for(&d, "rebuilt after its failure", 15);
-    let delivered = server.with(|s| s.assets.len());
-    let t = Instant::now();
-    while server.with(|s| s.assets.len()) < delivered + 20 {
-        assert!(t.elapsed() < Duration::from_secs(20), "{}", d.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    d.signal("TERM");
-    assert!(
-        d.wait(Duration::from_secs(30)).await.success(),
-        "{}",
-        d.log_text()
-    );
-    committed.extend(committed_filenames(&d.log_text()));
-    let s = queue_stats(&config);
-    assert_eq!(s["counters"]["index_repairs"], 1, "{s}");
-    assert_adds_up(&s, "after the repair");
-    let before = counters(&s);
-
-    // 2. A repair that keeps failing although there is room: the daemon exits with its
-    // restart code (75), and the next start counts the restart.
-    let mut d = Daemon::start_env(
-        &config,
-        &tmp.path().join("log.2"),
-        &[
-            ("EDGECAP_FAULT_INDEX_FAIL_AFTER", "150"),
-            ("EDGECAP_FAULT_REPAIR_FAILS", "1"),
-        ],
-    );
-    let st = d.wait(Duration::from_secs(90)).await;
-    assert_eq!(st.code(), Some(75), "{}", d.log_text());
-    let log = d.log_text();
-    assert!(log.contains("cannot be rebuilt in-process"), "{log}");
-    committed.extend(committed_filenames(&log));
-    let mut last = cfg.clone();
-    last.stop_after_frames = 10;
-    // The backlog left by the failed run fits a few sessions (no wait for the limiter).
-    last.batch_max_frames = 1000;
-    let last_config = last.write(&tmp.path().join("last.toml"));
-    let mut d = Daemon::start(&last_config, &tmp.path().join("log.3"));
-    assert!(
-        d.wait(Duration::from_secs(60)).await.success(),
-        "{}",
-        d.log_text()
-    );
-    let log = d.log_text();
-    assert!(
-        log.contains("started again because the last run could not rebuild"),
-        "{log}"
-    );
-    committed.extend(committed_filenames(&log));
-    let s = queue_stats(&last_config);
-    assert_eq!(s["counters"]["index_restarts"], 1, "{s}");
-    assert_eq!(s["pending"]["frames"], 0, "{s}");
-    assert_adds_up(&s, "after the restart");
-    assert_not_behind(&before, &counters(&s), "after the restart");
-    server.with(|sv| {
-        let missing: Vec<_> = committed
-            .iter()
-            .filter(|f| !sv.assets.contains_key(*f))
-            .collect();
-        assert!(missing.is_empty(), "lost: {missing:?}");
     });
 }

@@ -2,6 +2,7 @@
 //! and a fault-injecting TCP proxy. The fake platform servers are the `fake-platform`
 //! crate (`crates/fake-platform`).
 
+pub mod counters;
 pub mod proxy;
 
 use std::fs::File;
