@@ -144,8 +144,8 @@ pub(super) fn hand_over(
     let name = cfg.cameras.get(camera).map_or("?", |c| c.name.as_str());
     enqueue_with(paths, args, |files, progress| {
         let done = edgecap::daemon::inbox::hand_over(
-            &cfg.queue.dir,
-            name,
+            cfg,
+            camera,
             files,
             args.allow_duplicates,
             Some(progress),

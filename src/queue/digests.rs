@@ -30,11 +30,13 @@ pub fn digest(bytes: &[u8]) -> Digest {
     out
 }
 
-fn hex(d: &Digest) -> String {
+/// A digest as 64 lowercase hex digits (as the log and inbox item names write it).
+pub fn digest_hex(d: &Digest) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Digest> {
+/// The digest written as 64 hex digits; `None` for anything else.
+pub fn digest_from_hex(s: &str) -> Option<Digest> {
     if s.len() != 64 {
         return None;
     }
@@ -51,7 +53,7 @@ pub fn read_digest_log(dir: &std::path::Path) -> HashSet<Digest> {
     std::fs::read_to_string(dir.join("enqueued"))
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| unhex(l.trim()))
+        .filter_map(|l| digest_from_hex(l.trim()))
         .collect()
 }
 
@@ -72,7 +74,7 @@ impl Queue {
         }
         let mut text = String::with_capacity(digests.len() * 65);
         for d in digests {
-            text += &hex(d);
+            text += &digest_hex(d);
             text.push('\n');
         }
         let mut f = std::fs::OpenOptions::new()
@@ -91,8 +93,8 @@ mod tests {
     #[test]
     fn digests_round_trip_through_hex() {
         let d = digest(b"frame");
-        assert_eq!(unhex(&hex(&d)), Some(d));
-        assert_eq!(unhex("zz"), None);
+        assert_eq!(digest_from_hex(&digest_hex(&d)), Some(d));
+        assert_eq!(digest_from_hex("zz"), None);
         assert_ne!(digest(b"a"), digest(b"b"));
     }
 }

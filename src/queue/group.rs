@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 
-use tracing::error;
+use tracing::{error, warn};
 
 use super::files::{INDEX_MARGIN_BYTES, RESERVE_BYTES, frame_name, free_bytes, is_storage_full};
 use super::index::{Entry, FrameState};
@@ -23,11 +23,17 @@ impl Queue {
     }
 }
 
-struct Staged {
-    seq: u64,
-    file: File,
-    tmp: PathBuf,
-    entry: Entry,
+/// A frame of an open group: its file, still to be synced and renamed to its name in the
+/// spool.
+pub(super) struct Staged {
+    pub(super) seq: u64,
+    pub(super) file: File,
+    /// Where the file is now: `<seq>.frame.tmp` in the spool, or an adopted inbox item.
+    pub(super) tmp: PathBuf,
+    pub(super) entry: Entry,
+    /// An inbox item adopted in place (`adopt.rs`): never deleted here; if the commit
+    /// fails it stays in the inbox, not lost.
+    pub(super) adopted: bool,
 }
 
 /// An open commit group; see the module docs for the protocol. Dropping it without
@@ -55,6 +61,14 @@ impl Group<'_> {
     /// Whether the group is empty.
     pub fn is_empty(&self) -> bool {
         self.staged.is_empty()
+    }
+
+    pub(super) fn queue(&self) -> &Queue {
+        self.q
+    }
+
+    pub(super) fn push(&mut self, staged: Staged) {
+        self.staged.push(staged);
     }
 
     /// Writes a frame into the group (not yet durable). Applies the budget first.
@@ -102,6 +116,7 @@ impl Group<'_> {
                     file,
                     tmp,
                     entry: Entry::new(bytes, meta.filename.clone(), meta.groups.clone()),
+                    adopted: false,
                 });
                 Ok(seq)
             }
@@ -133,6 +148,11 @@ impl Group<'_> {
             drop(s.file);
             match res {
                 Ok(()) => durable.push((s.seq, s.entry)),
+                Err(e) if s.adopted => {
+                    warn!(seq = s.seq, file = %s.tmp.display(), error = %e,
+                        "cannot fsync or move an inbox item into the spool; it stays in the inbox");
+                    q.unreserve(s.entry.bytes, false);
+                }
                 Err(e) => {
                     error!(seq = s.seq, filename = %s.entry.filename, error = %e,
                         "frame lost: cannot fsync or rename its spool file");
@@ -183,7 +203,9 @@ impl Group<'_> {
 impl Drop for Group<'_> {
     fn drop(&mut self) {
         for s in self.staged.drain(..) {
-            let _ = std::fs::remove_file(&s.tmp);
+            if !s.adopted {
+                let _ = std::fs::remove_file(&s.tmp);
+            }
             self.q.unreserve(s.entry.bytes, false);
         }
     }

@@ -62,9 +62,12 @@
 //!
 //! # Commit protocol (group commit)
 //!
-//! 1. each frame of a group is written to `<seq>.frame.tmp` as it arrives (no fsync);
+//! 1. each frame of a group is written to `<seq>.frame.tmp` as it arrives (no fsync), or,
+//!    for a prepared frame handed over through the inbox, its header and metadata are
+//!    written in place over its placeholder (`adopt.rs`);
 //! 2. at the end of the group window every file is `fdatasync`'d, then renamed to
-//!    `<seq>.frame`, then the spool directory is fsync'd once;
+//!    `<seq>.frame` (an adopted frame: from the inbox), then the spool directory is
+//!    fsync'd once;
 //! 3. only then are the frames inserted into the index and counted as committed, in one
 //!    transaction (with `committed_through`, the highest seq counted), flushed.
 //!
@@ -165,6 +168,7 @@
 //! | `counters.rs` | [`Tally`], [`Counters`], [`Stats`] |
 
 mod admin;
+pub mod adopt;
 mod budget;
 mod counters;
 mod delivery;
@@ -192,7 +196,7 @@ use tracing::warn;
 pub use admin::{Damaged, Inspection, Listed, Spooled, inspect, may_open, scan_spool};
 pub use counters::{Counters, IndexFailure, Stats, Tally};
 pub use delivery::Leased;
-pub use digests::{Digest, digest, read_digest_log};
+pub use digests::{Digest, digest, digest_from_hex, digest_hex, read_digest_log};
 pub use files::{INDEX_MARGIN_BYTES, RESERVE_BYTES};
 pub use group::{Committed, Group};
 pub use index::{Entry, FrameState, SessionRef};

@@ -89,9 +89,18 @@ impl Header {
 
 /// Encodes header + metadata (everything before the image) of frame `seq`.
 pub fn encode_head(seq: u64, meta_json: &[u8], image: &[u8]) -> Option<(Vec<u8>, Header)> {
-    let meta_len = u32::try_from(meta_json.len()).ok()?;
     let image_len = u32::try_from(image.len()).ok()?;
-    let image_crc = crc32c::crc32c(image);
+    encode_head_for(seq, meta_json, image_len, crc32c::crc32c(image))
+}
+
+/// [`encode_head`] for an image known by its length and checksum.
+pub(super) fn encode_head_for(
+    seq: u64,
+    meta_json: &[u8],
+    image_len: u32,
+    image_crc: u32,
+) -> Option<(Vec<u8>, Header)> {
+    let meta_len = u32::try_from(meta_json.len()).ok()?;
     let mut head = Vec::with_capacity(HEADER_LEN + meta_json.len());
     head.extend_from_slice(MAGIC);
     head.extend_from_slice(&VERSION.to_le_bytes());
@@ -121,6 +130,15 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
 /// Checks the header checksum of a fixed header whose magic and version [`read_head`]
 /// already checked, and decodes the metadata that follows it.
 fn decode_head(path: &Path, head: &[u8], meta: &[u8]) -> Result<(Header, FrameMeta), SpoolError> {
+    let h = check_head(path, head, meta)?;
+    let meta: FrameMeta = serde_json::from_slice(meta)
+        .map_err(|e| SpoolError::corrupt(path, format!("metadata is not valid JSON: {e}")))?;
+    Ok((h, meta))
+}
+
+/// The fixed header `head` (magic and version checked), its checksum verified over it and
+/// the metadata bytes `meta`.
+pub(super) fn check_head(path: &Path, head: &[u8], meta: &[u8]) -> Result<Header, SpoolError> {
     let crc_at = head.len() - 4;
     let h = Header {
         meta_len: le_u32(head, 12),
@@ -137,12 +155,25 @@ fn decode_head(path: &Path, head: &[u8], meta: &[u8]) -> Result<(Header, FrameMe
     if stored != actual {
         return Err(SpoolError::corrupt(path, "header checksum mismatch"));
     }
-    let meta: FrameMeta = serde_json::from_slice(meta)
-        .map_err(|e| SpoolError::corrupt(path, format!("metadata is not valid JSON: {e}")))?;
-    Ok((h, meta))
+    Ok(h)
 }
 
 fn read_head(path: &Path, f: &mut File) -> Result<(Header, FrameMeta, u64), SpoolError> {
+    let (head, head_len, meta, len) = read_head_raw(path, f)?;
+    let (h, m) = decode_head(path, &head[..head_len], &meta)?;
+    Ok((h, m, len))
+}
+
+/// The fixed header (and its length), the metadata's bytes and the file's length, with
+/// magic, version and lengths checked but not the checksum.
+#[allow(
+    clippy::type_complexity,
+    reason = "a private step shared by two readers"
+)]
+pub(super) fn read_head_raw(
+    path: &Path,
+    f: &mut File,
+) -> Result<([u8; HEADER_LEN], usize, Vec<u8>, u64), SpoolError> {
     let len = f.metadata().map_err(|e| SpoolError::io(path, e))?.len();
     if len < HEADER_LEN_V1 as u64 {
         return Err(SpoolError::corrupt(
@@ -191,8 +222,7 @@ fn read_head(path: &Path, f: &mut File) -> Result<(Header, FrameMeta, u64), Spoo
     let mut meta = vec![0u8; meta_len as usize];
     f.read_exact(&mut meta)
         .map_err(|e| SpoolError::io(path, e))?;
-    let (h, m) = decode_head(path, &head[..head_len], &meta)?;
-    Ok((h, m, len))
+    Ok((head, head_len, meta, len))
 }
 
 /// Checks that the file of frame `seq` is that frame's (a valid file copied over another

@@ -8,6 +8,7 @@
 
 mod support;
 
+mod adopt;
 mod cameras;
 mod config;
 mod corrupt;

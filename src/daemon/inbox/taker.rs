@@ -1,0 +1,376 @@
+//! The daemon's side of the inbox: [`Taker`] takes images and prepared frames into the
+//! queue (the parent module's docs), adopting prepared frames in place where it can.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, info, warn};
+
+use super::{GROUP, HOLD_BACK, Item, POLL, Placeholder, Sidecar, inbox_dir, item, sidecar_of};
+use crate::capture::Stop;
+use crate::config::MetaValue;
+use crate::daemon::enqueue::read_jpeg_file;
+use crate::frame::{CameraTable, CapturedFrame, FrameMeta, Namer, new_run_id};
+use crate::queue::adopt::{AdoptError, Prepared, read_prepared};
+use crate::queue::spool::SpoolError;
+use crate::queue::{AddError, Digest, Group, Queue, digest};
+
+/// The daemon's side: takes items from the inbox into the queue.
+pub struct Taker {
+    queue: Arc<Queue>,
+    inbox: PathBuf,
+    cameras: Arc<CameraTable>,
+    namer: Namer,
+    /// The digests of enqueued files, read when the inbox has items, dropped when empty.
+    seen: Option<HashSet<Digest>>,
+    /// Frames taken since the start.
+    pub taken: u64,
+}
+
+/// One item's fate in a round.
+enum Took {
+    /// Staged in the group as `seq`, with its digest (when known) and the files to
+    /// delete once it is committed.
+    Staged(u64, Option<Digest>, Vec<PathBuf>),
+    /// Already queued (same content): delete it.
+    Duplicate(Vec<PathBuf>),
+    /// Cannot be queued: quarantine it.
+    Bad(String, Vec<PathBuf>),
+    /// Not now (the queue is full): leave it.
+    Later(String),
+}
+
+impl Taker {
+    /// Creates the inbox (mode 2770) if needed.
+    pub fn new(
+        queue: Arc<Queue>,
+        device: String,
+        cameras: Arc<CameraTable>,
+    ) -> std::io::Result<Self> {
+        let inbox = inbox_dir(queue.dir());
+        if !inbox.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().mode(0o2770).create(&inbox)?;
+            // The umask may have taken the group's bits away.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&inbox, std::fs::Permissions::from_mode(0o2770))?;
+        }
+        let namer = Namer::new(device, new_run_id(), Arc::clone(&cameras));
+        Ok(Self {
+            queue,
+            inbox,
+            cameras,
+            namer,
+            seen: None,
+            taken: 0,
+        })
+    }
+
+    /// Takes items until `stop` is set; returns how many frames it took.
+    pub fn run(mut self, stop: &Stop) -> u64 {
+        info!(inbox = %self.inbox.display(), "taking frames handed over through the inbox");
+        loop {
+            let wait = match self.round() {
+                Ok(0) => POLL,
+                Ok(_) => Duration::ZERO,
+                Err(why) => {
+                    warn!(inbox = %self.inbox.display(), reason = why,
+                        "cannot take frames from the inbox now; trying again shortly (they stay there)");
+                    HOLD_BACK
+                }
+            };
+            if stop.is_set()
+                || (!wait.is_zero() && stop.wait_until(std::time::Instant::now() + wait))
+            {
+                break;
+            }
+        }
+        self.taken
+    }
+
+    /// One round: up to [`GROUP`] items committed; how many were taken.
+    pub fn round(&mut self) -> Result<usize, String> {
+        let mut names: Vec<(String, Item)> = std::fs::read_dir(&self.inbox)
+            .map_err(|e| e.to_string())?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter_map(|n| item(&n).map(|i| (n, i)))
+            .collect();
+        if names.is_empty() {
+            self.seen = None;
+            return Ok(0);
+        }
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        names.truncate(GROUP);
+        let queue_dir = self.queue.dir().to_path_buf();
+        let seen = self
+            .seen
+            .get_or_insert_with(|| crate::queue::read_digest_log(&queue_dir));
+        let mut taking = Taking {
+            namer: &mut self.namer,
+            cameras: &self.cameras,
+            seen,
+            seen_now: HashSet::new(),
+            group: self.queue.group(),
+        };
+        let mut staged = Vec::new();
+        let mut done: Vec<PathBuf> = Vec::new();
+        let mut later = None;
+        let mut adopted = false;
+        for (name, kind) in names {
+            let path = self.inbox.join(&name);
+            let took = match kind {
+                Item::Image => taking.image(&path),
+                Item::Prepared { digest, again } => {
+                    adopted = true;
+                    taking.prepared(&path, digest, again)
+                }
+            };
+            match took {
+                Took::Staged(seq, d, files) => staged.push((seq, d, files)),
+                Took::Duplicate(files) => {
+                    debug!(file = %path.display(), "inbox item enqueued before (same content); removed");
+                    done.extend(files);
+                }
+                Took::Bad(why, files) => {
+                    for f in files {
+                        self.queue.quarantine_foreign(&f, &why);
+                    }
+                }
+                Took::Later(why) => {
+                    later = Some(why);
+                    break;
+                }
+            }
+        }
+        let committed = taking.group.commit();
+        if adopted {
+            // The adopted items left the inbox by rename: make that durable here too,
+            // not only in the spool, so that no filesystem shows them in both after a
+            // power cut (they would be queued twice).
+            if let Err(e) = crate::queue::spool::sync_dir(&self.inbox) {
+                warn!(inbox = %self.inbox.display(), error = %e, "cannot fsync the inbox folder");
+            }
+        }
+        let durable: HashSet<u64> = committed.frames.iter().map(|(s, _)| *s).collect();
+        let mut noted = Vec::new();
+        let mut taken = 0;
+        for (seq, d, files) in staged {
+            if durable.contains(&seq) {
+                taken += 1;
+                noted.extend(d);
+                done.extend(files);
+            }
+        }
+        if let Err(e) = self.queue.note_enqueued(&noted) {
+            // Without the digests a crash could queue these again: keep the items' deletion
+            // anyway (they are committed), and say so.
+            warn!(error = %e, "cannot note the inbox items' digests");
+        }
+        taking.seen.extend(noted);
+        for f in &done {
+            if let Err(e) = std::fs::remove_file(f) {
+                warn!(file = %f.display(), error = %e, "cannot remove a taken inbox item");
+            }
+        }
+        self.taken += taken as u64;
+        if taken > 0 {
+            debug!(frames = taken, "took frames from the inbox");
+        }
+        match later {
+            Some(why) if taken == 0 => Err(why),
+            _ => Ok(taken.max(done.len())),
+        }
+    }
+}
+
+/// One round's work in progress: the namer, what is known to be queued, and the group.
+struct Taking<'a, 'q> {
+    namer: &'a mut Namer,
+    cameras: &'a CameraTable,
+    seen: &'a mut HashSet<Digest>,
+    seen_now: HashSet<Digest>,
+    group: Group<'q>,
+}
+
+impl Taking<'_, '_> {
+    /// Whether content `d` was queued before (or earlier in this round): unless the item
+    /// asks to be queued `again`, it is then a duplicate.
+    fn duplicate(&mut self, d: &Digest, again: bool) -> bool {
+        !again && (self.seen.contains(d) || !self.seen_now.insert(*d))
+    }
+
+    /// A JPEG image (and its sidecar): read, named, copied into the group.
+    fn image(&mut self, image: &Path) -> Took {
+        let car_path = sidecar_of(image);
+        let mut files = vec![image.to_path_buf()];
+        let car = match std::fs::read(&car_path) {
+            Ok(b) => {
+                files.push(car_path.clone());
+                match serde_json::from_slice::<Sidecar>(&b) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return Took::Bad(format!("inbox sidecar does not parse: {e}"), files);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Sidecar::default(),
+            Err(e) => return Took::Later(format!("{}: {e}", car_path.display())),
+        };
+        let f = match read_jpeg_file(image) {
+            Ok(f) => f,
+            Err(why) => return Took::Bad(format!("inbox item: {why}"), files),
+        };
+        let d = digest(&f.jpeg);
+        if self.duplicate(&d, car.allow_duplicates) {
+            return Took::Duplicate(files);
+        }
+        let (meta, camera) = match self.name(car, f.width, f.height, f.mtime, image) {
+            Ok(x) => x,
+            Err(why) => return Took::Bad(why, files),
+        };
+        match self.group.add(&meta, &f.jpeg) {
+            Ok(seq) => {
+                self.namer.advance(camera);
+                Took::Staged(seq, Some(d), files)
+            }
+            Err(e) => later(&e),
+        }
+    }
+
+    /// A prepared frame: named, then adopted in place (nothing left to delete once it is
+    /// committed), or copied when it cannot be.
+    fn prepared(&mut self, path: &Path, d: Option<Digest>, again: bool) -> Took {
+        let files = vec![path.to_path_buf()];
+        if d.is_some_and(|d| self.duplicate(&d, again)) {
+            return Took::Duplicate(files);
+        }
+        let (item, placeholder) = match Prepared::open(path) {
+            Ok(item) => {
+                let meta = item.meta().to_vec();
+                (Some(item), meta)
+            }
+            // Not writable for the daemon: copy it.
+            Err(SpoolError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                match read_prepared(path) {
+                    Ok((meta, _)) => (None, meta),
+                    Err(e) => return unreadable(e, files),
+                }
+            }
+            Err(e) => return unreadable(e, files),
+        };
+        let (meta, camera) = match serde_json::from_slice::<Placeholder>(&placeholder) {
+            Ok(p) => {
+                let mtime = std::fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .unwrap_or_else(|_| SystemTime::now());
+                match self.name(p.sidecar, p.width, p.height, mtime, path) {
+                    Ok((meta, camera)) => (meta, Some(camera)),
+                    Err(why) => return Took::Bad(why, files),
+                }
+            }
+            // Stamped by a daemon that stopped before the rename: its metadata stands.
+            Err(_) => match serde_json::from_slice::<FrameMeta>(&placeholder) {
+                Ok(meta) => (meta, None),
+                Err(e) => {
+                    return Took::Bad(format!("inbox frame's metadata does not parse: {e}"), files);
+                }
+            },
+        };
+        let added = match item.map(|item| self.group.adopt(item, &meta)) {
+            Some(Ok(seq)) => Ok((seq, Vec::new())),
+            Some(Err(AdoptError::Add(e))) => Err(e),
+            Some(Err(e @ AdoptError::NoRoom { .. })) => {
+                debug!(file = %path.display(), reason = %e, "copying an inbox frame instead of adopting it");
+                self.copy(path, &meta).map(|seq| (seq, files.clone()))
+            }
+            None => self.copy(path, &meta).map(|seq| (seq, files.clone())),
+        };
+        match added {
+            Ok((seq, left)) => {
+                if let Some(c) = camera {
+                    self.namer.advance(c);
+                }
+                Took::Staged(seq, d, left)
+            }
+            Err(AddError::Write(e @ SpoolError::Corrupt { .. })) => {
+                Took::Bad(format!("inbox frame: {e}"), files)
+            }
+            Err(e) => later(&e),
+        }
+    }
+
+    /// Copies the prepared frame at `path` into the group as a new spool file.
+    fn copy(&mut self, path: &Path, meta: &FrameMeta) -> Result<u64, AddError> {
+        let (_, image) = read_prepared(path)?;
+        self.group.add(meta, &image)
+    }
+
+    /// The metadata of an item described by `car`, and its camera's slot.
+    fn name(
+        &mut self,
+        car: Sidecar,
+        width: u32,
+        height: u32,
+        mtime: SystemTime,
+        path: &Path,
+    ) -> Result<(FrameMeta, usize), String> {
+        let camera = match &car.camera {
+            None => 0,
+            Some(name) => (0..)
+                .map_while(|i| self.cameras.get(i))
+                .position(|c| &c.name == name)
+                .ok_or_else(|| {
+                    format!("inbox item names camera {name:?}, which is not in the config")
+                })?,
+        };
+        let captured_at = car
+            .captured_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map_or(mtime, |ms| UNIX_EPOCH + Duration::from_millis(ms));
+        let frame = CapturedFrame {
+            camera,
+            captured_at,
+            jpeg: Vec::new(),
+            width,
+            height,
+        };
+        let mut meta = self
+            .namer
+            .peek(&frame)
+            .ok_or_else(|| "the configuration has no camera".to_string())?;
+        meta.custom.extend(car.metadata);
+        meta.custom.insert(
+            "source_file".into(),
+            MetaValue::Str(
+                car.source_file
+                    .unwrap_or_else(|| path.display().to_string()),
+            ),
+        );
+        meta.custom.insert(
+            "source_mtime".into(),
+            MetaValue::Str(crate::frame::rfc3339_utc(captured_at)),
+        );
+        Ok((meta, camera))
+    }
+}
+
+/// A prepared frame that cannot be read: quarantined when it is not one, left for later
+/// when reading failed.
+fn unreadable(e: SpoolError, files: Vec<PathBuf>) -> Took {
+    match e {
+        SpoolError::Corrupt { .. } => Took::Bad(format!("inbox frame: {e}"), files),
+        SpoolError::Io { .. } => Took::Later(e.to_string()),
+    }
+}
+
+/// An item the queue did not take now.
+fn later(e: &AddError) -> Took {
+    match e {
+        AddError::Full { .. } => Took::Later("the queue's budget is full".to_string()),
+        AddError::Write(e) => Took::Later(e.to_string()),
+    }
+}
