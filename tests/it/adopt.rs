@@ -236,4 +236,15 @@ fn the_taker_adopts_what_enqueue_hands_over_and_takes_a_stamped_leftover_again()
         .collect();
     assert!(names.contains(&"stamped_once.jpg".to_string()), "{names:?}");
     assert_eq!(queue.stats().pending.frames, 4);
+
+    // "Stamped" metadata from another writer of the inbox is held to what a daemon
+    // writes: a name that leaves the folder is quarantined, not queued.
+    let evil = serde_json::to_vec(&meta("../escape.jpg")).unwrap();
+    let hidden = inbox.join(".evil.frame");
+    write_prepared_unsynced(&hidden, &evil, 4000, &jpeg(5)).unwrap();
+    std::fs::rename(&hidden, inbox.join("evil.frame")).unwrap();
+    assert_eq!(taker.round().unwrap(), 0);
+    assert!(inodes(&inbox).is_empty());
+    assert!(queue.dir().join("quarantine").join("evil.frame").exists());
+    assert_eq!(queue.stats().pending.frames, 4);
 }

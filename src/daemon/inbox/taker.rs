@@ -272,9 +272,14 @@ impl Taking<'_, '_> {
                     Err(why) => return Took::Bad(why, files),
                 }
             }
-            // Stamped by a daemon that stopped before the rename: its metadata stands.
+            // Stamped by a daemon that stopped before the rename: its metadata stands, once
+            // it is seen to be what a daemon writes (any writer of the inbox could have
+            // put it there, and a sink writes files by the frame's name).
             Err(_) => match serde_json::from_slice::<FrameMeta>(&placeholder) {
-                Ok(meta) => (meta, None),
+                Ok(meta) => match self.stamped_by_a_daemon(&meta) {
+                    Ok(()) => (meta, None),
+                    Err(why) => return Took::Bad(why, files),
+                },
                 Err(e) => {
                     return Took::Bad(format!("inbox frame's metadata does not parse: {e}"), files);
                 }
@@ -301,6 +306,31 @@ impl Taking<'_, '_> {
             }
             Err(e) => later(&e),
         }
+    }
+
+    /// Whether `meta`, found in a prepared frame instead of a placeholder, is what a
+    /// daemon names: a plain file name (no folder, not hidden) of a configured camera.
+    fn stamped_by_a_daemon(&self, meta: &FrameMeta) -> Result<(), String> {
+        let name = &meta.filename;
+        let plain = !name.is_empty()
+            && !name.starts_with('.')
+            && !name.contains(['/', '\\', '\0'])
+            && name.len() <= 255;
+        if !plain {
+            return Err(format!(
+                "inbox frame's metadata names the file {name:?}, which is not a plain file name"
+            ));
+        }
+        let known = (0..)
+            .map_while(|i| self.cameras.get(i))
+            .any(|c| c.name == meta.camera);
+        if !known {
+            return Err(format!(
+                "inbox frame's metadata names camera {:?}, which is not in the config",
+                meta.camera
+            ));
+        }
+        Ok(())
     }
 
     /// Copies the prepared frame at `path` into the group as a new spool file.
