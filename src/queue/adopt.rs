@@ -205,6 +205,7 @@ impl Group<'_> {
                 ),
             })
         } else {
+            self.watch();
             stamp(&item, seq, &padded)
         };
         if let Err(e) = written {

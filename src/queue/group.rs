@@ -13,12 +13,18 @@ use super::spool::{self, SpoolError};
 use super::{AddError, Op, Queue};
 use crate::frame::FrameMeta;
 
+/// From this many frames on, a group is synced with one `syncfs(2)` of the spool's
+/// filesystem instead of an `fdatasync(2)` per file. A camera's group (a few frames per
+/// window) keeps the per-file syncs, which do not wait for other programs' writes.
+const SYNC_TOGETHER_FROM: usize = 16;
+
 impl Queue {
     /// Starts a commit group.
     pub fn group(&self) -> Group<'_> {
         Group {
             q: self,
             staged: Vec::new(),
+            watch: None,
         }
     }
 }
@@ -41,6 +47,9 @@ pub(super) struct Staged {
 pub struct Group<'q> {
     q: &'q Queue,
     staged: Vec<Staged>,
+    /// The spool folder, opened before the group's first file was written: `syncfs` on
+    /// it reports the filesystem's writeback errors since then.
+    watch: Option<File>,
 }
 
 /// What a commit made durable.
@@ -52,7 +61,7 @@ pub struct Committed {
     pub lost: usize,
 }
 
-impl Group<'_> {
+impl<'q> Group<'q> {
     /// Frames in the group.
     pub fn len(&self) -> usize {
         self.staged.len()
@@ -63,12 +72,19 @@ impl Group<'_> {
         self.staged.is_empty()
     }
 
-    pub(super) fn queue(&self) -> &Queue {
+    pub(super) fn queue(&self) -> &'q Queue {
         self.q
     }
 
     pub(super) fn push(&mut self, staged: Staged) {
         self.staged.push(staged);
+    }
+
+    /// Opens the spool folder to watch for writeback errors, before the first file.
+    pub(super) fn watch(&mut self) {
+        if self.watch.is_none() {
+            self.watch = File::open(&self.q.spool).ok();
+        }
     }
 
     /// Writes a frame into the group (not yet durable). Applies the budget first.
@@ -109,6 +125,7 @@ impl Group<'_> {
             }));
         }
         let tmp = self.q.spool.join(format!("{}.tmp", frame_name(seq)));
+        self.watch();
         match spool::write_unsynced(&tmp, seq, &meta_json, image) {
             Ok((file, _)) => {
                 self.staged.push(Staged {
@@ -139,12 +156,21 @@ impl Group<'_> {
         let staged = std::mem::take(&mut self.staged);
         let mut out = Committed::default();
         let mut durable = Vec::with_capacity(staged.len());
+        // A large group (the inbox's, `enqueue`'s) is made durable by one sync of the
+        // filesystem rather than one per file: each fdatasync ends in a flush of the
+        // device's cache, which an SD card takes tens of milliseconds for. `syncfs`
+        // reports any writeback error of the filesystem since `watch` was opened (before
+        // the group's first file was written; Linux 5.8 and later); after an error each
+        // file is synced on its own, so that only a file that failed is lost.
+        let together = staged.len() >= SYNC_TOGETHER_FROM
+            && self
+                .watch
+                .as_ref()
+                .is_some_and(|dir| rustix::fs::syncfs(dir).is_ok());
         for s in staged {
             let fin = q.path_of(s.seq);
-            let res = s
-                .file
-                .sync_data()
-                .and_then(|_| std::fs::rename(&s.tmp, &fin));
+            let synced = if together { Ok(()) } else { s.file.sync_data() };
+            let res = synced.and_then(|_| std::fs::rename(&s.tmp, &fin));
             drop(s.file);
             match res {
                 Ok(()) => durable.push((s.seq, s.entry)),

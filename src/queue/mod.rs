@@ -65,7 +65,8 @@
 //! 1. each frame of a group is written to `<seq>.frame.tmp` as it arrives (no fsync), or,
 //!    for a prepared frame handed over through the inbox, its header and metadata are
 //!    written in place over its placeholder (`adopt.rs`);
-//! 2. at the end of the group window every file is `fdatasync`'d, then renamed to
+//! 2. at the end of the group window every file is `fdatasync`'d (a group of 16 or more,
+//!    the inbox's or `enqueue`'s, with one `syncfs` instead, `group.rs`), then renamed to
 //!    `<seq>.frame` (an adopted frame: from the inbox), then the spool directory is
 //!    fsync'd once;
 //! 3. only then are the frames inserted into the index and counted as committed, in one
