@@ -10,8 +10,9 @@
 //!   .<anything>                  ignored: files still being written
 //! ```
 //!
-//! The daemon's taker ([`Taker`], `taker.rs`) lists the folder every [`POLL`] (at once
-//! again after a round that took something), names each item's frame like a captured one
+//! The daemon's taker ([`Taker`], `taker.rs`) lists the folder when an item is renamed
+//! into it (inotify, `arrivals.rs`), every [`POLL`] in any case, and at once again after a
+//! round that took something; names each item's frame like a captured one
 //! (camera from the sidecar, else the first camera; a run id of its own), commits up to
 //! [`GROUP`] of them in one group (one fsync round), notes their digests, and only then
 //! deletes the images it copied. A crash between the commit and the delete leaves an item
@@ -47,6 +48,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::MetaValue;
 use crate::queue::{Digest, digest_from_hex, digest_hex};
 
+mod arrivals;
 mod hand_over;
 mod taker;
 

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info, warn};
 
+use super::arrivals::Arrivals;
 use super::{GROUP, HOLD_BACK, Item, POLL, Placeholder, Sidecar, inbox_dir, item, sidecar_of};
 use crate::capture::Stop;
 use crate::config::MetaValue;
@@ -71,6 +72,7 @@ impl Taker {
     /// Takes items until `stop` is set; returns how many frames it took.
     pub fn run(mut self, stop: &Stop) -> u64 {
         info!(inbox = %self.inbox.display(), "taking frames handed over through the inbox");
+        let arrivals = Arrivals::new(&self.inbox);
         loop {
             let wait = match self.round() {
                 Ok(0) => POLL,
@@ -81,9 +83,12 @@ impl Taker {
                     HOLD_BACK
                 }
             };
-            if stop.is_set()
-                || (!wait.is_zero() && stop.wait_until(std::time::Instant::now() + wait))
-            {
+            let stopped = if wait == POLL {
+                arrivals.wait(stop, wait)
+            } else {
+                !wait.is_zero() && stop.wait_until(std::time::Instant::now() + wait)
+            };
+            if stop.is_set() || stopped {
                 break;
             }
         }
