@@ -261,7 +261,11 @@ pub fn read_meta(path: &Path) -> Result<(Header, FrameMeta), SpoolError> {
 
 /// Bytes per read when an image is checked or streamed from its spool file: one buffer
 /// of this size per upload, reused for every chunk, instead of a buffer per frame.
-pub const STREAM_CHUNK: usize = 16 * 1024;
+/// 60 KiB: each chunk is a hand-over between the reading thread and the connection, so
+/// larger chunks cost fewer wake-ups (16 KiB chunks took 0.37–0.46 s of CPU to drain 1000
+/// frames of 108 KB, 60 KiB ones 0.29–0.30 s, 0.5 MiB more peak RSS), and below glibc's
+/// 64 KiB mmap threshold a chunk's buffer comes from the heap, not a fresh mapping.
+pub const STREAM_CHUNK: usize = 60 * 1024;
 
 /// Opens frame `seq`'s file for streaming its image: header and metadata checked, the
 /// image's checksum verified by reading it once in [`STREAM_CHUNK`] pieces, and the file
