@@ -6,7 +6,9 @@
 //!
 //! The baseline in the same run is the physical floor of the same durability: plain files
 //! written, `fdatasync`'d and renamed, the directory fsync'd once per group (grouped, same
-//! window) or once per frame (per_frame), with no header, metadata or index.
+//! window) or once per frame (per_frame), with no header, metadata or index. A group of
+//! [`SYNC_TOGETHER_FROM`] files or more is synced with one `syncfs` instead of a
+//! `fdatasync` per file, as the queue's own group commit does.
 //!
 //! Run by `scripts/bench`; prints one JSON line per measurement.
 //! usage: cargo bench --bench queue -- FRAME.jpg DIR FRAMES grouped|per_frame edgecap|baseline
@@ -31,7 +33,7 @@ use edgecap::config::FsyncMode;
 use edgecap::daemon::commit::{self, CommitSettings};
 use edgecap::frame::{CapturedFrame, Namer};
 use edgecap::ops::health::Beat;
-use edgecap::queue::Queue;
+use edgecap::queue::{Queue, SYNC_TOGETHER_FROM};
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -174,6 +176,8 @@ fn baseline(
                 }
             }
         }
+        let watch = std::fs::File::open(dir).unwrap();
+        let together = group.len() >= SYNC_TOGETHER_FROM;
         let mut files = Vec::new();
         for f in &group {
             let tmp = dir.join(format!("{n:016}.tmp"));
@@ -182,8 +186,13 @@ fn baseline(
             files.push((file, tmp, dir.join(format!("{n:016}.jpg"))));
             n += 1;
         }
+        if together {
+            rustix::fs::syncfs(&watch).unwrap();
+        }
         for (file, tmp, dst) in files {
-            file.sync_data().unwrap();
+            if !together {
+                file.sync_data().unwrap();
+            }
             std::fs::rename(tmp, dst).unwrap();
         }
         std::fs::File::open(dir).unwrap().sync_all().unwrap();

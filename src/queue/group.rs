@@ -16,7 +16,7 @@ use crate::frame::FrameMeta;
 /// From this many frames on, a group is synced with one `syncfs(2)` of the spool's
 /// filesystem instead of an `fdatasync(2)` per file. A camera's group (a few frames per
 /// window) keeps the per-file syncs, which do not wait for other programs' writes.
-const SYNC_TOGETHER_FROM: usize = 16;
+pub const SYNC_TOGETHER_FROM: usize = 16;
 
 impl Queue {
     /// Starts a commit group.

@@ -199,7 +199,7 @@ pub use counters::{Counters, IndexFailure, Stats, Tally};
 pub use delivery::Leased;
 pub use digests::{Digest, digest, digest_from_hex, digest_hex, read_digest_log};
 pub use files::{INDEX_MARGIN_BYTES, RESERVE_BYTES};
-pub use group::{Committed, Group};
+pub use group::{Committed, Group, SYNC_TOGETHER_FROM};
 pub use index::{Entry, FrameState, SessionRef};
 pub use ledger::Sent;
 pub use open::OpenReport;
