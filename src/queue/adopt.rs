@@ -174,6 +174,18 @@ pub enum AdoptError {
     Add(#[from] AddError),
 }
 
+impl super::Queue {
+    /// Whether prepared frames in `dir` can be adopted: `dir` is on the spool's
+    /// filesystem (a rename from another fails, and would fail at every try).
+    pub fn can_adopt_from(&self, dir: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(dir), std::fs::metadata(&self.spool)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev(),
+            _ => false,
+        }
+    }
+}
+
 impl Group<'_> {
     /// Adopts the prepared frame `item` as the group's next frame with `meta`: its header
     /// and metadata are written in place (unsynced), the image stays where it is. The

@@ -248,3 +248,30 @@ fn the_taker_adopts_what_enqueue_hands_over_and_takes_a_stamped_leftover_again()
     assert!(queue.dir().join("quarantine").join("evil.frame").exists());
     assert_eq!(queue.stats().pending.frames, 4);
 }
+
+#[test]
+fn an_inbox_on_another_filesystem_is_copied_from_not_adopted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (config, queue) = setup(tmp.path());
+    let cameras = CameraTable::new("dev", &config.cameras);
+    let mut taker = Taker::new(Arc::clone(&queue), "dev".into(), cameras).unwrap();
+    let inbox = inbox_dir(queue.dir());
+    assert!(queue.can_adopt_from(&inbox));
+    // A mount over the inbox: a rename into the spool would fail at every try.
+    let _fs = crate::support::Tmpfs::mount(&inbox, "16m");
+    assert!(!queue.can_adopt_from(&inbox));
+    let img = tmp.path().join("one.jpg");
+    std::fs::write(&img, jpeg(3)).unwrap();
+    assert_eq!(
+        hand_over(&config, 0, &[img], false, None).unwrap().frames,
+        1
+    );
+
+    assert_eq!(taker.round().unwrap(), 1, "taken by a copy");
+    assert!(inodes(&inbox).is_empty(), "and the item deleted");
+    let spooled = inodes(&queue.dir().join("spool"));
+    assert_eq!(spooled.len(), 1);
+    let (_, m, image) = spool::read_frame(&queue.dir().join("spool").join(&spooled[0].1)).unwrap();
+    assert_eq!(image, jpeg(3));
+    assert!(m.filename.contains("dev"));
+}

@@ -113,6 +113,7 @@ impl Taker {
             .seen
             .get_or_insert_with(|| crate::queue::read_digest_log(&queue_dir));
         let mut taking = Taking {
+            adopt: self.queue.can_adopt_from(&self.inbox),
             namer: &mut self.namer,
             cameras: &self.cameras,
             seen,
@@ -192,6 +193,9 @@ impl Taker {
 
 /// One round's work in progress: the namer, what is known to be queued, and the group.
 struct Taking<'a, 'q> {
+    /// Whether prepared frames can be adopted (the inbox is on the spool's filesystem:
+    /// a rename between two fails); copied when not.
+    adopt: bool,
     namer: &'a mut Namer,
     cameras: &'a CameraTable,
     seen: &'a mut HashSet<Digest>,
@@ -251,13 +255,14 @@ impl Taking<'_, '_> {
         if d.is_some_and(|d| self.duplicate(&d, again)) {
             return Took::Duplicate(files);
         }
-        let (item, placeholder) = match Prepared::open(path) {
-            Ok(item) => {
+        let opened = self.adopt.then(|| Prepared::open(path));
+        let (item, placeholder) = match opened {
+            Some(Ok(item)) => {
                 let meta = item.meta().to_vec();
                 (Some(item), meta)
             }
-            // Not writable for the daemon: copy it.
-            Err(SpoolError::Io { source, .. })
+            // Not writable for the daemon, or not on the spool's filesystem: copy it.
+            Some(Err(SpoolError::Io { source, .. }))
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
             {
                 match read_prepared(path) {
@@ -265,7 +270,11 @@ impl Taking<'_, '_> {
                     Err(e) => return unreadable(e, files),
                 }
             }
-            Err(e) => return unreadable(e, files),
+            None => match read_prepared(path) {
+                Ok((meta, _)) => (None, meta),
+                Err(e) => return unreadable(e, files),
+            },
+            Some(Err(e)) => return unreadable(e, files),
         };
         let (meta, camera) = match serde_json::from_slice::<Placeholder>(&placeholder) {
             Ok(p) => {
