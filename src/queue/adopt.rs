@@ -19,9 +19,10 @@
 //! already; it is adopted again at the next start under a new seq (a stamped item's
 //! metadata is kept as it is). After the rename and before the index's transaction, the
 //! reconcile finds a valid spool file without an entry and indexes it. When the real
-//! metadata does not fit the room, or the daemon may not write the file (another user
-//! wrote it and the group's write bit is missing), the caller copies the frame instead
-//! ([`read_prepared`] and [`Group::add`]).
+//! metadata does not fit the room, the daemon may not write the file (another user
+//! wrote it and the group's write bit is missing), or the file is on another filesystem
+//! ([`Queue::can_adopt_from`](super::Queue::can_adopt_from)), the caller copies the frame
+//! instead ([`read_prepared`] and [`Group::add`]).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
