@@ -115,24 +115,12 @@ impl Prepared {
 /// Reads a prepared frame without writing it: its metadata (padding trimmed) and its
 /// image, both checksums verified. What a daemon copies when it cannot adopt the file.
 pub fn read_prepared(path: &Path) -> Result<(Vec<u8>, Vec<u8>), SpoolError> {
-    use std::io::Read;
     let mut file = File::open(path).map_err(|source| SpoolError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let (header, mut meta) = read_checked(path, &mut file)?;
-    let mut image = vec![0u8; header.image_len as usize];
-    file.read_exact(&mut image)
-        .map_err(|source| SpoolError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    if crc32c::crc32c(&image) != header.image_crc {
-        return Err(SpoolError::Corrupt {
-            path: path.to_path_buf(),
-            reason: "image checksum mismatch".into(),
-        });
-    }
+    let image = spool::read_image(path, &mut file, &header)?;
     let len = trim_padding(&meta).len();
     meta.truncate(len);
     Ok((meta, image))

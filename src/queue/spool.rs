@@ -299,13 +299,19 @@ pub fn open_image_of(path: &Path, seq: u64) -> Result<(File, Header), SpoolError
 pub fn read_frame(path: &Path) -> Result<(Header, FrameMeta, Vec<u8>), SpoolError> {
     let mut f = File::open(path).map_err(|e| SpoolError::io(path, e))?;
     let (h, m, _) = read_head(path, &mut f)?;
+    let image = read_image(path, &mut f, &h)?;
+    Ok((h, m, image))
+}
+
+/// The image that follows the metadata (`f` positioned at it), its checksum verified.
+pub(super) fn read_image(path: &Path, f: &mut File, h: &Header) -> Result<Vec<u8>, SpoolError> {
     let mut image = vec![0u8; h.image_len as usize];
     f.read_exact(&mut image)
         .map_err(|e| SpoolError::io(path, e))?;
     if crc32c::crc32c(&image) != h.image_crc {
         return Err(SpoolError::corrupt(path, "image checksum mismatch"));
     }
-    Ok((h, m, image))
+    Ok(image)
 }
 
 /// Writes frame `seq` to `path` (which must not exist) without syncing it; returns the
