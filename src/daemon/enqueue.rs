@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use tracing::warn;
 
 use crate::config::{MetaValue, Resolved};
-use crate::frame::{CapturedFrame, Namer, new_run_id};
+use crate::frame::{CapturedFrame, FrameMeta, Namer, new_run_id};
 use crate::queue::{AddError, Digest, Queue, QueueError, digest};
 
 /// Frames per commit group (one fsync round each).
@@ -160,14 +160,7 @@ pub fn enqueue(
                     .push((path.clone(), "camera not in the config".into()));
                 continue;
             };
-            meta.custom.insert(
-                "source_file".into(),
-                MetaValue::Str(path.display().to_string()),
-            );
-            meta.custom.insert(
-                "source_mtime".into(),
-                MetaValue::Str(crate::frame::rfc3339_utc(frame.captured_at)),
-            );
+            note_source(&mut meta, path.display().to_string(), frame.captured_at);
             match group.add(&meta, &frame.jpeg) {
                 Ok(seq) => {
                     namer.advance(camera);
@@ -197,6 +190,17 @@ pub fn enqueue(
         }
     }
     Ok(done)
+}
+
+/// Adds what every enqueued frame carries to its metadata: `source_file` (where it came
+/// from) and `source_mtime` (its capture time, the file's modification time by default).
+pub(crate) fn note_source(meta: &mut FrameMeta, source_file: String, captured_at: SystemTime) {
+    meta.custom
+        .insert("source_file".into(), MetaValue::Str(source_file));
+    meta.custom.insert(
+        "source_mtime".into(),
+        MetaValue::Str(crate::frame::rfc3339_utc(captured_at)),
+    );
 }
 
 fn read_jpeg(path: &Path, camera: usize) -> Result<(CapturedFrame, Digest), String> {

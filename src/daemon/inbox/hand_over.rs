@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::{GROUP, Placeholder, Sidecar, inbox_dir, prepared_name};
-use crate::config::{Config, MetaValue};
-use crate::daemon::enqueue::read_jpeg_file;
+use crate::config::Config;
+use crate::daemon::enqueue::{note_source, read_jpeg_file};
 use crate::frame::{CameraTable, CapturedFrame, Namer, new_run_id};
 use crate::queue::adopt::write_prepared_unsynced;
 use crate::queue::digest;
@@ -161,13 +161,8 @@ impl MetaRoom {
             height: u32::MAX,
         };
         let base = namer.peek(&frame).map_or(0, |mut meta| {
-            // The two keys the daemon adds, with stand-in values of their longest size.
-            meta.custom
-                .insert("source_file".into(), MetaValue::Str(String::new()));
-            meta.custom.insert(
-                "source_mtime".into(),
-                MetaValue::Str("0000-00-00T00:00:00.000Z".into()),
-            );
+            // The keys the daemon adds, the source file left out (counted per item).
+            note_source(&mut meta, String::new(), frame.captured_at);
             serde_json::to_vec(&meta).map_or(0, |j| j.len())
         });
         Self { base }

@@ -11,8 +11,7 @@ use tracing::{debug, info, warn};
 use super::arrivals::Arrivals;
 use super::{GROUP, HOLD_BACK, Item, POLL, Placeholder, Sidecar, inbox_dir, item, sidecar_of};
 use crate::capture::Stop;
-use crate::config::MetaValue;
-use crate::daemon::enqueue::read_jpeg_file;
+use crate::daemon::enqueue::{note_source, read_jpeg_file};
 use crate::frame::{CameraTable, CapturedFrame, FrameMeta, Namer, new_run_id};
 use crate::queue::adopt::{AdoptError, Prepared, read_prepared};
 use crate::queue::spool::SpoolError;
@@ -191,6 +190,14 @@ impl Taker {
     }
 }
 
+/// How a prepared frame is taken.
+enum Source {
+    /// In place: opened for writing.
+    Adopt(Prepared),
+    /// By a copy of its image, read.
+    Copy(Vec<u8>),
+}
+
 /// One round's work in progress: the namer, what is known to be queued, and the group.
 struct Taking<'a, 'q> {
     /// Whether prepared frames can be adopted (the inbox is on the spool's filesystem:
@@ -255,26 +262,18 @@ impl Taking<'_, '_> {
         if d.is_some_and(|d| self.duplicate(&d, again)) {
             return Took::Duplicate(files);
         }
-        let opened = self.adopt.then(|| Prepared::open(path));
-        let (item, placeholder) = match opened {
+        let (source, placeholder) = match self.adopt.then(|| Prepared::open(path)) {
             Some(Ok(item)) => {
                 let meta = item.meta().to_vec();
-                (Some(item), meta)
+                (Source::Adopt(item), meta)
             }
-            // Not writable for the daemon, or not on the spool's filesystem: copy it.
-            Some(Err(SpoolError::Io { source, .. }))
-                if source.kind() == std::io::ErrorKind::PermissionDenied =>
-            {
-                match read_prepared(path) {
-                    Ok((meta, _)) => (None, meta),
-                    Err(e) => return unreadable(e, files),
-                }
-            }
-            None => match read_prepared(path) {
-                Ok((meta, _)) => (None, meta),
+            Some(Err(e)) if !permission_denied(&e) => return unreadable(e, files),
+            // Not on the spool's filesystem, or not writable for the daemon: copy it, its
+            // image read (and its checksum verified) once, here.
+            _ => match read_prepared(path) {
+                Ok((meta, image)) => (Source::Copy(image), meta),
                 Err(e) => return unreadable(e, files),
             },
-            Some(Err(e)) => return unreadable(e, files),
         };
         let (meta, camera) = match serde_json::from_slice::<Placeholder>(&placeholder) {
             Ok(p) => {
@@ -299,14 +298,22 @@ impl Taking<'_, '_> {
                 }
             },
         };
-        let added = match item.map(|item| self.group.adopt(item, &meta)) {
-            Some(Ok(seq)) => Ok((seq, Vec::new())),
-            Some(Err(AdoptError::Add(e))) => Err(e),
-            Some(Err(e @ AdoptError::NoRoom { .. })) => {
-                debug!(file = %path.display(), reason = %e, "copying an inbox frame instead of adopting it");
-                self.copy(path, &meta).map(|seq| (seq, files.clone()))
-            }
-            None => self.copy(path, &meta).map(|seq| (seq, files.clone())),
+        let added = match source {
+            Source::Adopt(item) => match self.group.adopt(item, &meta) {
+                Ok(seq) => Ok((seq, Vec::new())),
+                Err(AdoptError::Add(e)) => Err(e),
+                Err(e @ AdoptError::NoRoom { .. }) => {
+                    debug!(file = %path.display(), reason = %e, "copying an inbox frame instead of adopting it");
+                    read_prepared(path)
+                        .map_err(AddError::from)
+                        .and_then(|(_, image)| self.group.add(&meta, &image))
+                        .map(|seq| (seq, files.clone()))
+                }
+            },
+            Source::Copy(image) => self
+                .group
+                .add(&meta, &image)
+                .map(|seq| (seq, files.clone())),
         };
         match added {
             Ok((seq, left)) => {
@@ -347,12 +354,6 @@ impl Taking<'_, '_> {
         Ok(())
     }
 
-    /// Copies the prepared frame at `path` into the group as a new spool file.
-    fn copy(&mut self, path: &Path, meta: &FrameMeta) -> Result<u64, AddError> {
-        let (_, image) = read_prepared(path)?;
-        self.group.add(meta, &image)
-    }
-
     /// The metadata of an item described by `car`, and its camera's slot.
     fn name(
         &mut self,
@@ -387,17 +388,10 @@ impl Taking<'_, '_> {
             .peek(&frame)
             .ok_or_else(|| "the configuration has no camera".to_string())?;
         meta.custom.extend(car.metadata);
-        meta.custom.insert(
-            "source_file".into(),
-            MetaValue::Str(
-                car.source_file
-                    .unwrap_or_else(|| path.display().to_string()),
-            ),
-        );
-        meta.custom.insert(
-            "source_mtime".into(),
-            MetaValue::Str(crate::frame::rfc3339_utc(captured_at)),
-        );
+        let source_file = car
+            .source_file
+            .unwrap_or_else(|| path.display().to_string());
+        note_source(&mut meta, source_file, captured_at);
         Ok((meta, camera))
     }
 }
@@ -409,6 +403,11 @@ fn unreadable(e: SpoolError, files: Vec<PathBuf>) -> Took {
         SpoolError::Corrupt { .. } => Took::Bad(format!("inbox frame: {e}"), files),
         SpoolError::Io { .. } => Took::Later(e.to_string()),
     }
+}
+
+/// Whether opening a prepared frame failed for want of the right to write it.
+fn permission_denied(e: &SpoolError) -> bool {
+    matches!(e, SpoolError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied)
 }
 
 /// An item the queue did not take now.
