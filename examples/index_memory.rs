@@ -1,6 +1,8 @@
 //! What the queue index (sled 0.34) keeps in memory after reading every entry once, as
-//! the start-up reconcile does: the benchmark behind "the index's memory follows the
-//! backlog" (`scripts/bench`, scale part; BENCHMARKS.md).
+//! the start-up reconcile does, read the two ways sled allows: its iterator (the baseline)
+//! and one `get_gt` per entry, as the queue reads whole trees (`queue/index.rs`, `walk`).
+//! The benchmark behind "the index's memory follows the cache, not the backlog"
+//! (`scripts/bench`, scale part; BENCHMARKS.md).
 //!
 //! A database of N entries (8-byte keys like the queue's; values of V bytes: ~100 is an
 //! index entry today, 20 would fit in sled's inline values) is written once, then opened
@@ -9,8 +11,8 @@
 //! prints the anonymous resident memory (`RssAnon`) after the open and after the scan.
 //!
 //! usage: index_memory [--entries N] [--dir DIR]
-//!        (prints one JSON line per case: entries, value bytes, cache bytes, KiB after
-//!        the open and after the scan)
+//!        (prints one JSON line per case: entries, value bytes, cache bytes, read method,
+//!        KiB after the open and after the scan, the scan's milliseconds)
 
 #![allow(
     clippy::unwrap_used,
@@ -55,18 +57,29 @@ fn create(path: &Path, entries: u64, value: usize) {
     db.flush().expect("flush");
 }
 
-/// One case, in this (child) process: open with `cache`, read every entry.
-fn case(path: &Path, cache: u64) {
+/// One case, in this (child) process: open with `cache`, read every entry with sled's
+/// iterator (`read` = "iter") or one `get_gt` per entry ("walk").
+fn case(path: &Path, cache: u64, read: &str) {
     let db = open(path, cache);
     let tree = db.open_tree("pending").expect("open tree");
     let opened = rss_anon_kib();
+    let t0 = std::time::Instant::now();
     let mut n = 0u64;
-    for kv in tree.iter() {
-        kv.expect("read");
-        n += 1;
+    if read == "walk" {
+        let mut next = tree.first().expect("read");
+        while let Some((k, _)) = next {
+            n += 1;
+            next = tree.get_gt(&k).expect("read");
+        }
+    } else {
+        for kv in tree.iter() {
+            kv.expect("read");
+            n += 1;
+        }
     }
+    let ms = t0.elapsed().as_millis();
     let scanned = rss_anon_kib();
-    println!("{n} {opened} {scanned}");
+    println!("{n} {opened} {scanned} {ms}");
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -81,7 +94,8 @@ fn main() {
         let cache = arg(&args, "--cache")
             .and_then(|c| c.parse().ok())
             .unwrap_or(4 << 20);
-        case(Path::new(&path), cache);
+        let read = arg(&args, "--read").unwrap_or_else(|| "iter".to_string());
+        case(Path::new(&path), cache, &read);
         return;
     }
     let entries: u64 = arg(&args, "--entries")
@@ -93,12 +107,17 @@ fn main() {
         let path = base.join(format!("index-memory-{entries}-{value}"));
         let _ = std::fs::remove_dir_all(&path);
         create(&path, entries, value);
-        for cache in [64u64 << 10, 4 << 20, 64 << 20] {
+        for (read, cache) in ["iter", "walk"]
+            .into_iter()
+            .flat_map(|r| [64u64 << 10, 1 << 20, 4 << 20].map(|c| (r, c)))
+        {
             let out = Command::new(&me)
                 .arg("--case")
                 .arg(&path)
                 .arg("--cache")
                 .arg(cache.to_string())
+                .arg("--read")
+                .arg(read)
                 .output()
                 .expect("run a case");
             let text = String::from_utf8_lossy(&out.stdout);
@@ -106,7 +125,7 @@ fn main() {
                 .split_whitespace()
                 .filter_map(|x| x.parse().ok())
                 .collect();
-            if !out.status.success() || f.len() != 3 || f[0] != entries {
+            if !out.status.success() || f.len() != 4 || f[0] != entries {
                 eprintln!(
                     "index_memory: case failed: {text} {}",
                     String::from_utf8_lossy(&out.stderr)
@@ -114,8 +133,8 @@ fn main() {
                 std::process::exit(1);
             }
             println!(
-                "{{\"entries\": {entries}, \"value_bytes\": {value}, \"cache_bytes\": {cache}, \"opened_kib\": {}, \"scanned_kib\": {}}}",
-                f[1], f[2]
+                "{{\"entries\": {entries}, \"value_bytes\": {value}, \"cache_bytes\": {cache}, \"read\": \"{read}\", \"opened_kib\": {}, \"scanned_kib\": {}, \"ms\": {}}}",
+                f[1], f[2], f[3]
             );
         }
         let _ = std::fs::remove_dir_all(&path);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
 use super::files::parse_frame_name;
-use super::index::{Entry, FrameState, decode_entry, seq_of};
+use super::index::{Entry, FrameState, decode_entry, seq_of, walk};
 use super::{Counters, Op, Queue, Tally, spool};
 use crate::frame::FrameMeta;
 
@@ -146,7 +146,7 @@ impl Queue {
         let mut out = Vec::new();
         let st = self.state();
         for state in FrameState::ALL {
-            for (k, v) in st.store.trees.of(state).iter().flatten() {
+            for (k, v) in walk(st.store.trees.of(state)).flatten() {
                 if let (Some(seq), Some(entry)) = (seq_of(&k), decode_entry(&v)) {
                     out.push(Listed { seq, state, entry });
                 }
@@ -161,7 +161,7 @@ impl Queue {
     pub fn retry_dead(&self) -> usize {
         let mut st = self.state();
         let mut ops = Vec::new();
-        for (k, v) in st.store.trees.dead.iter().flatten() {
+        for (k, v) in walk(&st.store.trees.dead).flatten() {
             let (Some(seq), Some(mut e)) = (seq_of(&k), decode_entry(&v)) else {
                 continue;
             };

@@ -6,7 +6,7 @@
 
 use tracing::{error, warn};
 
-use super::index::{Entry, FrameState, SessionRef, decode_entry, index_err, seq_of};
+use super::index::{Entry, FrameState, SessionRef, decode_entry, index_err, seq_of, walk};
 use super::spool::{self, SpoolError};
 use super::{Counters, Op, Queue, QueueError, ReadError, State};
 use crate::frame::FrameMeta;
@@ -320,7 +320,7 @@ impl Queue {
             let mut moved = Vec::new();
             let path = st.store.path.clone();
             let ie = index_err(&path);
-            for kv in st.store.trees.pending.iter() {
+            for kv in walk(&st.store.trees.pending) {
                 let (k, v) = kv.map_err(&ie)?;
                 let (Some(seq), Some(e)) = (seq_of(&k), decode_entry(&v)) else {
                     continue;

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use tracing::{error, info, warn};
 
 use super::files::{RESERVE_BYTES, RESTART_MARK, ensure_reserve, parse_frame_name};
-use super::index::{Entry, FrameState, Trees, decode_entry, index_err, seq_of};
+use super::index::{Entry, FrameState, Trees, decode_entry, index_err, seq_of, walk};
 use super::store::{Op, SledOpen, Store, index_path, open_sled};
 use super::{Counters, Queue, QueueError, State, Tally, io_err, spool};
 use crate::config::QueueConfig;
@@ -315,7 +315,7 @@ impl Queue {
         // Finished frames whose file deletion a crash interrupted: delete them now.
         let mut finished: BTreeSet<u64> = BTreeSet::new();
         let mut bury = Vec::new();
-        for kv in st.store.trees.gone.iter() {
+        for kv in walk(&st.store.trees.gone) {
             let (k, _) = kv.map_err(&ie)?;
             if let Some(seq) = seq_of(&k) {
                 finished.insert(seq);
@@ -372,7 +372,7 @@ impl Queue {
         let mut ops: Vec<Op> = bury;
         for state in FrameState::ALL {
             let mut moved = Vec::new();
-            for kv in st.store.trees.of(state).iter() {
+            for kv in walk(st.store.trees.of(state)) {
                 let (k, v) = kv.map_err(&ie)?;
                 let Some(seq) = seq_of(&k) else {
                     let _ = st.store.trees.of(state).remove(k);
