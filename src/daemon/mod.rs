@@ -109,9 +109,9 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
     // From here on SIGHUP reloads the config (its default action would end the process).
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let qcfg = config.queue.clone();
-    let (queue, report) = tokio::task::spawn_blocking(move || Queue::open(&qcfg))
+    let (queue, report) = crate::queue::calls::call(move || Queue::open(&qcfg))
         .await
-        .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))??;
+        .ok_or_else(|| DaemonError::Thread(std::io::Error::other("the queue open panicked")))??;
     let queue = Arc::new(queue);
     crate::ops::memory::release_free_memory();
     let s = queue.stats();
@@ -253,7 +253,7 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
                 tokio::select! {
                     _ = tick.tick() => {
                         let ctx = ctx.clone();
-                        if let Ok(s) = tokio::task::spawn_blocking(move || ctx.snapshot("running")).await {
+                        if let Some(s) = crate::queue::calls::call(move || ctx.snapshot("running")).await {
                             s.log_summary();
                         }
                     }
@@ -341,7 +341,7 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
     }
     status_task.abort();
     let q = Arc::clone(&queue);
-    let _ = tokio::task::spawn_blocking(move || q.flush()).await;
+    let _ = crate::queue::calls::call(move || q.flush()).await;
     status_ctx.write("stopped").log_summary();
     let dropped_buffer = status_ctx
         .cams

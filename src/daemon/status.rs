@@ -110,7 +110,7 @@ impl StatusCtx {
                 floor_written = Instant::now();
             }
             let ctx = self.clone();
-            let Ok((st, give_up)) = tokio::task::spawn_blocking(move || {
+            let Some((st, give_up)) = crate::queue::calls::call(move || {
                 let _ = ctx.queue.repair_if_failed();
                 ctx.queue.flush_counters();
                 if write_floor {

@@ -67,9 +67,9 @@ pub async fn serve(
 type Src = State<Arc<dyn Source>>;
 
 async fn take(src: Arc<dyn Source>) -> Result<Snapshot, Response> {
-    tokio::task::spawn_blocking(move || src.snapshot())
+    crate::queue::calls::call(move || src.snapshot())
         .await
-        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        .ok_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 async fn metrics(State(src): Src) -> Response {

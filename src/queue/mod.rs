@@ -156,7 +156,8 @@
 //! |---|---|
 //! | `mod.rs` | this spec, [`Queue`] and its shared state, the flush, the errors |
 //! | [`spool`] | the spool file codec |
-//! | `index.rs` | sled trees, key encoding, [`Entry`] and [`FrameState`] |
+//! | `index.rs` | sled trees, key encoding, [`Entry`] and [`FrameState`], `walk` (whole trees read key by key) |
+//! | [`calls`] | the one thread async code makes its queue calls on |
 //! | `store.rs` | opening sled; changes applied with their counters (in transactions of a few dozen); the failed state |
 //! | `repair.rs` | the in-process rebuild of a failed index |
 //! | `files.rs` | frame file names, the disk-full reserve, the restart mark, free space, quarantine |
@@ -171,6 +172,7 @@
 mod admin;
 pub mod adopt;
 mod budget;
+pub mod calls;
 mod counters;
 mod delivery;
 mod digests;

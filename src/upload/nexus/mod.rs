@@ -280,7 +280,7 @@ impl NexusSink {
         let seqs: Vec<u64> = batch.iter().map(|f| f.seq).collect();
         let journal = Arc::clone(&self.journal);
         let _ =
-            tokio::task::spawn_blocking(move || journal.session_started(&seqs, &session_ref)).await;
+            crate::queue::calls::call(move || journal.session_started(&seqs, &session_ref)).await;
         let mut specs: BTreeMap<String, Option<UploadSpec>> = session
             .assets
             .into_iter()

@@ -249,7 +249,7 @@ impl PicselliaSink {
                 })
                 .collect();
             let journal = Arc::clone(&self.journal);
-            let _ = tokio::task::spawn_blocking(move || journal.sessions_started(&refs)).await;
+            let _ = crate::queue::calls::call(move || journal.sessions_started(&refs)).await;
         }
 
         // 3. Storage and registration, each frame on its own.

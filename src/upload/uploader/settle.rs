@@ -118,13 +118,13 @@ fn by_reason(list: &[(u64, String)]) -> BTreeMap<&str, Vec<u64>> {
     out
 }
 
-/// Runs a blocking queue call off the async threads, marking the uploader busy meanwhile
-/// (a queue call stuck on the disk stops the watchdog pings).
+/// Runs a blocking queue call on the queue thread (`queue::calls`), marking the uploader
+/// busy meanwhile (a queue call stuck on the disk stops the watchdog pings).
 pub(super) async fn blocking<T: Send + 'static>(
     beat: &Beat,
     doing: &'static str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
     let _busy = beat.busy(doing);
-    tokio::task::spawn_blocking(f).await.ok()
+    crate::queue::calls::call(f).await
 }
