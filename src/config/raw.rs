@@ -394,7 +394,7 @@ pub mod defaults {
         8_000_000
     }
     pub fn index_cache_bytes() -> u64 {
-        4 * 1024 * 1024
+        1024 * 1024
     }
     pub fn batch_max_frames() -> u64 {
         500

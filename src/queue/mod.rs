@@ -94,7 +94,8 @@
 //! sled is not trusted for durability (it flushes with `sync_file_range`, and it keeps
 //! values above ~128 KB in blob files it never fsyncs), so the index only ever holds small
 //! values and is rebuilt from the spool files whenever the two disagree. Its page cache is
-//! capped by `index_cache_bytes` (sled's default is 1 GiB).
+//! capped by `index_cache_bytes` (sled's default is 1 GiB; ours 1 MiB), and whole trees
+//! are read key by key (`index::walk`) so that the cap holds.
 //!
 //! # Recovery rules, applied by [`Queue::open`]
 //!
