@@ -19,7 +19,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
-use std::sync::mpsc::{Sender, channel};
+use std::sync::mpsc::{Sender, channel, sync_channel};
 
 use tracing::error;
 
@@ -50,26 +50,28 @@ fn start() -> Option<Sender<Job>> {
 /// Runs `f` on the queue thread and waits for it without blocking the async threads;
 /// `None` if `f` panicked. Falls back to tokio's blocking pool if the thread could not
 /// be started.
+///
+/// The wait itself is a blocking-pool task that only waits (it touches no index), so
+/// that tokio counts the call as work under way: with its clock paused (the uploader's
+/// tests), time does not jump ahead while a queue call runs.
 pub async fn call<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let job: Job = Box::new(move || {
-        let _ = tx.send(f());
-    });
-    match CALLS.get_or_init(start) {
-        Some(calls) => match calls.send(job) {
-            Ok(()) => rx.await.ok(),
-            // The thread is gone (it never ends on its own): run the call in the pool.
-            Err(back) => {
-                let job = back.0;
-                tokio::task::spawn_blocking(job).await.ok()?;
-                rx.await.ok()
-            }
-        },
-        None => {
-            tokio::task::spawn_blocking(job).await.ok()?;
-            rx.await.ok()
+    let Some(calls) = CALLS.get_or_init(start).clone() else {
+        return tokio::task::spawn_blocking(f).await.ok();
+    };
+    tokio::task::spawn_blocking(move || {
+        let (tx, rx) = sync_channel(1);
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        // The thread is gone (it never ends on its own): run the call here.
+        if let Err(back) = calls.send(job) {
+            let _ = catch_unwind(AssertUnwindSafe(back.0));
         }
-    }
+        rx.recv().ok()
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 #[cfg(test)]
