@@ -3,13 +3,14 @@
 //! Queue calls block (sled, fsync), so async code cannot make them on its own threads.
 //! It used to hand each to tokio's blocking pool, which runs a call on whichever of its
 //! threads is idle. That costs memory, not time: sled frees the index nodes a change
-//! replaced through epoch-based reclamation, each thread keeping its replaced nodes in a
-//! bag of its own (up to 64 of them, ~1 MiB) until it touches the index again. Spread over
-//! the pool's threads, a drain left several such bags behind: with every queue call on one
-//! thread, the peak RSS of draining 10,000 frames fell by ~5 MiB for the same wall time
-//! (BENCHMARKS.md, scale part).
+//! replaced through epoch-based reclamation (crossbeam-epoch), each thread keeping its
+//! replaced nodes in a bag of its own (up to 64 of them) until it touches the index
+//! again. Spread over the pool's threads, a drain left several such bags behind: with
+//! every queue call on one thread, draining 10,000 frames peaked at 28 MiB of RSS instead
+//! of 30–31 (own memory 16–17 MiB instead of 19–21) for the same wall time.
 //!
-//! Nothing is lost by serialising the calls: they take the queue's lock anyway. Work that
+//! Little is lost by serialising the calls: they take the queue's lock anyway (a call
+//! stalled on the disk held the others up before too, only later). Work that
 //! blocks without touching the index (reading an image for a PUT, writing the textfile)
 //! stays on tokio's blocking pool, so a slow upload never holds queue calls up. The commit
 //! thread and the inbox taker call the queue directly, from threads of their own.
