@@ -128,7 +128,7 @@ pub fn read_prepared(path: &Path) -> Result<(Vec<u8>, Vec<u8>), SpoolError> {
 
 /// Header (a version 2 one: it has a seq to write) and metadata bytes, checked.
 fn read_checked(path: &Path, file: &mut File) -> Result<(Header, Vec<u8>), SpoolError> {
-    let (head, head_len, meta, _) = spool::read_head_raw(path, file)?;
+    let (head, head_len, meta) = spool::read_head_raw(path, file)?;
     if head_len != spool::HEADER_LEN {
         return Err(SpoolError::Corrupt {
             path: path.to_path_buf(),

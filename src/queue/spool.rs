@@ -127,15 +127,6 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(x)
 }
 
-/// Checks the header checksum of a fixed header whose magic and version [`read_head`]
-/// already checked, and decodes the metadata that follows it.
-fn decode_head(path: &Path, head: &[u8], meta: &[u8]) -> Result<(Header, FrameMeta), SpoolError> {
-    let h = check_head(path, head, meta)?;
-    let meta: FrameMeta = serde_json::from_slice(meta)
-        .map_err(|e| SpoolError::corrupt(path, format!("metadata is not valid JSON: {e}")))?;
-    Ok((h, meta))
-}
-
 /// The fixed header `head` (magic and version checked), its checksum verified over it and
 /// the metadata bytes `meta`.
 pub(super) fn check_head(path: &Path, head: &[u8], meta: &[u8]) -> Result<Header, SpoolError> {
@@ -158,22 +149,29 @@ pub(super) fn check_head(path: &Path, head: &[u8], meta: &[u8]) -> Result<Header
     Ok(h)
 }
 
-fn read_head(path: &Path, f: &mut File) -> Result<(Header, FrameMeta, u64), SpoolError> {
-    let (head, head_len, meta, len) = read_head_raw(path, f)?;
-    let (h, m) = decode_head(path, &head[..head_len], &meta)?;
-    Ok((h, m, len))
+/// Header and metadata read and checked (magic, version, lengths, header checksum), the
+/// metadata decoded; `f` left at the image.
+fn read_head(path: &Path, f: &mut File) -> Result<(Header, FrameMeta), SpoolError> {
+    let (h, meta) = read_head_checked(path, f)?;
+    let meta: FrameMeta = serde_json::from_slice(&meta)
+        .map_err(|e| SpoolError::corrupt(path, format!("metadata is not valid JSON: {e}")))?;
+    Ok((h, meta))
 }
 
-/// The fixed header (and its length), the metadata's bytes and the file's length, with
-/// magic, version and lengths checked but not the checksum.
-#[allow(
-    clippy::type_complexity,
-    reason = "a private step shared by two readers"
-)]
+/// Header and metadata bytes read and checked like [`read_head`]'s, the metadata left
+/// as bytes (not parsed); `f` left at the image.
+fn read_head_checked(path: &Path, f: &mut File) -> Result<(Header, Vec<u8>), SpoolError> {
+    let (head, head_len, meta) = read_head_raw(path, f)?;
+    let h = check_head(path, &head[..head_len], &meta)?;
+    Ok((h, meta))
+}
+
+/// The fixed header (and its length) and the metadata's bytes, with magic, version and
+/// lengths (against the file's) checked but not the checksum.
 pub(super) fn read_head_raw(
     path: &Path,
     f: &mut File,
-) -> Result<([u8; HEADER_LEN], usize, Vec<u8>, u64), SpoolError> {
+) -> Result<([u8; HEADER_LEN], usize, Vec<u8>), SpoolError> {
     let len = f.metadata().map_err(|e| SpoolError::io(path, e))?.len();
     if len < HEADER_LEN_V1 as u64 {
         return Err(SpoolError::corrupt(
@@ -222,7 +220,7 @@ pub(super) fn read_head_raw(
     let mut meta = vec![0u8; meta_len as usize];
     f.read_exact(&mut meta)
         .map_err(|e| SpoolError::io(path, e))?;
-    Ok((head, head_len, meta, len))
+    Ok((head, head_len, meta))
 }
 
 /// Checks that the file of frame `seq` is that frame's (a valid file copied over another
@@ -255,7 +253,7 @@ pub fn read_frame_of(path: &Path, seq: u64) -> Result<(Header, FrameMeta, Vec<u8
 /// when building a batch). The image checksum is verified by [`read_frame`].
 pub fn read_meta(path: &Path) -> Result<(Header, FrameMeta), SpoolError> {
     let mut f = File::open(path).map_err(|e| SpoolError::io(path, e))?;
-    let (h, m, _) = read_head(path, &mut f)?;
+    let (h, m) = read_head(path, &mut f)?;
     Ok((h, m))
 }
 
@@ -267,18 +265,17 @@ pub fn read_meta(path: &Path) -> Result<(Header, FrameMeta), SpoolError> {
 /// 64 KiB mmap threshold a chunk's buffer comes from the heap, not a fresh mapping.
 pub const STREAM_CHUNK: usize = 60 * 1024;
 
-/// Opens frame `seq`'s file for streaming its image: header and metadata checked (by
-/// their checksum; the metadata is not parsed), the
-/// image's checksum verified by reading it once in [`STREAM_CHUNK`] pieces, and the file
-/// left positioned at the image's first byte. Returns the file and the image's length.
-/// Memory: one chunk, whatever the frame's size.
+/// Opens frame `seq`'s file for streaming its image: header and metadata checked by
+/// their checksum (the metadata is not parsed), the image's checksum verified by reading
+/// it once in [`STREAM_CHUNK`] pieces, and the file left positioned at the image's first
+/// byte. Returns the file and the image's length. Memory: one chunk, whatever the frame's
+/// size.
 pub fn open_image_of(path: &Path, seq: u64) -> Result<(File, Header), SpoolError> {
     use std::io::{Seek, SeekFrom};
     let mut f = File::open(path).map_err(|e| SpoolError::io(path, e))?;
     // The header's checksum covers the metadata, which the lease has already parsed: it
     // is not parsed again (a sixteenth of a drain's CPU).
-    let (head, head_len, meta, _) = read_head_raw(path, &mut f)?;
-    let h = check_head(path, &head[..head_len], &meta)?;
+    let (h, _) = read_head_checked(path, &mut f)?;
     check_identity(path, &h, seq)?;
     let start = h.file_len() - u64::from(h.image_len);
     let mut buf = [0u8; STREAM_CHUNK];
@@ -302,7 +299,7 @@ pub fn open_image_of(path: &Path, seq: u64) -> Result<(File, Header), SpoolError
 /// Reads a whole frame and verifies both checksums.
 pub fn read_frame(path: &Path) -> Result<(Header, FrameMeta, Vec<u8>), SpoolError> {
     let mut f = File::open(path).map_err(|e| SpoolError::io(path, e))?;
-    let (h, m, _) = read_head(path, &mut f)?;
+    let (h, m) = read_head(path, &mut f)?;
     let image = read_image(path, &mut f, &h)?;
     Ok((h, m, image))
 }
