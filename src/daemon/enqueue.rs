@@ -3,7 +3,7 @@
 //! in groups like captured frames, named by the camera's template with a run of their own,
 //! and carry the camera's metadata and groups plus `source_file` (the path) and
 //! `source_mtime`; the daemon uploads them like any frame. The capture time is the file's
-//! modification time. A file whose content (SHA-256) was enqueued before, queued or
+//! modification time. A file whose content (its BLAKE3 digest) was enqueued before, queued or
 //! delivered, is skipped and counted unless duplicates are allowed
 //! ([`crate::queue::Queue::enqueued_digests`]).
 
@@ -151,7 +151,7 @@ pub fn enqueue(
                     continue;
                 }
             };
-            if !opts.allow_duplicates && !seen.insert(d) {
+            if !opts.allow_duplicates && !seen.insert(d, Some(&frame.jpeg)) {
                 done.duplicates.push(path.clone());
                 continue;
             }

@@ -200,7 +200,7 @@ use tracing::warn;
 pub use admin::{Damaged, Inspection, Listed, Spooled, inspect, may_open, scan_spool};
 pub use counters::{Counters, IndexFailure, Stats, Tally};
 pub use delivery::Leased;
-pub use digests::{Digest, digest, digest_from_hex, digest_hex, read_digest_log};
+pub use digests::{Digest, Seen, digest, digest_from_hex, digest_hex, read_digest_log};
 pub use files::{INDEX_MARGIN_BYTES, RESERVE_BYTES};
 pub use group::{Committed, Group, SYNC_TOGETHER_FROM};
 pub use index::{Entry, FrameState, SessionRef};

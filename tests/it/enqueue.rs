@@ -411,3 +411,44 @@ async fn enqueue_a_real_folder_recursively_once_with_source_metadata() {
         text(&o)
     );
 }
+
+/// A queue from a version that kept SHA-256 digests: after the upgrade, a file enqueued
+/// before it is still recognised (looked up by its SHA-256 while the log has such lines),
+/// and new files are noted by their BLAKE3 digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_enqueued_before_the_digest_changed_are_still_recognised() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (old, new) = (tmp.path().join("old.jpg"), tmp.path().join("new.jpg"));
+    std::fs::write(&old, jpeg(7)).unwrap();
+    std::fs::write(&new, jpeg(8)).unwrap();
+    let mut cfg = TestConfig::nexus(tmp.path(), "http://unused");
+    cfg.endpoint = None;
+    cfg.out_dir = Some(tmp.path().join("out"));
+    let queue = cfg.queue_dir.clone();
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    std::fs::create_dir_all(&queue).unwrap();
+    // The line an earlier version wrote for old.jpg: its SHA-256 in hex.
+    let sha = ring::digest::digest(&ring::digest::SHA256, &std::fs::read(&old).unwrap());
+    let hex: String = sha.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(queue.join("enqueued"), format!("{hex}\n")).unwrap();
+
+    let o = enqueue(&config, &[old.to_str().unwrap(), new.to_str().unwrap()]);
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(t.contains("enqueued 1 frame(s)"), "{t}");
+    assert!(t.contains("skipped 1 file(s) enqueued before"), "{t}");
+    // new.jpg is noted by its BLAKE3 digest, after the earlier version's line.
+    let log = std::fs::read_to_string(queue.join("enqueued")).unwrap();
+    let b3 = blake3::hash(&std::fs::read(&new).unwrap()).to_hex();
+    assert_eq!(log, format!("{hex}\nb3:{b3}\n"));
+    // And recognised by it next time.
+    let o = enqueue(&config, &[new.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("enqueued 0 frame(s)")
+            || String::from_utf8_lossy(&o.stderr).contains("enqueued 0 frame(s)"),
+        "{o:?}"
+    );
+}

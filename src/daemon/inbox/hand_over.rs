@@ -88,7 +88,7 @@ pub fn hand_over(
                 }
             };
             let d = digest(&f.jpeg);
-            if !allow_duplicates && !seen.insert(d) {
+            if !allow_duplicates && !seen.insert(d, Some(&f.jpeg)) {
                 out.duplicates.push(path.clone());
                 continue;
             }

@@ -5,7 +5,7 @@
 //! <queue>/inbox/                 created by the daemon, mode 2770 (its group may write)
 //!   <name>.jpg | .jpeg           an image to queue; it appears by rename(2), so it is whole
 //!   <name>.jpg.json              optional sidecar (Sidecar), renamed into place BEFORE the image
-//!   <name>.<sha256>[.again].frame  a prepared frame (`edgecap enqueue`): a spool file whose
+//!   <name>.<blake3>[.again].frame  a prepared frame (`edgecap enqueue`): a spool file whose
 //!                                metadata the daemon writes in place (queue/adopt.rs)
 //!   .<anything>                  ignored: files still being written
 //! ```
@@ -147,7 +147,7 @@ fn item(name: &str) -> Option<Item> {
     Some(Item::Prepared { digest, again })
 }
 
-/// The name of a prepared frame: `<stem>.<sha256>[.again].frame`.
+/// The name of a prepared frame: `<stem>.<blake3 hex>[.again].frame`.
 fn prepared_name(stem: &str, digest: &Digest, again: bool) -> String {
     format!(
         "{stem}.{}{}{PREPARED}",

@@ -15,7 +15,7 @@ use crate::daemon::enqueue::{note_source, read_jpeg_file};
 use crate::frame::{CameraTable, CapturedFrame, FrameMeta, Namer, new_run_id};
 use crate::queue::adopt::{AdoptError, Prepared, read_prepared};
 use crate::queue::spool::SpoolError;
-use crate::queue::{AddError, Digest, Group, Queue, digest};
+use crate::queue::{AddError, Digest, Group, Queue, Seen, digest};
 
 /// The daemon's side: takes items from the inbox into the queue.
 pub struct Taker {
@@ -24,7 +24,7 @@ pub struct Taker {
     cameras: Arc<CameraTable>,
     namer: Namer,
     /// The digests of enqueued files, read when the inbox has items, dropped when empty.
-    seen: Option<HashSet<Digest>>,
+    seen: Option<Seen>,
     /// Frames taken since the start.
     pub taken: u64,
 }
@@ -205,16 +205,16 @@ struct Taking<'a, 'q> {
     adopt: bool,
     namer: &'a mut Namer,
     cameras: &'a CameraTable,
-    seen: &'a mut HashSet<Digest>,
+    seen: &'a mut Seen,
     seen_now: HashSet<Digest>,
     group: Group<'q>,
 }
 
 impl Taking<'_, '_> {
-    /// Whether content `d` was queued before (or earlier in this round): unless the item
-    /// asks to be queued `again`, it is then a duplicate.
-    fn duplicate(&mut self, d: &Digest, again: bool) -> bool {
-        !again && (self.seen.contains(d) || !self.seen_now.insert(*d))
+    /// Whether content `d` (with its `bytes` when read) was queued before (or earlier in
+    /// this round): unless the item asks to be queued `again`, it is then a duplicate.
+    fn duplicate(&mut self, d: &Digest, bytes: Option<&[u8]>, again: bool) -> bool {
+        !again && (self.seen.known(d, bytes) || !self.seen_now.insert(*d))
     }
 
     /// A JPEG image (and its sidecar): read, named, copied into the group.
@@ -239,7 +239,7 @@ impl Taking<'_, '_> {
             Err(why) => return Took::Bad(format!("inbox item: {why}"), files),
         };
         let d = digest(&f.jpeg);
-        if self.duplicate(&d, car.allow_duplicates) {
+        if self.duplicate(&d, Some(&f.jpeg), car.allow_duplicates) {
             return Took::Duplicate(files);
         }
         let (meta, camera) = match self.name(car, f.width, f.height, f.mtime, image) {
@@ -259,7 +259,7 @@ impl Taking<'_, '_> {
     /// committed), or copied when it cannot be.
     fn prepared(&mut self, path: &Path, d: Option<Digest>, again: bool) -> Took {
         let files = vec![path.to_path_buf()];
-        if d.is_some_and(|d| self.duplicate(&d, again)) {
+        if d.is_some_and(|d| self.duplicate(&d, None, again)) {
             return Took::Duplicate(files);
         }
         let (source, placeholder) = match self.adopt.then(|| Prepared::open(path)) {
