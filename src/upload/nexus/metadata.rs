@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use futures_util::stream::{self, StreamExt};
 use reqwest::Method;
 use serde::Serialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tracing::error;
 
 use super::client::Client;
@@ -34,7 +36,45 @@ const SPLIT_CONCURRENCY: usize = 4;
 pub(super) struct MetaJob {
     pub(super) seq: u64,
     pub(super) filename: String,
-    pub(super) custom: BTreeMap<String, MetaValue>,
+    custom: Custom,
+}
+
+impl MetaJob {
+    /// The job for frame `seq` called `filename`, its metadata `custom` kept as JSON text.
+    pub(super) fn new(seq: u64, filename: String, custom: &BTreeMap<String, MetaValue>) -> Self {
+        let custom = match serde_json::value::to_raw_value(custom) {
+            Ok(raw) => Custom::Encoded(raw),
+            // Not expected (string keys, plain values); the request's encoding then
+            // fails where it always did, and the metadata stays pending.
+            Err(_) => Custom::Map(custom.clone()),
+        };
+        Self {
+            seq,
+            filename,
+            custom,
+        }
+    }
+
+    /// The metadata's keys (for a refusal's log line).
+    fn keys(&self) -> Vec<String> {
+        match &self.custom {
+            Custom::Encoded(raw) => serde_json::from_str::<BTreeMap<String, IgnoredAny>>(raw.get())
+                .map(|m| m.into_keys().collect())
+                .unwrap_or_default(),
+            Custom::Map(m) => m.keys().cloned().collect(),
+        }
+    }
+}
+
+/// A frame's metadata while its batch's operation runs: the JSON text it is sent as. A
+/// pending operation keeps its frames' metadata until the platform has the images (up to
+/// four operations of up to 1000 frames at once): as text it takes about a sixth of the
+/// memory of the map it came from (BENCHMARKS.md, scale part).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+enum Custom {
+    Encoded(Box<RawValue>),
+    Map(BTreeMap<String, MetaValue>),
 }
 
 #[derive(Serialize)]
@@ -47,7 +87,7 @@ struct BulkRequest<'a> {
 struct BulkEntry<'a> {
     parent: Parent<'a>,
     #[serde(rename = "customMetadata")]
-    custom_metadata: &'a BTreeMap<String, MetaValue>,
+    custom_metadata: &'a Custom,
 }
 
 #[derive(Serialize)]
@@ -263,7 +303,7 @@ fn answer_errors(bytes: &[u8]) -> Option<Option<Value>> {
 /// A refusal of `j`'s metadata: logged with its keys, the frame goes dead.
 fn refuse(c: &Client, j: &MetaJob, text: &str) -> Vec<(u64, Outcome)> {
     let text = c.clean(text);
-    let keys: Vec<&str> = j.custom.keys().map(String::as_str).collect();
+    let keys = j.keys();
     error!(seq = j.seq, filename = %j.filename, keys = ?keys, reason = %text,
         "the platform refused this frame's metadata; the frame is marked dead (its image is on the platform)");
     vec![(
@@ -309,6 +349,34 @@ fn is_refusal(text: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_job_sends_its_metadata_as_the_map_would_and_knows_its_keys() {
+        let mut custom = BTreeMap::new();
+        custom.insert("site".to_string(), MetaValue::Str("north \"gate\"".into()));
+        custom.insert("n".to_string(), MetaValue::Int(-3));
+        custom.insert("ok".to_string(), MetaValue::Bool(true));
+        custom.insert("t".to_string(), MetaValue::Float(0.5));
+        let job = MetaJob::new(7, "a.jpg".into(), &custom);
+        assert!(matches!(job.custom, Custom::Encoded(_)));
+        let entry = |c| {
+            serde_json::to_value(BulkEntry {
+                parent: Parent {
+                    kind: FILENAME_PARENT,
+                    filename: "a.jpg",
+                },
+                custom_metadata: c,
+            })
+            .unwrap()
+        };
+        let map = Custom::Map(custom.clone());
+        assert_eq!(entry(&job.custom), entry(&map));
+        assert_eq!(
+            entry(&job.custom)["customMetadata"]["site"],
+            "north \"gate\""
+        );
+        assert_eq!(job.keys(), vec!["n", "ok", "site", "t"]);
+    }
 
     #[test]
     fn error_entries_name_their_frame_wherever_the_filename_is() {

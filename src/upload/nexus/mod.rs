@@ -144,11 +144,7 @@ impl Sink for NexusSink {
 fn meta_jobs(frames: &[Frame]) -> Vec<MetaJob> {
     frames
         .iter()
-        .map(|f| MetaJob {
-            seq: f.seq,
-            filename: f.meta.filename.clone(),
-            custom: f.meta.custom.clone(),
-        })
+        .map(|f| MetaJob::new(f.seq, f.meta.filename.clone(), &f.meta.custom))
         .collect()
 }
 
@@ -300,11 +296,13 @@ impl NexusSink {
             match specs.remove(&f.meta.filename) {
                 Some(Some(spec)) => {
                     if bulk {
-                        jobs_meta.push(MetaJob {
-                            seq: f.seq,
-                            filename: f.meta.filename.clone(),
-                            custom: std::mem::take(&mut f.meta.custom),
-                        });
+                        jobs_meta.push(MetaJob::new(
+                            f.seq,
+                            f.meta.filename.clone(),
+                            &f.meta.custom,
+                        ));
+                        // The PUTs need no metadata.
+                        f.meta.custom = BTreeMap::new();
                     }
                     jobs.push((f, spec));
                 }
