@@ -56,11 +56,7 @@ pub fn hand_over(
 ) -> Result<HandedOver, HandOverError> {
     let queue_dir = &config.queue.dir;
     let inbox = inbox_dir(queue_dir);
-    let err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| HandOverError::Inbox { path, source }
-    };
-    let dir = std::fs::File::open(&inbox).map_err(err(&inbox))?;
+    let dir = std::fs::File::open(&inbox).map_err(inbox_error(&inbox))?;
     let camera_name = config
         .cameras
         .get(camera)
@@ -151,6 +147,12 @@ pub fn hand_over(
     Ok(out)
 }
 
+/// The error of an I/O call on `path` (the inbox or a file in it).
+fn inbox_error(path: &Path) -> impl FnOnce(std::io::Error) -> HandOverError {
+    let path = path.to_path_buf();
+    move |source| HandOverError::Inbox { path, source }
+}
+
 /// A prepared frame written under its hidden name, waiting for its group's sync.
 struct Staged {
     hidden: PathBuf,
@@ -167,21 +169,14 @@ fn publish_groups(
     inbox: &Path,
     groups: std::sync::mpsc::Receiver<Vec<Staged>>,
 ) -> Result<(u64, u64), HandOverError> {
-    let err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| HandOverError::Inbox { path, source }
-    };
     let (mut frames, mut bytes) = (0u64, 0u64);
     for staged in groups {
         // Everything written so far reaches the disk in one call, then appears at once.
-        rustix::fs::syncfs(dir).map_err(|e| HandOverError::Inbox {
-            path: inbox.to_path_buf(),
-            source: e.into(),
-        })?;
+        rustix::fs::syncfs(dir).map_err(|e| inbox_error(inbox)(e.into()))?;
         for s in &staged {
-            std::fs::rename(&s.hidden, &s.name).map_err(err(&s.name))?;
+            std::fs::rename(&s.hidden, &s.name).map_err(inbox_error(&s.name))?;
         }
-        dir.sync_all().map_err(err(inbox))?;
+        dir.sync_all().map_err(inbox_error(inbox))?;
         frames += staged.len() as u64;
         bytes += staged.iter().map(|s| s.bytes).sum::<u64>();
     }
