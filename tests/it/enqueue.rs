@@ -17,6 +17,33 @@ fn jpeg(seed: u8) -> Vec<u8> {
     out.into_inner()
 }
 
+/// The daemon of `config` started, once its inbox exists and its status is live; the
+/// inbox's path.
+async fn start_with_inbox(
+    cfg: &TestConfig,
+    config: &std::path::Path,
+    dir: &std::path::Path,
+) -> (Daemon, std::path::PathBuf) {
+    let d = Daemon::start(config, &dir.join("log"));
+    let inbox = cfg.queue_dir.join("inbox");
+    for _ in 0..100 {
+        if inbox.is_dir() && crate::support::queue_stats_live(cfg).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (d, inbox)
+}
+
+/// The names in `dir`, hidden ones too.
+fn entries(dir: &std::path::Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect()
+}
+
 fn enqueue(config: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(bin())
         .args(["enqueue", "--config"])
@@ -105,14 +132,7 @@ async fn a_running_daemon_takes_files_through_its_inbox_from_enqueue_and_other_p
     cfg.fps = 0.2;
     cfg.batch_max_age_secs = 1;
     let config = cfg.write(&tmp.path().join("edgecap.toml"));
-    let mut d = Daemon::start(&config, &tmp.path().join("log"));
-    let inbox = cfg.queue_dir.join("inbox");
-    for _ in 0..100 {
-        if inbox.is_dir() && crate::support::queue_stats_live(&cfg).is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (mut d, inbox) = start_with_inbox(&cfg, &config, tmp.path()).await;
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&inbox).unwrap().permissions().mode();
     assert_eq!(mode & 0o7777, 0o2770, "group-writable, setgid: {mode:o}");
@@ -181,11 +201,7 @@ async fn a_running_daemon_takes_files_through_its_inbox_from_enqueue_and_other_p
             }
         }
     });
-    let left: Vec<_> = std::fs::read_dir(&inbox)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left = entries(&inbox);
     assert!(left.is_empty(), "the inbox is emptied: {left:?}");
     let quarantined: Vec<String> = std::fs::read_dir(cfg.queue_dir.join("quarantine"))
         .unwrap()
@@ -477,14 +493,7 @@ async fn a_hand_over_of_several_groups_delivers_every_file_once() {
     cfg.fps = 0.2;
     cfg.batch_max_age_secs = 1;
     let config = cfg.write(&tmp.path().join("edgecap.toml"));
-    let mut d = Daemon::start(&config, &tmp.path().join("log"));
-    let inbox = cfg.queue_dir.join("inbox");
-    for _ in 0..100 {
-        if inbox.is_dir() && crate::support::queue_stats_live(&cfg).is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (mut d, inbox) = start_with_inbox(&cfg, &config, tmp.path()).await;
     let out = enqueue(&config, &["--camera", "cam0", folder.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -508,11 +517,7 @@ async fn a_hand_over_of_several_groups_delivers_every_file_once() {
     }
     assert_eq!(arrived, n, "{}", d.log_text());
     server.with(|s| assert!(s.record.violations.is_empty(), "{:?}", s.record.violations));
-    let left: Vec<_> = std::fs::read_dir(&inbox)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left = entries(&inbox);
     assert!(left.is_empty(), "nothing left, hidden or not: {left:?}");
     d.signal("TERM");
     assert!(
