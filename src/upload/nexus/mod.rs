@@ -144,7 +144,7 @@ impl Sink for NexusSink {
 fn meta_jobs(frames: &[Frame]) -> Vec<MetaJob> {
     frames
         .iter()
-        .map(|f| MetaJob::new(f.seq, f.meta.filename.clone(), &f.meta.custom))
+        .map(|f| MetaJob::new(f.seq, f.meta.filename.clone(), f.meta.custom.clone()))
         .collect()
 }
 
@@ -299,10 +299,8 @@ impl NexusSink {
                         jobs_meta.push(MetaJob::new(
                             f.seq,
                             f.meta.filename.clone(),
-                            &f.meta.custom,
+                            std::mem::take(&mut f.meta.custom),
                         ));
-                        // The PUTs need no metadata.
-                        f.meta.custom = BTreeMap::new();
                     }
                     jobs.push((f, spec));
                 }
