@@ -170,12 +170,22 @@ impl Queue {
     }
 
     /// Opens a leased frame's spool file for streaming its image ([`spool::open_image_of`]);
-    /// a corrupt file is quarantined. The file and the image's length.
+    /// a file whose header is damaged is quarantined. The file and the image's length;
+    /// the image's own checksum is the reader's to check, and a mismatch is reported
+    /// through [`Queue::image_damaged`].
     pub fn open_image(&self, seq: u64) -> Result<(std::fs::File, u32), ReadError> {
         match spool::open_image_of(&self.path_of(seq), seq) {
             Ok((f, h)) => Ok((f, h.image_len)),
             Err(e) => Err(self.handle_read_error(seq, e)),
         }
+    }
+
+    /// Frame `seq`'s image turned out damaged while it was streamed (`reason`): its file
+    /// is quarantined and the frame leaves the index, counted as quarantined, exactly as
+    /// when a read finds the damage.
+    pub fn image_damaged(&self, seq: u64, reason: &str) -> ReadError {
+        let path = self.path_of(seq);
+        self.handle_read_error(seq, SpoolError::corrupt(&path, reason))
     }
 
     /// Reads a leased frame's image, verifying its checksum. A corrupt file is quarantined.

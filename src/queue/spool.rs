@@ -50,7 +50,7 @@ impl SpoolError {
             source,
         }
     }
-    fn corrupt(path: &Path, reason: impl Into<String>) -> Self {
+    pub(super) fn corrupt(path: &Path, reason: impl Into<String>) -> Self {
         Self::Corrupt {
             path: path.to_path_buf(),
             reason: reason.into(),
@@ -257,42 +257,23 @@ pub fn read_meta(path: &Path) -> Result<(Header, FrameMeta), SpoolError> {
     Ok((h, m))
 }
 
-/// Bytes per read when an image is checked or streamed from its spool file: one buffer
-/// of this size per upload, reused for every chunk, instead of a buffer per frame.
-/// 60 KiB: each chunk is a hand-over between the reading thread and the connection, so
-/// larger chunks cost fewer wake-ups (16 KiB chunks took 0.37–0.46 s of CPU to drain 1000
-/// frames of 108 KB, 60 KiB ones 0.29–0.30 s, 0.5 MiB more peak RSS), and below glibc's
-/// 64 KiB mmap threshold a chunk's buffer comes from the heap, not a fresh mapping.
+/// Bytes per read when an image is streamed from its spool file: one buffer of this size
+/// per upload, reused for every chunk, instead of a buffer per frame. 60 KiB: each chunk
+/// is a hand-over between the reading thread and the connection, so larger chunks cost
+/// fewer wake-ups (16 KiB chunks took 0.37–0.46 s of CPU to drain 1000 frames of 108 KB,
+/// 60 KiB ones 0.29–0.30 s, 0.5 MiB more peak RSS), and below glibc's 64 KiB mmap
+/// threshold a chunk's buffer comes from the heap, not a fresh mapping.
 pub const STREAM_CHUNK: usize = 60 * 1024;
 
 /// Opens frame `seq`'s file for streaming its image: header and metadata checked by
-/// their checksum (the metadata is not parsed), the image's checksum verified by reading
-/// it once in [`STREAM_CHUNK`] pieces, and the file left positioned at the image's first
-/// byte. Returns the file and the image's length. Memory: one chunk, whatever the frame's
-/// size.
+/// their checksum (the metadata is not parsed: the lease has parsed it), and the file left
+/// positioned at the image's first byte. Returns the file and the header, whose
+/// `image_crc` the reader checks as the bytes go (`upload/stream.rs`): the image is read
+/// once, not once to check it and again to send it.
 pub fn open_image_of(path: &Path, seq: u64) -> Result<(File, Header), SpoolError> {
-    use std::io::{Seek, SeekFrom};
     let mut f = File::open(path).map_err(|e| SpoolError::io(path, e))?;
-    // The header's checksum covers the metadata, which the lease has already parsed: it
-    // is not parsed again (a sixteenth of a drain's CPU).
     let (h, _) = read_head_checked(path, &mut f)?;
     check_identity(path, &h, seq)?;
-    let start = h.file_len() - u64::from(h.image_len);
-    let mut buf = [0u8; STREAM_CHUNK];
-    let mut left = h.image_len as usize;
-    let mut crc = 0u32;
-    while left > 0 {
-        let n = left.min(STREAM_CHUNK);
-        f.read_exact(&mut buf[..n])
-            .map_err(|e| SpoolError::io(path, e))?;
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
-        left -= n;
-    }
-    if crc != h.image_crc {
-        return Err(SpoolError::corrupt(path, "image checksum mismatch"));
-    }
-    f.seek(SeekFrom::Start(start))
-        .map_err(|e| SpoolError::io(path, e))?;
     Ok((f, h))
 }
 

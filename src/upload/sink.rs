@@ -190,9 +190,14 @@ pub trait ImageStore: Send + Sync + 'static {
     /// The image of frame `seq`.
     fn read_image(&self, seq: u64) -> Result<Vec<u8>, ReadError>;
 
-    /// Opens frame `seq`'s image for streaming: its checksum verified, the file positioned
-    /// at its first byte; the file and the image's length.
+    /// Opens frame `seq`'s image for streaming: the file positioned at its first byte;
+    /// the file and the image's length. The image's checksum is checked by the reader as
+    /// the bytes go.
     fn open_image(&self, seq: u64) -> Result<(std::fs::File, u32), ReadError>;
+
+    /// Frame `seq`'s image did not match its checksum while it was streamed: the store
+    /// sets it aside (counted and logged) and says what became of it.
+    fn image_damaged(&self, seq: u64, reason: &str) -> ReadError;
 }
 
 impl ImageStore for Queue {
@@ -202,6 +207,10 @@ impl ImageStore for Queue {
 
     fn open_image(&self, seq: u64) -> Result<(std::fs::File, u32), ReadError> {
         Queue::open_image(self, seq)
+    }
+
+    fn image_damaged(&self, seq: u64, reason: &str) -> ReadError {
+        Queue::image_damaged(self, seq, reason)
     }
 }
 

@@ -102,6 +102,17 @@ async fn damaged_spool_files_are_quarantined_and_logged_and_the_rest_is_delivere
             "{d} logged:\n{log}"
         );
     }
+    // The flipped image byte is found as the image is streamed (it is read once): the
+    // file is quarantined once, for that reason, and the frame is not tried again.
+    let image_damage: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("quarantined a spool file") && l.contains(damaged[2].as_str()))
+        .collect();
+    assert_eq!(image_damage.len(), 1, "{image_damage:?}");
+    assert!(
+        image_damage[0].contains("image checksum mismatch"),
+        "{image_damage:?}"
+    );
     assert!(log.contains("index_dropped=1"), "{log}");
     assert_eq!(stats["counters"]["quarantined"], 5, "{stats}");
     assert_eq!(stats["counters"]["index_dropped"], 1, "{stats}");
@@ -121,6 +132,11 @@ async fn damaged_spool_files_are_quarantined_and_logged_and_the_rest_is_delivere
         }
         for f in &skip {
             assert!(!s.assets.contains_key(f), "{f}: damaged, not sent");
+            assert!(
+                !s.record.puts.iter().any(|(n, st)| n == f && *st < 400),
+                "{f}: damaged, no PUT of it accepted: {:?}",
+                s.record.puts
+            );
         }
         assert_eq!(s.assets.len(), 25 + 10);
         Figures {

@@ -88,7 +88,7 @@ pub(super) async fn put_file(
     let mut attempt = 0;
     loop {
         // Opened only now, and streamed from the spool file: an upload holds one chunk.
-        let (body, len) = match crate::upload::stream::body(frame, throttle).await {
+        let (body, len, damage) = match crate::upload::stream::body(frame, throttle).await {
             Ok(b) => b,
             Err(ImageError::Transient(reason)) => {
                 return Put::Transient {
@@ -112,6 +112,12 @@ pub(super) async fn put_file(
             r = req.send() => r,
             _ = stopped(stop) => return Put::Stopped,
         };
+        // The image turned out damaged as it was read: the body failed before its last
+        // byte and the file is quarantined; the frame is gone, not to be sent again.
+        if let Some(e) = damage.found() {
+            warn!(seq, error = %e, "frame cannot be uploaded");
+            return Put::Done(Outcome::Gone);
+        }
         let (retryable, reason, network) = match res {
             Ok(r) if r.status().as_u16() < 400 => return Put::Uploaded,
             Ok(r) if r.status() == StatusCode::FORBIDDEN => {
