@@ -137,8 +137,8 @@ pub fn enqueue(
     let mut seen = queue.enqueued_digests();
     let mut n = 0u64;
     for chunk in files.chunks(GROUP) {
-        let mut group = queue.group();
-        let mut digests: Vec<(u64, Digest)> = Vec::new();
+        let mut group = queue.group_from_files();
+        let mut digests: Vec<(u64, Digest, &PathBuf)> = Vec::new();
         for path in chunk {
             n += 1;
             if let Some(p) = opts.progress {
@@ -165,7 +165,7 @@ pub fn enqueue(
                 Ok(seq) => {
                     namer.advance(camera);
                     done.bytes += frame.jpeg.len() as u64;
-                    digests.push((seq, d));
+                    digests.push((seq, d, path));
                 }
                 Err(AddError::Full { .. }) => done
                     .skipped
@@ -175,16 +175,19 @@ pub fn enqueue(
         }
         let committed = group.commit();
         done.frames += committed.frames.len() as u64;
-        if committed.lost > 0 {
-            warn!(lost = committed.lost, "frames lost while syncing a group");
-        }
         let durable: std::collections::HashSet<u64> =
             committed.frames.iter().map(|(seq, _)| *seq).collect();
-        let noted: Vec<Digest> = digests
-            .iter()
-            .filter(|(seq, _)| durable.contains(seq))
-            .map(|(_, d)| *d)
-            .collect();
+        let mut noted: Vec<Digest> = Vec::with_capacity(digests.len());
+        for (seq, d, path) in digests {
+            if durable.contains(&seq) {
+                noted.push(d);
+            } else {
+                // Its spool file could not be synced or renamed: not queued, and the file
+                // is where it was.
+                done.skipped
+                    .push((path.clone(), "syncing it to the queue's disk failed".into()));
+            }
+        }
         if let Err(e) = queue.note_enqueued(&noted) {
             warn!(error = %e, "cannot note the enqueued files' digests; enqueueing them again would not be recognised");
         }

@@ -194,7 +194,7 @@ impl Group<'_> {
             room,
         })?;
         let bytes = item.header.file_len();
-        let seq = q.reserve(bytes)?;
+        let seq = q.reserve(bytes, !self.is_from_files())?;
         // The image is on the disk already; the index still needs its margin.
         let full = free_bytes(&item.path).is_some_and(|free| free < INDEX_MARGIN_BYTES);
         let written = if full {

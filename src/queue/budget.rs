@@ -79,8 +79,10 @@ impl Queue {
         true
     }
 
-    /// Reserves room and a sequence number for a frame of `bytes`.
-    pub(super) fn reserve(&self, bytes: u64) -> Result<u64, AddError> {
+    /// Reserves room and a sequence number for a frame of `bytes`. A refusal is a lost
+    /// frame, counted and logged, when `counted`; otherwise (a file that stays where it
+    /// is) the caller reports it.
+    pub(super) fn reserve(&self, bytes: u64, counted: bool) -> Result<u64, AddError> {
         let mut st = self.state();
         loop {
             let frames =
@@ -90,6 +92,11 @@ impl Queue {
                 break;
             }
             if bytes > self.max_bytes || !self.drop_one(&mut st) {
+                if !counted {
+                    return Err(AddError::Full {
+                        policy: self.on_full,
+                    });
+                }
                 st.counters.dropped_budget += 1;
                 if !st.full {
                     st.full = true;

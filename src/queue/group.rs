@@ -19,12 +19,27 @@ use crate::frame::FrameMeta;
 pub const SYNC_TOGETHER_FROM: usize = 16;
 
 impl Queue {
-    /// Starts a commit group.
+    /// Starts a commit group of captured frames: a frame the budget refuses or that
+    /// cannot be written is lost, and counted (`dropped_budget`, `dropped_write`).
     pub fn group(&self) -> Group<'_> {
+        self.new_group(false)
+    }
+
+    /// Starts a commit group of frames read from files that stay where they are until
+    /// the group has made them durable (inbox items, `enqueue`'s files): a frame refused
+    /// or not written is not lost (its file is still there, and the caller says so or
+    /// tries again), so it is not counted as a drop. Without this, an inbox item waiting
+    /// for room was counted in `dropped_budget` again at every try, every 5 s.
+    pub fn group_from_files(&self) -> Group<'_> {
+        self.new_group(true)
+    }
+
+    fn new_group(&self, from_files: bool) -> Group<'_> {
         Group {
             q: self,
             staged: Vec::new(),
             watch: None,
+            from_files,
         }
     }
 }
@@ -50,6 +65,8 @@ pub struct Group<'q> {
     /// The spool folder, opened before the group's first file was written: `syncfs` on
     /// it reports the filesystem's writeback errors since then.
     watch: Option<File>,
+    /// The frames come from files that stay where they are ([`Queue::group_from_files`]).
+    from_files: bool,
 }
 
 /// What a commit made durable.
@@ -59,6 +76,9 @@ pub struct Committed {
     pub frames: Vec<(u64, String)>,
     /// Frames of the group that were lost (fsync or rename failed).
     pub lost: usize,
+    /// Frames of a [`Queue::group_from_files`] group whose fsync or rename failed: not
+    /// queued, and not lost (their files are where they were).
+    pub left: usize,
 }
 
 impl<'q> Group<'q> {
@@ -74,6 +94,11 @@ impl<'q> Group<'q> {
 
     pub(super) fn queue(&self) -> &'q Queue {
         self.q
+    }
+
+    /// Whether the frames come from files that stay where they are.
+    pub(super) fn is_from_files(&self) -> bool {
+        self.from_files
     }
 
     pub(super) fn push(&mut self, staged: Staged) {
@@ -96,7 +121,7 @@ impl<'q> Group<'q> {
             })
         })?;
         let bytes = (spool::HEADER_LEN + meta_json.len() + image.len()) as u64;
-        let seq = self.q.reserve(bytes)?;
+        let seq = self.q.reserve(bytes, !self.from_files)?;
         // A frame that would leave the index no room is refused before it touches the
         // disk (counted like any failed write): sled must never hit ENOSPC itself. While
         // the index has failed, room for its repair is kept as well.
@@ -112,7 +137,7 @@ impl<'q> Group<'q> {
             self.q.free_kept(want - free);
         }
         if free_bytes(&self.q.spool).is_some_and(|free| free < bytes + margin) {
-            self.q.unreserve(bytes, true);
+            self.q.unreserve(bytes, !self.from_files);
             return Err(AddError::Write(SpoolError::Io {
                 path: self.q.spool.clone(),
                 source: std::io::Error::new(
@@ -138,7 +163,7 @@ impl<'q> Group<'q> {
                 Ok(seq)
             }
             Err(e) => {
-                self.q.unreserve(bytes, true);
+                self.q.unreserve(bytes, !self.from_files);
                 if let SpoolError::Io { source, .. } = &e
                     && is_storage_full(source)
                 {
@@ -178,6 +203,14 @@ impl<'q> Group<'q> {
                     warn!(seq = s.seq, file = %s.tmp.display(), error = %e,
                         "cannot fsync or move an inbox item into the spool; it stays in the inbox");
                     q.unreserve(s.entry.bytes, false);
+                    out.left += 1;
+                }
+                Err(e) if self.from_files => {
+                    warn!(seq = s.seq, filename = %s.entry.filename, error = %e,
+                        "cannot fsync or rename a spool file; the file it was read from is not queued and stays where it is");
+                    let _ = std::fs::remove_file(&s.tmp);
+                    q.unreserve(s.entry.bytes, false);
+                    out.left += 1;
                 }
                 Err(e) => {
                     error!(seq = s.seq, filename = %s.entry.filename, error = %e,

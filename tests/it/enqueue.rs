@@ -526,3 +526,112 @@ async fn a_hand_over_of_several_groups_delivers_every_file_once() {
         d.log_text()
     );
 }
+
+/// The status file's JSON, once the daemon has written one.
+fn status_json(cfg: &TestConfig) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(cfg.status_file()).ok()?).ok()
+}
+
+/// Whether the running daemon's backlog reaches `want` frames within 10 s.
+async fn backlog(cfg: &TestConfig, want: u64) -> bool {
+    for _ in 0..200 {
+        if crate::support::queue_stats_live(cfg) == Some(want) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// A full queue holds inbox items back without losing them or counting them as drops:
+/// they wait in the inbox (the hold-back logged once, not at every try), and are taken
+/// once uploads make room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_items_wait_for_room_in_a_full_queue_and_are_not_counted_as_drops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    // Nothing uploads (every session creation answered 503) until the test allows it.
+    server.with(|s| {
+        for _ in 0..100_000 {
+            s.faults
+                .session_create
+                .push_back(fake_platform::nexus::Scripted::status(503, "{}"));
+        }
+    });
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.fps = 0.01; // one frame at the start, the next one 100 s later
+    cfg.max_frames = 3;
+    cfg.on_full = "drop_newest".into();
+    cfg.batch_max_age_secs = 1;
+    cfg.retry_max_secs = 1;
+    // The refused tries must not use up the session limit's window.
+    cfg.extra_upload = "session_rate_window_secs = 1\n".into();
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let (mut d, inbox) = start_with_inbox(&cfg, &config, tmp.path()).await;
+    assert!(
+        backlog(&cfg, 1).await,
+        "the captured frame: {}",
+        d.log_text()
+    );
+
+    // Five items from another program; the queue has room for two of them.
+    let mut images = Vec::new();
+    for i in 0..5u8 {
+        let b = jpeg(i * 40 + 3);
+        std::fs::write(inbox.join(format!(".item{i}.jpg")), &b).unwrap();
+        std::fs::rename(
+            inbox.join(format!(".item{i}.jpg")),
+            inbox.join(format!("item{i}.jpg")),
+        )
+        .unwrap();
+        images.push(b);
+    }
+    assert!(backlog(&cfg, 3).await, "two taken: {}", d.log_text());
+    // Three hold-back periods (5 s each) later the other three still wait, uncounted.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let waiting = entries(&inbox);
+    assert_eq!(waiting.len(), 3, "{waiting:?}");
+    let st = status_json(&cfg).unwrap();
+    assert_eq!(st["counters"]["dropped_budget"], 0, "{st}");
+    assert_eq!(st["counters"]["dropped_write"], 0, "{st}");
+    assert_eq!(st["counters"]["committed"], 3, "{st}");
+    let log = d.log_text();
+    assert_eq!(
+        log.matches("cannot take frames from the inbox now").count(),
+        1,
+        "the hold-back is logged once:\n{log}"
+    );
+    assert!(!log.contains("refused a new frame"), "{log}");
+
+    // Uploads make room: every item arrives, none lost, none counted as dropped.
+    server.with(|s| s.faults.session_create.clear());
+    let mut arrived = 0;
+    for _ in 0..400 {
+        arrived = server.with(|s| {
+            s.assets
+                .values()
+                .filter(|a| images.contains(&a.bytes))
+                .count()
+        });
+        if arrived == images.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(arrived, images.len(), "{}", d.log_text());
+    assert!(entries(&inbox).is_empty(), "{:?}", entries(&inbox));
+    assert!(
+        d.log_text().contains("taking frames from the inbox again"),
+        "{}",
+        d.log_text()
+    );
+    d.signal("TERM");
+    assert!(
+        d.wait(Duration::from_secs(30)).await.success(),
+        "{}",
+        d.log_text()
+    );
+    let stats = crate::support::queue_stats(&config);
+    assert_eq!(stats["counters"]["dropped_budget"], 0, "{stats}");
+    assert_eq!(stats["counters"]["committed"], 6, "{stats}");
+}

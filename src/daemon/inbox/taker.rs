@@ -27,6 +27,8 @@ pub struct Taker {
     seen: Option<Seen>,
     /// Frames taken since the start.
     pub taken: u64,
+    /// Why the taker is held back, while it is (logged once, not at every try).
+    held: Option<String>,
 }
 
 /// One item's fate in a round.
@@ -65,6 +67,7 @@ impl Taker {
             namer,
             seen: None,
             taken: 0,
+            held: None,
         })
     }
 
@@ -73,14 +76,12 @@ impl Taker {
         info!(inbox = %self.inbox.display(), "taking frames handed over through the inbox");
         let arrivals = Arrivals::new(&self.inbox);
         loop {
-            let wait = match self.round() {
+            let round = self.round();
+            self.note_held(round.as_ref().err());
+            let wait = match round {
                 Ok(0) => POLL,
                 Ok(_) => Duration::ZERO,
-                Err(why) => {
-                    warn!(inbox = %self.inbox.display(), reason = why,
-                        "cannot take frames from the inbox now; trying again shortly (they stay there)");
-                    HOLD_BACK
-                }
+                Err(_) => HOLD_BACK,
             };
             let stopped = if wait == POLL {
                 arrivals.wait(stop, wait)
@@ -92,6 +93,26 @@ impl Taker {
             }
         }
         self.taken
+    }
+
+    /// Logs a hold-back when it begins or its reason changes (WARN: the items wait, none
+    /// is lost), its repeats at DEBUG, and its end.
+    fn note_held(&mut self, why: Option<&String>) {
+        match (why, &self.held) {
+            (Some(why), Some(was)) if why == was => {
+                debug!(inbox = %self.inbox.display(), reason = why, "the inbox is still held back");
+            }
+            (Some(why), _) => {
+                warn!(inbox = %self.inbox.display(), reason = why, retry_secs = HOLD_BACK.as_secs(),
+                    "cannot take frames from the inbox now; they stay there and are tried again until they can be");
+                self.held = Some(why.clone());
+            }
+            (None, Some(_)) => {
+                info!(inbox = %self.inbox.display(), "taking frames from the inbox again");
+                self.held = None;
+            }
+            (None, None) => {}
+        }
     }
 
     /// One round: up to [`GROUP`] items committed; how many were taken.
@@ -117,7 +138,7 @@ impl Taker {
             cameras: &self.cameras,
             seen,
             seen_now: HashSet::new(),
-            group: self.queue.group(),
+            group: self.queue.group_from_files(),
         };
         let mut staged = Vec::new();
         let mut done: Vec<PathBuf> = Vec::new();

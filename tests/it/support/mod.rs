@@ -103,7 +103,7 @@ impl TestConfig {
         for (name, groups, meta) in &self.cameras {
             let groups: Vec<String> = groups.iter().map(|g| format!("{g:?}")).collect();
             s += &format!(
-                "[[camera]]\nname = \"{name}\"\nfps = {:.1}\ngroups = [{}]\n{}\n[camera.source]\ntype = \"test_pattern\"\nwidth = 160\nheight = 120\n[camera.metadata]\n{meta}\n",
+                "[[camera]]\nname = \"{name}\"\nfps = {:?}\ngroups = [{}]\n{}\n[camera.source]\ntype = \"test_pattern\"\nwidth = 160\nheight = 120\n[camera.metadata]\n{meta}\n",
                 self.fps,
                 groups.join(", "),
                 self.camera_extra
