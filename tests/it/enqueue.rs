@@ -635,3 +635,43 @@ async fn inbox_items_wait_for_room_in_a_full_queue_and_are_not_counted_as_drops(
     assert_eq!(stats["counters"]["dropped_budget"], 0, "{stats}");
     assert_eq!(stats["counters"]["committed"], 6, "{stats}");
 }
+
+/// A hidden file a hand-over left in the inbox (killed before its rename) is moved to
+/// quarantine once it has been unchanged for a day, not left to fill the disk; one still
+/// being written stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_hidden_inbox_files_are_set_aside_and_fresh_ones_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.fps = 0.2;
+    let config = cfg.write(&tmp.path().join("edgecap.toml"));
+    let inbox = cfg.queue_dir.join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let old = std::fs::File::create(inbox.join(".enqueue-old-0000001.frame")).unwrap();
+    old.set_modified(std::time::SystemTime::now() - Duration::from_secs(25 * 3600))
+        .unwrap();
+    std::fs::write(inbox.join(".enqueue-new-0000001.frame"), b"being written").unwrap();
+    let mut d = Daemon::start(&config, &tmp.path().join("log"));
+    let quarantine = cfg.queue_dir.join("quarantine");
+    let mut set_aside = false;
+    for _ in 0..100 {
+        set_aside = quarantine.join(".enqueue-old-0000001.frame").exists();
+        if set_aside {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(set_aside, "{}", d.log_text());
+    assert_eq!(
+        entries(&inbox),
+        [std::ffi::OsString::from(".enqueue-new-0000001.frame")]
+    );
+    assert!(
+        d.log_text().contains("unchanged for a day"),
+        "{}",
+        d.log_text()
+    );
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(30)).await.success());
+}

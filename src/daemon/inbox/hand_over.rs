@@ -46,8 +46,54 @@ pub struct HandedOver {
 /// `syncfs` per [`GROUP`], renamed in, the inbox synced; a group is synced while the next
 /// is written (end to end, 1000 × 108 KB on a journaled ext4: `enqueue` returned after
 /// 0.17–0.19 s instead of 0.23–0.36 s). Files whose content was enqueued
-/// before are left out unless `allow_duplicates`.
+/// before are left out unless `allow_duplicates`. When it fails, the files it wrote but
+/// did not rename in are removed again (what was renamed in stands).
 pub fn hand_over(
+    config: &Config,
+    camera: usize,
+    files: &[PathBuf],
+    allow_duplicates: bool,
+    progress: Option<&dyn Fn(u64)>,
+) -> Result<HandedOver, HandOverError> {
+    let prefix = format!("enqueue-{}", new_run_id());
+    hand_over_named(&prefix, config, camera, files, allow_duplicates, progress)
+}
+
+/// [`hand_over`] with its items named after `prefix`; on failure its unpublished files
+/// are removed.
+fn hand_over_named(
+    prefix: &str,
+    config: &Config,
+    camera: usize,
+    files: &[PathBuf],
+    allow_duplicates: bool,
+    progress: Option<&dyn Fn(u64)>,
+) -> Result<HandedOver, HandOverError> {
+    let done = hand_over_as(prefix, config, camera, files, allow_duplicates, progress);
+    if done.is_err() {
+        remove_unpublished(&inbox_dir(&config.queue.dir), prefix);
+    }
+    done
+}
+
+/// Removes the hidden files of the hand-over named `prefix` left in `inbox`: written but
+/// never renamed in, of no use to anyone, and never taken by the daemon (it ignores
+/// hidden names). Best effort: what cannot be removed is left.
+fn remove_unpublished(inbox: &Path, prefix: &str) {
+    let hidden = format!(".{prefix}-");
+    let Ok(entries) = std::fs::read_dir(inbox) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&hidden) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// The writing and publishing of [`hand_over_named`].
+fn hand_over_as(
+    prefix: &str,
     config: &Config,
     camera: usize,
     files: &[PathBuf],
@@ -64,7 +110,6 @@ pub fn hand_over(
         .unwrap_or_default();
     let base_room = MetaRoom::new(config, camera);
     let mut seen = crate::queue::read_digest_log(queue_dir);
-    let prefix = format!("enqueue-{}", new_run_id());
     let mut out = HandedOver {
         inbox: inbox.clone(),
         ..HandedOver::default()
@@ -271,5 +316,94 @@ mod tests {
         drop(tx);
         assert_eq!(publish_groups(&dir, inbox, rx).unwrap(), (1, 1));
         assert!(inbox.join("d").exists());
+    }
+
+    #[test]
+    fn a_failed_hand_over_takes_its_hidden_files_away_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let inbox = tmp.path();
+        for name in [
+            ".enqueue-abc-0000001.x.frame", // ours, never renamed in
+            ".enqueue-abc-0000002.x.frame", // ours
+            "enqueue-abc-0000000.x.frame",  // ours, renamed in: it stands
+            ".enqueue-abd-0000001.x.frame", // another hand-over's, still being written
+            ".det-0001.jpg",                // another program's
+        ] {
+            std::fs::write(inbox.join(name), b"x").unwrap();
+        }
+        remove_unpublished(inbox, "enqueue-abc");
+        let mut left: Vec<String> = std::fs::read_dir(inbox)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".det-0001.jpg",
+                ".enqueue-abd-0000001.x.frame",
+                "enqueue-abc-0000000.x.frame"
+            ]
+        );
+    }
+
+    /// A hand-over whose second group cannot be renamed in (a folder is in the way of
+    /// one of its names): the first group stands, and the files written after it are
+    /// taken away, not left hidden in the inbox for good.
+    #[test]
+    fn a_hand_over_that_fails_leaves_no_hidden_files_behind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let queue = tmp.path().join("queue");
+        let inbox = inbox_dir(&queue);
+        std::fs::create_dir_all(&inbox).unwrap();
+        let toml = format!(
+            "[[camera]]\nname = \"cam0\"\nfps = 1.0\n[camera.source]\ntype = \"test_pattern\"\n\
+             [queue]\ndir = \"{}\"\n[upload]\nsink = \"directory\"\npath = \"{}\"\n",
+            queue.display(),
+            tmp.path().join("out").display()
+        );
+        let config_path = tmp.path().join("edgecap.toml");
+        std::fs::write(&config_path, toml).unwrap();
+        let config = crate::config::load(&config_path).unwrap();
+        let mut files = Vec::new();
+        let mut blocked = None;
+        for i in 0..GROUP + 10 {
+            // Distinct content: the number's bits as black or white 8x8 blocks.
+            let img = image::RgbImage::from_fn(80, 8, |x, _| {
+                let v = if (i >> (x / 8)) & 1 == 1 { 255 } else { 0 };
+                image::Rgb([v, v, v])
+            });
+            let mut jpeg = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+            let path = tmp.path().join(format!("f{i:04}.jpg"));
+            std::fs::write(&path, jpeg.get_ref()).unwrap();
+            files.push(path);
+            if i == GROUP + 3 {
+                // The name this file will have in the inbox, taken by a folder with a
+                // file in it: its rename fails.
+                let name = prepared_name(
+                    &format!("enqueue-test-{:07}", i + 1),
+                    &crate::queue::digest(jpeg.get_ref()),
+                    false,
+                );
+                std::fs::create_dir(inbox.join(&name)).unwrap();
+                std::fs::write(inbox.join(&name).join("x"), b"x").unwrap();
+                blocked = Some(name);
+            }
+        }
+        let err = hand_over_named("enqueue-test", &config, 0, &files, false, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(blocked.as_deref().unwrap()), "{err}");
+        let names: Vec<String> = std::fs::read_dir(&inbox)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let hidden: Vec<&String> = names.iter().filter(|n| n.starts_with('.')).collect();
+        assert!(hidden.is_empty(), "{hidden:?}");
+        // What was renamed in before the failure stands: the first group, and the three
+        // files of the second renamed before the one in the way (synced with their group).
+        let published = names.iter().filter(|n| n.ends_with(".frame")).count();
+        assert_eq!(published, GROUP + 3 + 1, "and the folder in the way");
     }
 }

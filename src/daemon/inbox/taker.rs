@@ -75,7 +75,12 @@ impl Taker {
     pub fn run(mut self, stop: &Stop) -> u64 {
         info!(inbox = %self.inbox.display(), "taking frames handed over through the inbox");
         let arrivals = Arrivals::new(&self.inbox);
+        let mut swept: Option<std::time::Instant> = None;
         loop {
+            if swept.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+                self.sweep_abandoned();
+                swept = Some(std::time::Instant::now());
+            }
             let round = self.round();
             self.note_held(round.as_ref().err());
             let wait = match round {
@@ -93,6 +98,19 @@ impl Taker {
             }
         }
         self.taken
+    }
+
+    /// Moves hidden files nobody has written for [`ABANDONED_AFTER`] to quarantine: a
+    /// hand-over that was killed or lost power mid-way leaves them, and the taker never
+    /// takes a hidden name, so they would fill the disk for good. Quarantined rather than
+    /// deleted: one may be someone's only copy.
+    fn sweep_abandoned(&self) {
+        for path in abandoned(&self.inbox, SystemTime::now(), ABANDONED_AFTER) {
+            self.queue.quarantine_foreign(
+                &path,
+                "a hidden inbox file unchanged for a day (a hand-over interrupted before its rename?)",
+            );
+        }
     }
 
     /// Logs a hold-back when it begins or its reason changes (WARN: the items wait, none
@@ -417,6 +435,30 @@ impl Taking<'_, '_> {
     }
 }
 
+/// How long a hidden inbox file may go unchanged before it counts as abandoned. A day:
+/// far longer than any writer takes between writing a file and renaming it.
+const ABANDONED_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// How often the inbox is looked through for abandoned files.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// The hidden files in `inbox` last modified more than `after` before `now`.
+fn abandoned(inbox: &Path, now: SystemTime, after: Duration) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(inbox) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| now.duration_since(m).is_ok_and(|age| age > after))
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
 /// A prepared frame that cannot be read: quarantined when it is not one, left for later
 /// when reading failed.
 fn unreadable(e: SpoolError, files: Vec<PathBuf>) -> Took {
@@ -436,5 +478,34 @@ fn later(e: &AddError) -> Took {
     match e {
         AddError::Full { .. } => Took::Later("the queue's budget is full".to_string()),
         AddError::Write(e) => Took::Later(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    #[test]
+    fn only_hidden_files_unchanged_for_longer_than_the_limit_are_abandoned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let inbox = tmp.path();
+        let now = SystemTime::now();
+        let day = Duration::from_secs(24 * 3600);
+        let file = |name: &str, age: Duration| {
+            let f = std::fs::File::create(inbox.join(name)).unwrap();
+            f.set_modified(now - age).unwrap();
+        };
+        file(".enqueue-old.frame", day + Duration::from_secs(60));
+        file(".det-0001.jpg", day * 3);
+        file(".enqueue-new.frame", Duration::from_secs(600)); // being written
+        file("item.jpg", day * 3); // not hidden: the taker's
+        std::fs::create_dir(inbox.join(".hidden-dir")).unwrap();
+        let mut found: Vec<String> = abandoned(inbox, now, day)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        found.sort();
+        assert_eq!(found, [".det-0001.jpg", ".enqueue-old.frame"]);
     }
 }
