@@ -176,9 +176,10 @@ pub async fn run(resolved: Resolved, mode: Mode) -> Result<RunSummary, DaemonErr
     let taker = match inbox::Taker::new(Arc::clone(&queue), device_id.clone(), table) {
         Ok(t) => {
             let stop = Arc::clone(&capture_stop);
+            let beat = health.beat("inbox");
             std::thread::Builder::new()
                 .name("inbox".into())
-                .spawn(move || t.run(&stop))
+                .spawn(move || t.run(&stop, &beat))
                 .map_err(|e| warn!(error = %e, "cannot start the inbox taker; `edgecap enqueue` cannot reach this daemon"))
                 .ok()
         }

@@ -149,26 +149,23 @@ fn notify_protocol_status_file_and_status_command() {
     assert!(out.contains("(stopped)"), "{out}");
 }
 
-#[test]
-fn a_hung_camera_loop_stops_the_watchdog_pings() {
+/// Starts a daemon whose loop `stalled` hangs (`fault`: the injection's variable and
+/// value, `announced`: its log line) and checks that the watchdog pings stop, the log
+/// and `STATUS=` naming the loop.
+fn a_hung_loop_stops_the_watchdog_pings(fault: (&str, &str), announced: &str, stalled: &str) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "watchdog_stall_secs = 10");
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     let log = dir.path().join("log");
     let t0 = Instant::now();
-    let mut child = start(
-        &cfg,
-        &sock_path,
-        &log,
-        &[("EDGECAP_FAULT_STALL_CAMERA", "cam0")],
-    );
+    let mut child = start(&cfg, &sock_path, &log, &[fault]);
     let msgs = collect(&sock, t0, Duration::from_secs(17));
     let _ = child.kill();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
-        text.contains("fault injection: this camera loop now hangs"),
+        text.contains(announced),
         "the test needs `--features fault-injection` (scripts/test sets it):\n{text}"
     );
     let pings: Vec<Duration> = msgs
@@ -176,7 +173,7 @@ fn a_hung_camera_loop_stops_the_watchdog_pings() {
         .filter(|(_, m)| m.contains("WATCHDOG=1"))
         .map(|(t, _)| *t)
         .collect();
-    // The loop hangs after ~0.6 s; the stall counts after 10 s of that.
+    // The loop hangs within ~0.6 s; the stall counts after 10 s of that.
     assert!(
         pings
             .iter()
@@ -193,11 +190,30 @@ fn a_hung_camera_loop_stops_the_watchdog_pings() {
         text.contains("a loop is stuck; watchdog pings stopped"),
         "{text}"
     );
-    assert!(text.contains("camera cam0"), "{text}");
+    assert!(text.contains(stalled), "{text}");
     // STATUS= says so too.
     assert!(
-        msgs.iter().any(|(_, m)| m.contains("STALLED: camera cam0")),
+        msgs.iter()
+            .any(|(_, m)| m.contains(&format!("STALLED: {stalled}"))),
         "{msgs:?}"
+    );
+}
+
+#[test]
+fn a_hung_camera_loop_stops_the_watchdog_pings() {
+    a_hung_loop_stops_the_watchdog_pings(
+        ("EDGECAP_FAULT_STALL_CAMERA", "cam0"),
+        "fault injection: this camera loop now hangs",
+        "camera cam0",
+    );
+}
+
+#[test]
+fn a_hung_inbox_loop_stops_the_watchdog_pings() {
+    a_hung_loop_stops_the_watchdog_pings(
+        ("EDGECAP_FAULT_STALL_INBOX", "1"),
+        "fault injection: the inbox loop now hangs",
+        "inbox",
     );
 }
 

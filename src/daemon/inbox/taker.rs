@@ -13,6 +13,7 @@ use super::{GROUP, HOLD_BACK, Item, POLL, Placeholder, Sidecar, inbox_dir, item,
 use crate::capture::Stop;
 use crate::daemon::enqueue::{note_source, read_jpeg_file};
 use crate::frame::{CameraTable, CapturedFrame, FrameMeta, Namer, new_run_id};
+use crate::ops::health::Beat;
 use crate::queue::adopt::{AdoptError, Prepared, read_prepared};
 use crate::queue::spool::SpoolError;
 use crate::queue::{AddError, Digest, Group, Queue, Seen, digest};
@@ -72,16 +73,30 @@ impl Taker {
     }
 
     /// Takes items until `stop` is set; returns how many frames it took.
-    pub fn run(mut self, stop: &Stop) -> u64 {
+    /// `beat` is busy around each sweep and round (their reads, writes and fsyncs), so a
+    /// round stuck on a disk that stopped answering gets the service restarted by the
+    /// watchdog like any other loop's.
+    pub fn run(mut self, stop: &Stop, beat: &Beat) -> u64 {
         info!(inbox = %self.inbox.display(), "taking frames handed over through the inbox");
         let arrivals = Arrivals::new(&self.inbox);
         let mut swept: Option<std::time::Instant> = None;
         loop {
             if swept.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+                let _busy = beat.busy("looking for abandoned inbox files");
                 self.sweep_abandoned();
                 swept = Some(std::time::Instant::now());
             }
-            let round = self.round();
+            #[cfg(feature = "fault-injection")]
+            if std::env::var_os("EDGECAP_FAULT_STALL_INBOX").is_some() {
+                warn!("fault injection: the inbox loop now hangs");
+                let _busy = beat.busy("an injected stall (fault-injection build)");
+                while !stop.wait_until(std::time::Instant::now() + Duration::from_millis(200)) {}
+                break;
+            }
+            let round = {
+                let _busy = beat.busy("taking frames from the inbox");
+                self.round()
+            };
             self.note_held(round.as_ref().err());
             let wait = match round {
                 Ok(0) => POLL,
