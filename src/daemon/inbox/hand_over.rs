@@ -59,23 +59,6 @@ pub fn hand_over(
     hand_over_named(&prefix, config, camera, files, allow_duplicates, progress)
 }
 
-/// [`hand_over`] with its items named after `prefix`; on failure its unpublished files
-/// are removed.
-fn hand_over_named(
-    prefix: &str,
-    config: &Config,
-    camera: usize,
-    files: &[PathBuf],
-    allow_duplicates: bool,
-    progress: Option<&dyn Fn(u64)>,
-) -> Result<HandedOver, HandOverError> {
-    let done = hand_over_as(prefix, config, camera, files, allow_duplicates, progress);
-    if done.is_err() {
-        remove_unpublished(&inbox_dir(&config.queue.dir), prefix);
-    }
-    done
-}
-
 /// Removes the hidden files of the hand-over named `prefix` left in `inbox`: written but
 /// never renamed in, of no use to anyone, and never taken by the daemon (it ignores
 /// hidden names). Best effort: what cannot be removed is left.
@@ -91,8 +74,8 @@ fn remove_unpublished(inbox: &Path, prefix: &str) {
     }
 }
 
-/// The writing and publishing of [`hand_over_named`].
-fn hand_over_as(
+/// [`hand_over`] with its items named after `prefix`.
+fn hand_over_named(
     prefix: &str,
     config: &Config,
     camera: usize,
@@ -118,7 +101,7 @@ fn hand_over_as(
     // Each group is made durable and renamed in by a second thread while this one writes
     // the next: the disk works while files are read, hashed and written (the group's
     // `syncfs` also starts the writeback of what the next one wrote so far).
-    std::thread::scope(|scope| {
+    let written = std::thread::scope(|scope| {
         let (to_sync, staged_groups) = std::sync::mpsc::sync_channel::<Vec<Staged>>(1);
         let syncer = scope.spawn(|| publish_groups(&dir, &inbox, staged_groups));
         for chunk in files.chunks(GROUP) {
@@ -188,8 +171,13 @@ fn hand_over_as(
         out.frames = frames;
         out.bytes = bytes;
         Ok(())
-    })?;
-    Ok(out)
+    });
+    if written.is_err() {
+        // Every file is written inside the scope: what it wrote but did not rename in
+        // goes (what was renamed in stands).
+        remove_unpublished(&inbox, prefix);
+    }
+    written.map(|()| out)
 }
 
 /// The error of an I/O call on `path` (the inbox or a file in it).
