@@ -12,13 +12,13 @@
 //! Whether the clock was synchronised (per `adjtimex`'s "unsynchronised" flag, as
 //! `timedatectl` reports it) is recorded with the capture time.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{CameraConfig, Location, MetaValue};
+pub use crate::custom_meta::CustomMeta;
 
 /// A frame as a source produced it, before it has a name.
 #[derive(Debug)]
@@ -47,7 +47,7 @@ pub struct FrameMeta {
     /// Asset groups the frame joins.
     pub groups: Vec<String>,
     /// The full custom metadata: the camera's own plus the built-ins.
-    pub custom: BTreeMap<String, MetaValue>,
+    pub custom: CustomMeta,
     /// Picsellia data tags (the camera's `tags`, templates expanded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -252,7 +252,7 @@ impl Namer {
             mime: "image/jpeg".to_string(),
             camera: cam.name.clone(),
             groups: cam.groups.clone(),
-            custom,
+            custom: CustomMeta::from_map(&custom),
             tags: cam.tags.clone(),
             captured_ms: Some(unix_ms(frame.captured_at)),
             location: cam.location,
@@ -298,13 +298,13 @@ mod tests {
             CameraTable::new("dev1", &[camera("")]),
         );
         let m = n.peek(&frame()).unwrap();
-        let keys: Vec<&str> = m.custom.keys().map(String::as_str).collect();
+        let keys = m.custom.keys();
         for k in crate::config::BUILTIN_METADATA_KEYS {
-            assert!(keys.contains(k), "{k} missing: {keys:?}");
+            assert!(keys.iter().any(|x| x == k), "{k} missing: {keys:?}");
         }
-        assert_eq!(m.custom["site"], MetaValue::Str("dev1-c".into()));
-        assert_eq!(m.custom["sequence"], MetaValue::Int(0));
-        assert_eq!(m.custom["width"], MetaValue::Int(4));
+        assert_eq!(m.custom.to_map()["site"], MetaValue::Str("dev1-c".into()));
+        assert_eq!(m.custom.to_map()["sequence"], MetaValue::Int(0));
+        assert_eq!(m.custom.to_map()["width"], MetaValue::Int(4));
     }
 
     #[test]
@@ -316,10 +316,10 @@ mod tests {
             CameraTable::new("dev1", &[cam]),
         );
         let m = n.peek(&frame()).unwrap();
-        let keys: Vec<&str> = m.custom.keys().map(String::as_str).collect();
+        let keys = m.custom.keys();
         assert_eq!(keys, ["camera", "capture_time", "site"]);
         assert_eq!(
-            m.custom["capture_time"],
+            m.custom.to_map()["capture_time"],
             MetaValue::Str("2023-11-14T22:13:20.000Z".into())
         );
     }

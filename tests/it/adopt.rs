@@ -35,7 +35,7 @@ fn meta(name: &str) -> FrameMeta {
         mime: "image/jpeg".into(),
         camera: "cam0".into(),
         groups: vec!["main".into()],
-        custom,
+        custom: custom.into(),
         ..FrameMeta::default()
     }
 }
@@ -188,7 +188,7 @@ fn the_taker_adopts_what_enqueue_hands_over_and_takes_a_stamped_leftover_again()
             "named by the daemon: {}",
             m.filename
         );
-        let src = match &m.custom["source_file"] {
+        let src = match &m.custom.to_map()["source_file"] {
             MetaValue::Str(s) => s.clone(),
             other => panic!("{other:?}"),
         };
@@ -197,7 +197,7 @@ fn the_taker_adopts_what_enqueue_hands_over_and_takes_a_stamped_leftover_again()
             "{src}"
         );
         assert_eq!(
-            m.custom["site"],
+            m.custom.to_map()["site"],
             MetaValue::Str("north".into()),
             "the camera's own"
         );

@@ -258,7 +258,7 @@ async fn with_the_server_down_and_max_frames_20_drop_oldest_keeps_the_20_newest_
     let snap = snapshot_spool(&tmp.path().join("queue"));
     let mut seqs: Vec<i64> = snap
         .values()
-        .map(|(_, m)| match &m.custom["sequence"] {
+        .map(|(_, m)| match &m.custom.to_map()["sequence"] {
             edgecap::config::MetaValue::Int(i) => *i,
             other => panic!("{other:?}"),
         })

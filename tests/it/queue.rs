@@ -33,7 +33,7 @@ fn meta(n: u64, groups: &[&str]) -> FrameMeta {
         mime: "image/jpeg".into(),
         camera: "cam".into(),
         groups: groups.iter().map(|g| g.to_string()).collect(),
-        custom,
+        custom: custom.into(),
         ..FrameMeta::default()
     }
 }

@@ -16,13 +16,11 @@ use std::collections::BTreeMap;
 use futures_util::stream::{self, StreamExt};
 use reqwest::Method;
 use serde::Serialize;
-use serde::de::IgnoredAny;
 use serde_json::Value;
-use serde_json::value::RawValue;
 use tracing::error;
 
 use super::client::Client;
-use crate::config::MetaValue;
+use crate::custom_meta::CustomMeta;
 use crate::upload::sink::{Outcome, Verdict};
 
 /// The parent kind that names an asset by its filename.
@@ -31,23 +29,20 @@ const FILENAME_PARENT: &str = "customMetadata#assetFilenameParent";
 /// Calls at once while narrowing an answer down entry by entry.
 const SPLIT_CONCURRENCY: usize = 4;
 
-/// One frame's metadata to attach.
+/// One frame's metadata to attach. A pending operation keeps its frames' jobs until the
+/// platform has the images (up to four operations of up to 1000 frames at once): the
+/// metadata stays the JSON text it was read as ([`CustomMeta`]), a few hundred bytes a
+/// frame.
 #[derive(Debug, Clone)]
 pub(super) struct MetaJob {
     pub(super) seq: u64,
     pub(super) filename: String,
-    custom: Custom,
+    custom: CustomMeta,
 }
 
 impl MetaJob {
-    /// The job for frame `seq` called `filename`, its metadata `custom` kept as JSON text.
-    pub(super) fn new(seq: u64, filename: String, custom: BTreeMap<String, MetaValue>) -> Self {
-        let custom = match serde_json::value::to_raw_value(&custom) {
-            Ok(raw) => Custom::Encoded(raw),
-            // Not expected (string keys, plain values); the request's encoding then
-            // fails where it always did, and the metadata stays pending.
-            Err(_) => Custom::Map(custom),
-        };
+    /// The job for frame `seq` called `filename`.
+    pub(super) fn new(seq: u64, filename: String, custom: CustomMeta) -> Self {
         Self {
             seq,
             filename,
@@ -57,25 +52,8 @@ impl MetaJob {
 
     /// The metadata's keys (for a refusal's log line).
     fn keys(&self) -> Vec<String> {
-        match &self.custom {
-            Custom::Encoded(raw) => serde_json::from_str::<BTreeMap<String, IgnoredAny>>(raw.get())
-                .map(|m| m.into_keys().collect())
-                .unwrap_or_default(),
-            Custom::Map(m) => m.keys().cloned().collect(),
-        }
+        self.custom.keys()
     }
-}
-
-/// A frame's metadata while its batch's operation runs: the JSON text it is sent as. A
-/// pending operation keeps its frames' metadata until the platform has the images (up to
-/// four operations of up to 1000 frames at once): as text, a few hundred bytes per frame
-/// instead of a map's nodes and strings (a 10k drain peaked at 15 MiB of own memory
-/// instead of 16; BENCHMARKS.md's reading).
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-enum Custom {
-    Encoded(Box<RawValue>),
-    Map(BTreeMap<String, MetaValue>),
 }
 
 #[derive(Serialize)]
@@ -88,7 +66,7 @@ struct BulkRequest<'a> {
 struct BulkEntry<'a> {
     parent: Parent<'a>,
     #[serde(rename = "customMetadata")]
-    custom_metadata: &'a Custom,
+    custom_metadata: &'a CustomMeta,
 }
 
 #[derive(Serialize)]
@@ -349,6 +327,7 @@ fn is_refusal(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MetaValue;
     use serde_json::json;
 
     #[test]
@@ -358,8 +337,7 @@ mod tests {
         custom.insert("n".to_string(), MetaValue::Int(-3));
         custom.insert("ok".to_string(), MetaValue::Bool(true));
         custom.insert("t".to_string(), MetaValue::Float(0.5));
-        let job = MetaJob::new(7, "a.jpg".into(), custom.clone());
-        assert!(matches!(job.custom, Custom::Encoded(_)));
+        let job = MetaJob::new(7, "a.jpg".into(), CustomMeta::from_map(&custom));
         let entry = |c| {
             serde_json::to_value(BulkEntry {
                 parent: Parent {
@@ -370,8 +348,10 @@ mod tests {
             })
             .unwrap()
         };
-        let map = Custom::Map(custom.clone());
-        assert_eq!(entry(&job.custom), entry(&map));
+        assert_eq!(
+            entry(&job.custom)["customMetadata"],
+            serde_json::to_value(&custom).unwrap()
+        );
         assert_eq!(
             entry(&job.custom)["customMetadata"]["site"],
             "north \"gate\""

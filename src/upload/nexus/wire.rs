@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::MetaValue;
+use crate::custom_meta::CustomMeta;
 
 #[derive(Serialize)]
 pub(super) struct SessionRequest<'a> {
@@ -22,7 +22,7 @@ pub(super) struct AssetRequest<'a> {
     pub(super) mime: &'a str,
     /// Sent only with `metadata_api = "session"` or `"both"`.
     #[serde(rename = "customMetadata", skip_serializing_if = "Option::is_none")]
-    pub(super) custom_metadata: Option<&'a BTreeMap<String, MetaValue>>,
+    pub(super) custom_metadata: Option<&'a CustomMeta>,
 }
 
 #[derive(Deserialize)]

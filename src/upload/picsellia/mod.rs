@@ -468,10 +468,9 @@ impl PicselliaSink {
         match e.status() {
             Some(400 | 422) => {
                 let text = e.to_string();
-                let keys: Vec<&str> = f
-                    .meta
-                    .custom
-                    .keys()
+                let custom = f.meta.custom.keys();
+                let keys: Vec<&str> = custom
+                    .iter()
                     .map(String::as_str)
                     .chain(["acquired_at", "latitude", "longitude"])
                     .filter(|k| text.contains(k))
@@ -535,7 +534,7 @@ fn standard_metadata(f: &Frame) -> Option<BTreeMap<&'static str, Value>> {
         .meta
         .captured_ms
         .or(match f.meta.custom.get("capture_time_ms") {
-            Some(MetaValue::Int(ms)) => Some(*ms),
+            Some(MetaValue::Int(ms)) => Some(ms),
             _ => None,
         });
     if let Some(at) = ms.and_then(wire::acquired_at) {

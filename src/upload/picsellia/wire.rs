@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::MetaValue;
+use crate::custom_meta::CustomMeta;
 
 /// `GET /api/home/ping`.
 #[derive(Deserialize)]
@@ -97,7 +97,7 @@ pub(super) struct Register<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) metadata: Option<BTreeMap<&'static str, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) custom_metadata: Option<&'a BTreeMap<String, MetaValue>>,
+    pub(super) custom_metadata: Option<&'a CustomMeta>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug)]
@@ -180,8 +180,8 @@ mod tests {
 
     #[test]
     fn registration_keys_go_in_the_sdk_order_and_optional_ones_are_left_out() {
-        let custom: BTreeMap<String, MetaValue> =
-            [("k".to_string(), MetaValue::Str("v".into()))].into();
+        let custom: CustomMeta =
+            BTreeMap::from([("k".to_string(), crate::config::MetaValue::Str("v".into()))]).into();
         let mut metadata = BTreeMap::new();
         metadata.insert("latitude", Value::from(1.5));
         let r = Register {

@@ -7,7 +7,6 @@
 
 mod link;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -161,7 +160,7 @@ impl Harness {
                 mime: "image/jpeg".into(),
                 camera: "cam0".into(),
                 groups: vec!["main".into()],
-                custom: BTreeMap::new(),
+                custom: Default::default(),
                 ..FrameMeta::default()
             };
             let image: Vec<u8> = (0..bytes).map(|b| (b % 251) as u8).collect();
