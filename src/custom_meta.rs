@@ -17,6 +17,7 @@ use std::fmt;
 
 use serde::de::{Deserializer, Error as _};
 use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::config::MetaValue;
@@ -65,11 +66,24 @@ impl CustomMeta {
         self.extend([(key, value)]);
     }
 
-    /// Sets every `(key, value)` of `items`, later ones winning.
+    /// Sets every `(key, value)` of `items`, later ones winning. The object is read as
+    /// JSON values, not as [`MetaValue`]s, so nothing already in it is lost whatever it
+    /// holds.
     pub fn extend(&mut self, items: impl IntoIterator<Item = (String, MetaValue)>) {
-        let mut map = self.to_map();
-        map.extend(items);
-        *self = Self::from_map(&map);
+        let mut map: BTreeMap<String, Value> = self.values();
+        for (k, v) in items {
+            map.insert(k, serde_json::to_value(v).unwrap_or(Value::Null));
+        }
+        *self = if map.is_empty() {
+            Self(None)
+        } else {
+            Self(serde_json::value::to_raw_value(&map).ok())
+        };
+    }
+
+    /// The object as JSON values.
+    fn values(&self) -> BTreeMap<String, Value> {
+        serde_json::from_str(self.as_json()).unwrap_or_default()
     }
 
     /// The JSON text.
@@ -87,7 +101,7 @@ impl From<BTreeMap<String, MetaValue>> for CustomMeta {
 /// Equal when the maps are (the text of two equal maps may differ in spacing).
 impl PartialEq for CustomMeta {
     fn eq(&self, other: &Self) -> bool {
-        self.as_json() == other.as_json() || self.to_map() == other.to_map()
+        self.as_json() == other.as_json() || self.values() == other.values()
     }
 }
 
@@ -187,5 +201,17 @@ mod tests {
         assert_eq!(m["source_file"], MetaValue::Str("/a.jpg".into()));
         assert_eq!(m["sequence"], MetaValue::Int(7));
         assert_eq!(m.len(), 5);
+    }
+
+    #[test]
+    fn extend_keeps_values_that_are_not_plain_ones() {
+        // Not written by edgecap, but if a header ever held one, adding a key keeps it.
+        let mut c: CustomMeta = serde_json::from_str(r#"{"a": [1, 2], "b": null}"#).unwrap();
+        c.insert("site".into(), MetaValue::Str("x".into()));
+        let v: Value = serde_json::from_str(c.as_json()).unwrap();
+        assert_eq!(v, serde_json::json!({"a": [1, 2], "b": null, "site": "x"}));
+        let other: CustomMeta =
+            serde_json::from_str(r#"{"a": [1, 3], "b": null, "site": "x"}"#).unwrap();
+        assert_ne!(c, other);
     }
 }
