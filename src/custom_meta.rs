@@ -30,8 +30,12 @@ pub struct CustomMeta(Option<Box<RawValue>>);
 impl CustomMeta {
     /// The object of `map`, as `serde_json` writes it (keys in order).
     pub fn from_map(map: &BTreeMap<String, MetaValue>) -> Self {
-        // String keys and plain values always encode (a non-finite float becomes null), so
-        // the `ok()` never drops anything.
+        Self::encode(map)
+    }
+
+    /// The object of `map`; the empty map is `None`. String keys and plain or JSON values
+    /// always encode (a non-finite float becomes null), so the `ok()` never drops anything.
+    fn encode<T: Serialize>(map: &BTreeMap<String, T>) -> Self {
         if map.is_empty() {
             return Self(None);
         }
@@ -74,11 +78,7 @@ impl CustomMeta {
         for (k, v) in items {
             map.insert(k, serde_json::to_value(v).unwrap_or(Value::Null));
         }
-        *self = if map.is_empty() {
-            Self(None)
-        } else {
-            Self(serde_json::value::to_raw_value(&map).ok())
-        };
+        *self = Self::encode(&map);
     }
 
     /// The object as JSON values.

@@ -3,7 +3,8 @@
 //! See `ARCHITECTURE.md` for the bird's-eye view. Modules, one per concept:
 //! [`config`] (the TOML file), [`capture`] (camera sources), [`encode`] (JPEG),
 //! [`queue`] (durable on-disk queue), [`upload`] (sinks and the uploader), [`daemon`]
-//! (tasks, signals, shutdown), [`frame`] (a captured frame and its identity), [`custom_meta`] (its custom metadata as JSON text), [`ops`]
+//! (tasks, signals, shutdown), [`frame`] (a captured frame and its identity),
+//! [`custom_meta`] (its custom metadata as JSON text), [`ops`]
 //! (running as a service: watchdog, sd_notify, status file, journald), [`schedule`]
 //! (daily time windows in local time).
 

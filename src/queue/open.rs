@@ -51,9 +51,8 @@ struct OnDisk {
 }
 
 impl OnDisk {
-    fn new(mut seqs: Vec<u64>) -> Self {
-        seqs.sort_unstable();
-        seqs.dedup();
+    /// `seqs` in ascending order, each once, as [`list_spool`] gives them.
+    fn new(seqs: Vec<u64>) -> Self {
         let claimed = vec![false; seqs.len()];
         Self { seqs, claimed }
     }

@@ -49,11 +49,6 @@ impl MetaJob {
             custom,
         }
     }
-
-    /// The metadata's keys (for a refusal's log line).
-    fn keys(&self) -> Vec<String> {
-        self.custom.keys()
-    }
 }
 
 #[derive(Serialize)]
@@ -282,7 +277,7 @@ fn answer_errors(bytes: &[u8]) -> Option<Option<Value>> {
 /// A refusal of `j`'s metadata: logged with its keys, the frame goes dead.
 fn refuse(c: &Client, j: &MetaJob, text: &str) -> Vec<(u64, Outcome)> {
     let text = c.clean(text);
-    let keys = j.keys();
+    let keys = j.custom.keys();
     error!(seq = j.seq, filename = %j.filename, keys = ?keys, reason = %text,
         "the platform refused this frame's metadata; the frame is marked dead (its image is on the platform)");
     vec![(
@@ -356,7 +351,7 @@ mod tests {
             entry(&job.custom)["customMetadata"]["site"],
             "north \"gate\""
         );
-        assert_eq!(job.keys(), vec!["n", "ok", "site", "t"]);
+        assert_eq!(job.custom.keys(), vec!["n", "ok", "site", "t"]);
     }
 
     #[test]
