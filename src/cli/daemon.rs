@@ -14,6 +14,10 @@ pub(super) fn run(resolved: Resolved, drain: bool) -> ExitCode {
     for w in &resolved.warnings {
         tracing::warn!("{w}");
     }
+    match edgecap::ops::memory::tuning() {
+        Ok(()) => tracing::debug!("glibc malloc: one arena, no thread cache, no fast bins"),
+        Err(why) => tracing::debug!(reason = why, "glibc malloc: the thread cache stays on"),
+    }
     let mode = if drain {
         Mode::DrainOnly
     } else {

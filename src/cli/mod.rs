@@ -37,6 +37,10 @@ const EXIT_NOT_RUNNING: u8 = 3;
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run { .. }) {
+        // Before any thread: glibc's thread cache is off only from the loader on.
+        edgecap::ops::memory::reexec_tuned();
+    }
     if !matches!(cli.command, Command::Run { .. }) {
         // `edgecap status | head`: a closed pipe ends the command quietly, as in every
         // Unix tool, instead of a panic in println!. The daemon keeps Rust's default

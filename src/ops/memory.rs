@@ -8,10 +8,131 @@
 //! two arenas it stayed near 22 MiB). One arena does better still: the peak of a drain is
 //! 2–4 MiB lower at 10,000 frames and ~8 MiB lower at 100,000 (the index's nodes and a
 //! batch's allocations no longer leave free memory behind in two heaps), for the same CPU
-//! time (`scripts/bench`, scale part; BENCHMARKS.md). The threads spend their time in I/O,
-//! and glibc's per-thread cache serves their small allocations without the arena's lock.
+//! time (`scripts/bench`, scale part; BENCHMARKS.md).
+//!
+//! # Small chunks go back to the heap at once
+//!
+//! glibc keeps freed small chunks aside, unmerged: up to 7 per size in each thread's cache
+//! (tcache) and, below 128 bytes, in the arena's fast bins. A drain frees a batch's worth
+//! of small allocations (its session answer, upload URLs, index entries) on the threads
+//! that did not allocate them, while sled allocates its nodes in between; the chunks kept
+//! aside pin pages that would otherwise merge and be handed back, so the heap crept for
+//! as long as the backlog lasted (a 100,000-frame drain: 24 → 27 MiB over its 70 s, with
+//! 7 MB of 15 MB heap in use). With both off, freed chunks merge at once and the drain is
+//! flat at ~23 MiB whatever the backlog, for ~6% more CPU in the drain (BENCHMARKS.md,
+//! scale part). Fast bins are switched off with `mallopt`; the thread cache only through
+//! the `GLIBC_TUNABLES` environment variable, which the dynamic loader reads before
+//! `main`, so `edgecap run` sets it and executes itself again once ([`reexec_tuned`]),
+//! then puts the variable back as the operator had it, so camera commands started later
+//! run with glibc's defaults. `MALLOC_ARENA_MAX` or a `glibc.malloc.tcache_count` already
+//! set by the operator turns all of this off: their tuning wins.
 
-/// Caps glibc's malloc arenas at one and serves frame-sized buffers from mmap. Call before
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The variable the dynamic loader reads its tunables from.
+const TUNABLES: &str = "GLIBC_TUNABLES";
+/// The tunable [`reexec_tuned`] adds.
+const TCACHE_OFF: &str = "glibc.malloc.tcache_count=0";
+/// Set for the executed copy: the operator's `GLIBC_TUNABLES` (empty when they had none),
+/// so it can be put back and the copy does not execute itself again.
+const MARK: &str = "EDGECAP_GLIBC_TUNABLES_WAS";
+/// This process is the executed copy, started with the thread cache off.
+static TCACHE_OFF_HERE: AtomicBool = AtomicBool::new(false);
+/// Why [`reexec_tuned`] could not execute this program again.
+static NOT_TUNED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Executes this program again with glibc's thread cache switched off (see the module
+/// doc), keeping its arguments, environment and process id; in the executed copy, puts
+/// `GLIBC_TUNABLES` back as it was. Returns when nothing is to be done or the execution
+/// failed ([`tuning`] says which). Call first thing in `edgecap run`, before any thread
+/// starts.
+pub fn reexec_tuned() {
+    if let Some(why) = try_reexec() {
+        let _ = NOT_TUNED.set(why);
+    }
+}
+
+/// What [`reexec_tuned`] did, for a DEBUG line once logging is up: `Ok` when the thread
+/// cache is off, else why not.
+pub fn tuning() -> Result<(), &'static str> {
+    if TCACHE_OFF_HERE.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    Err(NOT_TUNED
+        .get()
+        .map_or("left to the operator's malloc settings", String::as_str))
+}
+
+/// [`reexec_tuned`]'s work: `Some(reason)` when executing again failed.
+fn try_reexec() -> Option<String> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+
+        if let Some(was) = std::env::var_os(MARK) {
+            restore_tunables(was);
+            TCACHE_OFF_HERE.store(true, Ordering::Relaxed);
+            return None;
+        }
+        if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+            return None;
+        }
+        let current = std::env::var_os(TUNABLES).unwrap_or_default();
+        if current
+            .to_string_lossy()
+            .contains("glibc.malloc.tcache_count")
+        {
+            return None;
+        }
+        // The file's own path, not /proc/self/exe: the process name (journald's
+        // `_COMM`, `ps`, `pgrep edgecap`) is taken from it.
+        let exe = match std::env::current_exe() {
+            Ok(p) if p.is_file() => p,
+            Ok(p) => return Some(format!("{} is not a file any more", p.display())),
+            Err(e) => return Some(format!("cannot find this program's file: {e}")),
+        };
+        let mut args = std::env::args_os();
+        let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
+        let mut tuned = current.clone();
+        if !tuned.is_empty() {
+            tuned.push(":");
+        }
+        tuned.push(TCACHE_OFF);
+        let e = std::process::Command::new(&exe)
+            .arg0(arg0)
+            .args(args)
+            .env(TUNABLES, tuned)
+            .env(MARK, current)
+            .exec();
+        Some(format!("cannot execute {} again: {e}", exe.display()))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
+/// Puts `GLIBC_TUNABLES` back as the operator had it (`was` empty: unset) and removes the
+/// mark.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn restore_tunables(was: OsString) {
+    #[allow(
+        unsafe_code,
+        reason = "changing the environment is unsafe once threads exist; called before any"
+    )]
+    // SAFETY: called first thing in `edgecap run`, before the runtime, logging or any
+    // other thread starts, so nothing reads the environment concurrently.
+    unsafe {
+        if was.is_empty() {
+            std::env::remove_var(TUNABLES);
+        } else {
+            std::env::set_var(TUNABLES, was);
+        }
+        std::env::remove_var(MARK);
+    }
+}
+
+/// Caps glibc's malloc arenas at one, serves frame-sized buffers from mmap and switches off
+/// the fast bins. Call before
 /// any other thread starts; a no-op on other C libraries.
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -34,6 +155,8 @@ pub fn limit_malloc_arenas() {
             // after which every frame buffer stayed in the heap: -2 MiB peak RSS while a
             // 10,000-frame backlog drains (BENCHMARKS.md).
             libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+            // No fast bins: small chunks merge when freed (module doc).
+            libc::mallopt(libc::M_MXFAST, 0);
         }
     }
 }

@@ -422,3 +422,79 @@ async fn a_child_killed_again_and_again_is_back_each_time_within_the_backoff_and
     }
     .report();
 }
+
+/// `edgecap run` executes itself once with glibc's thread cache off (`ops/memory.rs`),
+/// keeping its process id and its name, and starts its camera commands with the
+/// environment as the operator set it; an operator's own thread-cache setting is left
+/// alone.
+#[tokio::test]
+async fn run_turns_the_malloc_thread_cache_off_and_children_get_the_operators_environment() {
+    let cases = [
+        (None, true),
+        (Some("glibc.malloc.trim_threshold=131072"), true),
+        (Some("glibc.malloc.tcache_count=3"), false),
+    ];
+    for (operator, off) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let env_file = dir.path().join("env.txt");
+        // The camera command writes its environment, then streams as usual.
+        let ffmpeg = ffmpeg_argv("320x240", 10);
+        let inner = ffmpeg
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .split(", ")
+            .map(|a| a.trim_matches('"'))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let argv = format!(
+            r#"["sh", "-c", "env > '{}'; exec {inner}"]"#,
+            env_file.display()
+        );
+        let cfg = config(dir.path(), 0, &command_camera("ff", 5.0, &argv, ""));
+        let log = dir.path().join("log");
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info,edgecap::cli=debug")
+            .env("NO_COLOR", "1")
+            .env_remove("GLIBC_TUNABLES")
+            .env_remove("MALLOC_ARENA_MAX")
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(v) = operator {
+            cmd.env("GLIBC_TUNABLES", v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let pid = child.id();
+        let out = dir.path().join("out");
+        wait_for("a delivered frame", Duration::from_secs(30), || {
+            jpg_count(&out) > 0
+        })
+        .await;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let env = std::fs::read_to_string(&env_file).unwrap();
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        let st = child.wait().unwrap();
+        assert!(st.success(), "{operator:?}: exit {st:?}; log:\n{text}");
+        assert_eq!(
+            comm.trim(),
+            "edgecap",
+            "{operator:?}: the process name changed"
+        );
+        let said = if off {
+            "no thread cache"
+        } else {
+            "the thread cache stays on"
+        };
+        assert!(text.contains(said), "{operator:?}: no {said:?} in:\n{text}");
+        let seen: Vec<&str> = env
+            .lines()
+            .filter(|l| l.starts_with("GLIBC_TUNABLES=") || l.starts_with("EDGECAP_GLIBC"))
+            .collect();
+        let want: Vec<String> = operator
+            .map(|v| format!("GLIBC_TUNABLES={v}"))
+            .into_iter()
+            .collect();
+        assert_eq!(seen, want, "{operator:?}: the camera command's environment");
+    }
+}
