@@ -27,7 +27,6 @@
 //! run with glibc's defaults. `MALLOC_ARENA_MAX` or a `glibc.malloc.tcache_count` already
 //! set by the operator turns all of this off: their tuning wins.
 
-use std::ffi::OsString;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The variable the dynamic loader reads its tunables from.
@@ -114,7 +113,7 @@ fn try_reexec() -> Option<String> {
 /// Puts `GLIBC_TUNABLES` back as the operator had it (`was` empty: unset) and removes the
 /// mark.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn restore_tunables(was: OsString) {
+fn restore_tunables(was: std::ffi::OsString) {
     #[allow(
         unsafe_code,
         reason = "changing the environment is unsafe once threads exist; called before any"
@@ -132,8 +131,7 @@ fn restore_tunables(was: OsString) {
 }
 
 /// Caps glibc's malloc arenas at one, serves frame-sized buffers from mmap and switches off
-/// the fast bins. Call before
-/// any other thread starts; a no-op on other C libraries.
+/// the fast bins. Call before any other thread starts; a no-op on other C libraries.
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
