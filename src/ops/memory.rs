@@ -67,7 +67,8 @@ pub fn tuning() -> Result<(), &'static str> {
 fn try_reexec() -> Option<String> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        use std::os::unix::process::CommandExt;
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
 
         if let Some(was) = std::env::var_os(MARK) {
             restore_tunables(was);
@@ -91,19 +92,42 @@ fn try_reexec() -> Option<String> {
             Ok(p) => return Some(format!("{} is not a file any more", p.display())),
             Err(e) => return Some(format!("cannot find this program's file: {e}")),
         };
-        let mut args = std::env::args_os();
-        let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
-        let mut tuned = current.clone();
+        let c = |b: &[u8]| CString::new(b).ok();
+        let mut tuned = current.as_bytes().to_vec();
         if !tuned.is_empty() {
-            tuned.push(":");
+            tuned.push(b':');
         }
-        tuned.push(TCACHE_OFF);
-        let e = std::process::Command::new(&exe)
-            .arg0(arg0)
-            .args(args)
-            .env(TUNABLES, tuned)
-            .env(MARK, current)
-            .exec();
+        tuned.extend_from_slice(TCACHE_OFF.as_bytes());
+        let pair = |k: &str, v: &[u8]| c(&[k.as_bytes(), b"=", v].concat());
+        let env: Option<Vec<CString>> = std::env::vars_os()
+            .filter(|(k, _)| k != TUNABLES && k != MARK)
+            .map(|(k, v)| c(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+            .chain([pair(TUNABLES, &tuned), pair(MARK, current.as_bytes())])
+            .collect();
+        let argv: Option<Vec<CString>> = std::env::args_os().map(|a| c(a.as_bytes())).collect();
+        let (Some(path), Some(argv), Some(env)) = (c(exe.as_os_str().as_bytes()), argv, env) else {
+            return Some("an argument or variable holds a NUL byte".to_string());
+        };
+        let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
+            v.iter()
+                .map(|s| s.as_ptr())
+                .chain([std::ptr::null()])
+                .collect()
+        };
+        let (argv_p, env_p) = (ptrs(&argv), ptrs(&env));
+        // execve itself, not `Command::exec`: that goes through execvp, which runs a file
+        // the kernel refuses (ENOEXEC: an arm64 build under qemu-user without binfmt) as a
+        // shell script instead of failing.
+        #[allow(
+            unsafe_code,
+            reason = "std has no execve without execvp's fallback to /bin/sh"
+        )]
+        // SAFETY: `path`, `argv` and `env` are NUL-terminated strings that outlive the
+        // call, and both pointer arrays end with a null pointer, as execve(2) requires.
+        unsafe {
+            libc::execve(path.as_ptr(), argv_p.as_ptr(), env_p.as_ptr());
+        }
+        let e = std::io::Error::last_os_error();
         Some(format!("cannot execute {} again: {e}", exe.display()))
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
