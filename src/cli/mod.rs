@@ -40,8 +40,7 @@ pub fn main() -> ExitCode {
     if matches!(cli.command, Command::Run { .. }) {
         // Before any thread: glibc's thread cache is off only from the loader on.
         edgecap::ops::memory::reexec_tuned();
-    }
-    if !matches!(cli.command, Command::Run { .. }) {
+    } else {
         // `edgecap status | head`: a closed pipe ends the command quietly, as in every
         // Unix tool, instead of a panic in println!. The daemon keeps Rust's default
         // (ignored): its output going away must never stop it.

@@ -104,8 +104,8 @@ pub fn batch_size(
 /// ~7 KB per frame, ~5 KB since the metadata is held as text), so the platform's 5000
 /// assets per session would cost ~20 MiB more at the peak of a drain. 1000 frames of
 /// ~100 KB under the default session limit (15 per 5 minutes) still carry 50 frames/s,
-/// about 40 Mbit/s: more than the links edgecap is built for. A larger `batch_max_frames` (up to the platform's 5000) is taken as the
-/// operator's choice of speed over memory.
+/// about 40 Mbit/s: more than the links edgecap is built for. A larger `batch_max_frames`
+/// (up to the platform's 5000) is taken as the operator's choice of speed over memory.
 pub const MAX_GROWN_FRAMES: usize = 1000;
 /// How far [`batch_size`] may grow `batch_max_bytes`.
 pub const MAX_BATCH_GROWTH: u64 = 16;
