@@ -242,6 +242,7 @@ impl Queue {
                 thinner: Default::default(),
             }),
             notify: tokio::sync::Notify::new(),
+            reaper: super::reaper::Reaper::start(),
             _lock: lock,
         };
         q.reconcile(&mut report, listing)?;

@@ -514,8 +514,12 @@ fn run_model(ops: Vec<Op>, policy: OnFull) -> Result<(), TestCaseError> {
         }
         // Counters are shown as durable, and dropped frames' files go, at a flush of the
         // index (each group commit, ack and lease flushes; a refused frame alone waits up
-        // to a second).
+        // to a second); the files on the reaper's thread, so shortly after it.
         q.as_ref().unwrap().flush();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while spool_files(&dir).len() > model.len() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         let s = q.as_ref().unwrap().stats();
         let tally = |st: St| {
             let v: Vec<_> = model.values().filter(|f| f.st == st).collect();
@@ -543,4 +547,46 @@ proptest! {
     fn queue_matches_its_model_with_drop_newest(ops in proptest::collection::vec(op(), 1..60)) {
         run_model(ops, OnFull::DropNewest)?;
     }
+}
+
+#[test]
+fn delivered_frames_files_go_in_the_background_and_their_tombstones_after_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let cfg = qcfg(&dir, 100, 1 << 30, OnFull::DropOldest);
+    {
+        let (q, _) = Queue::open(&cfg).unwrap();
+        commit_n(&q, 6);
+        let seqs: Vec<u64> = q
+            .lease(10, u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|l| l.seq)
+            .collect();
+        q.ack(&seqs[..4]);
+        assert_eq!(q.stats().counters.uploaded, 4);
+        // The reaper thread deletes the four files; the two in flight stay.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while spool_files(&dir).len() > 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "delivered frames' files never deleted: {:?}",
+                spool_files(&dir)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        q.ack(&seqs[4..]);
+        // Closing waits for the reaper.
+    }
+    assert!(spool_files(&dir).is_empty(), "{:?}", spool_files(&dir));
+    {
+        // No tombstone outlived its file.
+        let db = sled::open(dir.join("index")).unwrap();
+        assert_eq!(db.open_tree("gone").unwrap().len(), 0);
+    }
+    let (q, report) = Queue::open(&cfg).unwrap();
+    assert_eq!(report.finished_removed, 0, "{report:?}");
+    assert_eq!(report.reindexed, 0, "{report:?}");
+    assert_eq!(q.stats().pending.frames, 0);
+    assert_eq!(q.stats().counters.uploaded, 6);
 }
