@@ -197,8 +197,8 @@ impl Queue {
     }
 
     /// The platform accepted these frames: they leave the index (with a tombstone and the
-    /// count, in one transaction), the index is flushed, then their files are deleted
-    /// by the reaper thread, which may still be at it when this returns. After a crash an entry without a file therefore means a file lost outside edgecap,
+    /// count, in one transaction), the index is flushed, then their files are deleted.
+    /// After a crash an entry without a file therefore means a file lost outside edgecap,
     /// and a file with a tombstone a delivered frame, never one to send again.
     pub fn ack(&self, seqs: &[u64]) {
         if seqs.is_empty() {

@@ -87,9 +87,7 @@
 //! often it was handed to the platform, `c` true when a crash or stop left its fate
 //! unknown. Fields added later default when absent, so an older index opens as it is.
 //! Tree `meta` holds the counters; tree `gone` the tombstones of frames delivered or
-//! dropped whose files may not be deleted yet: a tombstone is removed only after its file
-//! is gone, which the reaper thread (`reaper.rs`) sees to once the flush that finished the
-//! frame returned, off the thread that asked. Every change lands in one transaction with
+//! dropped whose files may not be deleted yet. Every change lands in one transaction with
 //! the counters that count it (`store.rs`), so after a crash an event and its count are
 //! both there or both not; the counters operators see are those of the last flush, so a
 //! counter once shown never goes back.
@@ -186,7 +184,6 @@ mod kept;
 mod ledger;
 mod open;
 mod proof;
-mod reaper;
 mod receipts;
 mod repair;
 pub mod spool;
@@ -197,6 +194,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
+
+use tracing::warn;
 
 pub use admin::{Damaged, Inspection, Listed, Spooled, inspect, may_open, scan_spool};
 pub use counters::{Counters, IndexFailure, Stats, Tally};
@@ -334,8 +333,6 @@ pub struct Queue {
     /// Serialises the sent-bytes ledger's read-modify-write.
     ledger_lock: Mutex<()>,
     notify: tokio::sync::Notify,
-    /// Deletes finished frames' files off the callers' threads.
-    reaper: reaper::Reaper,
     _lock: File,
 }
 
@@ -470,14 +467,7 @@ impl Queue {
             if st.store.is_failed() {
                 return false;
             }
-            // The tombstones of frames whose files the reaper deleted go with this flush.
-            let bury: Vec<Op> = self
-                .reaper
-                .reaped()
-                .into_iter()
-                .map(|seq| Op::Bury { seq })
-                .collect();
-            if (st.dirty || !bury.is_empty()) && !st.apply(&bury) {
+            if st.dirty && !st.apply(&[]) {
                 return false;
             }
             (
@@ -510,26 +500,23 @@ impl Queue {
                 if unlink.is_empty() {
                     return true;
                 }
-                let mut delete = Vec::with_capacity(unlink.len());
-                // Kept frames have left the spool: their tombstones go now; the others'
-                // when the reaper has deleted their files.
-                let mut kept = Vec::new();
-                for (seq, keep) in unlink.into_iter().zip(keep) {
+                for (&seq, keep) in unlink.iter().zip(keep) {
                     let path = self.path_of(seq);
                     if keep {
                         self.kept
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .keep(seq, &path);
-                        kept.push(Op::Bury { seq });
-                    } else {
-                        delete.push((seq, path));
+                        continue;
+                    }
+                    if let Err(e) = std::fs::remove_file(&path)
+                        && e.kind() != std::io::ErrorKind::NotFound
+                    {
+                        warn!(file = %path.display(), error = %e, "cannot delete a finished frame's file");
                     }
                 }
-                self.reaper.delete(delete);
-                if !kept.is_empty() {
-                    self.state().apply(&kept);
-                }
+                let bury: Vec<Op> = unlink.into_iter().map(|seq| Op::Bury { seq }).collect();
+                self.state().apply(&bury);
                 true
             }
             Err(e) => {
@@ -567,10 +554,6 @@ impl Drop for Queue {
     /// A clean close leaves the index (counters included) flushed; only a crash can roll
     /// it back.
     fn drop(&mut self) {
-        self.flush();
-        // The files handed to the reaper are gone once it finishes; the second flush
-        // takes their tombstones away.
-        self.reaper.finish();
         self.flush();
         self.write_floor();
     }

@@ -242,7 +242,6 @@ impl Queue {
                 thinner: Default::default(),
             }),
             notify: tokio::sync::Notify::new(),
-            reaper: super::reaper::Reaper::start(),
             _lock: lock,
         };
         q.reconcile(&mut report, listing)?;
