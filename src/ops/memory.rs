@@ -98,11 +98,14 @@ fn try_reexec() -> Option<String> {
             tuned.push(b':');
         }
         tuned.extend_from_slice(TCACHE_OFF.as_bytes());
-        let pair = |k: &str, v: &[u8]| c(&[k.as_bytes(), b"=", v].concat());
+        let pair = |k: &[u8], v: &[u8]| c(&[k, b"=", v].concat());
         let env: Option<Vec<CString>> = std::env::vars_os()
             .filter(|(k, _)| k != TUNABLES && k != MARK)
-            .map(|(k, v)| c(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
-            .chain([pair(TUNABLES, &tuned), pair(MARK, current.as_bytes())])
+            .map(|(k, v)| pair(k.as_bytes(), v.as_bytes()))
+            .chain([
+                pair(TUNABLES.as_bytes(), &tuned),
+                pair(MARK.as_bytes(), current.as_bytes()),
+            ])
             .collect();
         let argv: Option<Vec<CString>> = std::env::args_os().map(|a| c(a.as_bytes())).collect();
         let (Some(path), Some(argv), Some(env)) = (c(exe.as_os_str().as_bytes()), argv, env) else {
