@@ -75,6 +75,15 @@ fn commit_n(q: &Queue, n: u64) {
     assert_eq!(g.commit().frames.len() as u64, n);
 }
 
+/// The seqs of up to `max` frames leased from `q`.
+fn leased_seqs(q: &Queue, max: usize) -> Vec<u64> {
+    q.lease(max, u64::MAX)
+        .unwrap()
+        .iter()
+        .map(|l| l.seq)
+        .collect()
+}
+
 fn spool_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir.join("spool"))
         .unwrap()
@@ -262,12 +271,7 @@ fn a_recorded_session_survives_a_crash_and_only_its_frames_are_handed_to_recover
     {
         let (q, _) = Queue::open(&cfg).unwrap();
         commit_n(&q, 5);
-        let leased: Vec<u64> = q
-            .lease(4, u64::MAX)
-            .unwrap()
-            .iter()
-            .map(|l| l.seq)
-            .collect();
+        let leased = leased_seqs(&q, 4);
         q.record_session(&leased[..3], &s1);
         // A transient failure forgets the session: that frame is simply sent again.
         q.release(&leased[2..3], Some("network"));
@@ -553,12 +557,7 @@ fn delivered_frames_files_go_and_no_tombstone_outlives_its_file() {
     {
         let (q, _) = Queue::open(&cfg).unwrap();
         commit_n(&q, 6);
-        let seqs: Vec<u64> = q
-            .lease(10, u64::MAX)
-            .unwrap()
-            .iter()
-            .map(|l| l.seq)
-            .collect();
+        let seqs = leased_seqs(&q, 10);
         q.ack(&seqs[..4]);
         assert_eq!(q.stats().counters.uploaded, 4);
         // The four files went with the ack's flush; the two in flight stay.
