@@ -60,12 +60,13 @@ impl StatusCtx {
             })
             .collect();
         let oldest = self.queue.oldest_waiting_age().map(|d| d.as_secs());
+        let (uploader, online) = self.up.state.view();
         Snapshot {
             state: state.to_string(),
             updated_at: crate::frame::rfc3339_utc(std::time::SystemTime::now()),
             run: RunCounters::of(&cameras),
-            online: self.up.online.load(Ordering::Relaxed),
-            uploader: self.up.state.status(),
+            online,
+            uploader,
             stalled: self
                 .health
                 .stalled()

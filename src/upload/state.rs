@@ -57,6 +57,9 @@ pub struct StateCell(Mutex<Inner>);
 #[derive(Debug, Default)]
 struct Inner {
     status: UploaderStatus,
+    /// Whether the platform answered the last call (false until it first does). Kept under
+    /// the same lock as the state, so a reader never sees `refused` beside "offline".
+    online: bool,
     /// Deliveries (time, frames, bytes), the last five minutes.
     recent: VecDeque<(SystemTime, u64, u64)>,
 }
@@ -69,15 +72,32 @@ impl StateCell {
     /// Enters `state` (with `reason`, waiting until `until`). `since` is kept when the
     /// state word does not change.
     pub fn set(&self, state: &str, reason: Option<String>, until: Option<Duration>) {
-        let now = SystemTime::now();
+        self.lock().enter(state, reason, until);
+    }
+
+    /// Enters `state` as [`set`](Self::set) does and records, under the same lock, whether
+    /// the platform answered, so no reader sees `refused` beside "offline" or `offline`
+    /// beside "online". Returns whether the platform had answered before.
+    pub fn set_with_link(
+        &self,
+        state: &str,
+        reason: Option<String>,
+        until: Option<Duration>,
+        online: bool,
+    ) -> bool {
         let mut g = self.lock();
-        let st = &mut g.status;
-        if st.state != state {
-            st.state = state.to_string();
-            st.since_ms = unix_ms(now);
-        }
-        st.reason = reason.map(|r| clip(&r));
-        st.until_ms = until.map(|d| unix_ms(now + d));
+        g.enter(state, reason, until);
+        std::mem::replace(&mut g.online, online)
+    }
+
+    /// Records whether the platform answered, the state unchanged; returns what it was.
+    pub fn set_online(&self, online: bool) -> bool {
+        std::mem::replace(&mut self.lock().online, online)
+    }
+
+    /// Whether the platform answered the last call.
+    pub fn online(&self) -> bool {
+        self.lock().online
     }
 
     /// The budgets' figures.
@@ -130,6 +150,11 @@ impl StateCell {
 
     /// The state now, with the delivery rate.
     pub fn status(&self) -> UploaderStatus {
+        self.view().0
+    }
+
+    /// The state now and whether the platform answered, read together.
+    pub fn view(&self) -> (UploaderStatus, bool) {
         let now = SystemTime::now();
         let mut g = self.lock();
         trim(&mut g.recent, now);
@@ -138,11 +163,25 @@ impl StateCell {
             .iter()
             .fold((0, 0), |(f, b), (_, nf, nb)| (f + nf, b + nb));
         let minutes = RATE_WINDOW.as_secs_f64() / 60.0;
-        UploaderStatus {
+        let status = UploaderStatus {
             frames_per_min: frames as f64 / minutes,
             bytes_per_min: bytes as f64 / minutes,
             ..g.status.clone()
+        };
+        (status, g.online)
+    }
+}
+
+impl Inner {
+    fn enter(&mut self, state: &str, reason: Option<String>, until: Option<Duration>) {
+        let now = SystemTime::now();
+        let st = &mut self.status;
+        if st.state != state {
+            st.state = state.to_string();
+            st.since_ms = unix_ms(now);
         }
+        st.reason = reason.map(|r| clip(&r));
+        st.until_ms = until.map(|d| unix_ms(now + d));
     }
 }
 
@@ -195,6 +234,39 @@ mod tests {
         );
         c.set("idle", None, None);
         assert_eq!(c.status().text(), "idle");
+    }
+
+    #[test]
+    fn a_reader_sees_the_state_and_the_link_change_together() {
+        let c = std::sync::Arc::new(StateCell::default());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (c, stop) = (c.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    c.set_with_link("refused", None, None, true);
+                    c.set_with_link("offline", None, None, false);
+                }
+            })
+        };
+        let mut seen = [0u32; 2];
+        for _ in 0..200_000 {
+            let (st, online) = c.view();
+            match st.state.as_str() {
+                "refused" => {
+                    assert!(online, "refused beside offline");
+                    seen[0] += 1;
+                }
+                "offline" => {
+                    assert!(!online, "offline beside online");
+                    seen[1] += 1;
+                }
+                _ => {}
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(seen[0] + seen[1] > 0, "the reader saw no state at all");
     }
 
     #[test]

@@ -30,7 +30,7 @@
 //! under tokio's paused clock).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -68,10 +68,7 @@ pub struct UploadStats {
     pub retried: AtomicU64,
     /// Frames marked dead.
     pub dead: AtomicU64,
-    /// Whether the platform answered the last call (false until it first does).
-    pub online: AtomicBool,
-
-    /// What the uploader is doing and why.
+    /// What the uploader is doing and why, and whether the platform answered.
     pub state: StateCell,
 }
 
@@ -312,11 +309,13 @@ impl<S: Sink> Uploader<S> {
     /// The link is down: counted and logged once, then probed.
     fn went_offline(&self, reason: String, since: Option<Instant>) -> Phase {
         let was_offline = self.stats.state.word() == "offline";
-        self.stats
-            .state
-            .set("offline", Some(short_reason("offline", &reason)), None);
+        self.stats.state.set_with_link(
+            "offline",
+            Some(short_reason("offline", &reason)),
+            None,
+            false,
+        );
         self.stats.state.error(&reason);
-        self.stats.online.store(false, Ordering::Relaxed);
         if !was_offline {
             warn!(
                 reason,
@@ -390,7 +389,7 @@ impl<S: Sink> Uploader<S> {
         match self.sink.probe().await {
             Ok(()) => {
                 self.backoff.reset();
-                self.stats.online.store(true, Ordering::Relaxed);
+                self.stats.state.set_online(true);
                 info!("uplink is back: uploading");
                 // Every device behind the same uplink sees it come back at once.
                 self.spread_until = spread_from(Instant::now(), self.cfg.start_delay_max);

@@ -2,7 +2,6 @@
 //! `idle`, `uploading`, `window closed`, `budget spent`, …), with the reason and time
 //! where the verdict gives one, and the link's figures (see [`crate::upload::state`]).
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -62,10 +61,12 @@ impl<S: Sink> Uploader<S> {
 
     /// A refusal an operator must fix.
     pub(super) fn note_refusal(&self, reason: &str, d: Duration) {
-        self.stats
-            .state
-            .set("refused", Some(short_reason("refused", reason)), Some(d));
+        self.stats.state.set_with_link(
+            "refused",
+            Some(short_reason("refused", reason)),
+            Some(d),
+            true,
+        );
         self.stats.state.error(reason);
-        self.stats.online.store(true, Ordering::Relaxed);
     }
 }

@@ -248,11 +248,12 @@ impl<S: Sink> Uploader<S> {
         }
         Some(match report.verdict {
             Verdict::Ok => {
-                if !self.stats.online.swap(true, Ordering::Relaxed) {
+                if !self
+                    .stats
+                    .state
+                    .set_with_link("uploading", None, None, true)
+                {
                     info!("uplink is back: uploading");
-                }
-                if self.stats.state.word() != "uploading" {
-                    self.stats.state.set("uploading", None, None);
                 }
                 self.backoff.reset();
                 self.cap = (self.cap * 2).min(max.max_frames);
@@ -261,7 +262,7 @@ impl<S: Sink> Uploader<S> {
             Verdict::RateLimited(reason) => {
                 // The platform answered: online. The sink's pacer has slowed down; the
                 // next batch waits for it in `Sending`, visibly, without a backoff.
-                self.stats.online.store(true, Ordering::Relaxed);
+                self.stats.state.set_online(true);
                 debug!(reason, "session limit: the batch waits for the pacer");
                 self.after(since)
             }

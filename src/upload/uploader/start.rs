@@ -2,7 +2,6 @@
 //! after a refusal) and the recovery of the sessions the last run left behind.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -26,8 +25,7 @@ impl<S: Sink> Uploader<S> {
                 }
                 self.checked = true;
                 self.refusal_logged = false;
-                self.stats.online.store(true, Ordering::Relaxed);
-                self.stats.state.set("checking", None, None);
+                self.stats.state.set_with_link("checking", None, None, true);
                 if self.recovered {
                     Phase::Idle
                 } else {

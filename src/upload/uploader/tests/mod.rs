@@ -357,10 +357,8 @@ async fn offline_probes_with_backoff_and_resumes_by_itself() {
         },
         |n| if n < 3 { Err("refused".into()) } else { Ok(()) },
     );
-    h.until(Duration::from_secs(20), |h| {
-        !h.stats.online.load(std::sync::atomic::Ordering::Relaxed)
-    })
-    .await;
+    h.until(Duration::from_secs(20), |h| !h.stats.state.online())
+        .await;
     h.until(Duration::from_secs(600), |h| h.waiting() == 0)
         .await;
     let probes = h.rec.probes.lock().unwrap().clone();
@@ -375,7 +373,7 @@ async fn offline_probes_with_backoff_and_resumes_by_itself() {
     let sends = h.sends();
     assert_eq!(sends.len(), 2);
     assert!(sends[1].at >= *probes.last().unwrap());
-    assert!(h.stats.online.load(std::sync::atomic::Ordering::Relaxed));
+    assert!(h.stats.state.online());
     assert_eq!(h.queue.stats().counters.uploaded, 4);
     h.stop().await;
 }
