@@ -16,7 +16,9 @@
 //! `since` is when this state (with any reason) began, so a refusal retried every
 //! minute still shows since when it has lasted. Alongside: the last success, the last error
 //! (as the sink wrote it, which masks the secret; cut to 200 characters), and frames and
-//! bytes delivered per minute over the last five minutes.
+//! bytes delivered per minute over the last five minutes. Whether the platform answered the
+//! last call (the status's `online`) is kept under the same lock as the state and changed
+//! with it, so a reader never sees `refused` beside "offline" or `offline` beside "online".
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
