@@ -40,6 +40,7 @@ fn open(path: &Path, cache: u64) -> sled::Db {
     sled::Config::new()
         .path(path)
         .cache_capacity(cache)
+        .segment_size(128 * 1024)
         .mode(sled::Mode::LowSpace)
         .open()
         .expect("open the database")

@@ -23,6 +23,18 @@
 //! files are the truth) but no frame is leased until the index is repaired; files of
 //! frames finished meanwhile are kept until the repair has recorded them.
 //!
+//! # Log segments of 128 KiB
+//!
+//! sled writes its log through buffers of one segment each (its default: 512 KiB), and
+//! while a drain writes, up to three of them are alive at once (heaptrack: 1.5 MB at the
+//! peak of a 100k drain). A new index is made with segments of [`SEGMENT_BYTES`]: 100k
+//! drains peaked 1.5–2 MiB lower, for the same time and CPU (BENCHMARKS.md, reading by
+//! hand, 2026-11-28). The largest thing sled writes inline is a quarter segment (32 KiB);
+//! larger nodes go to blob files, which a leaf of ≤ 17 entries does not reach unless
+//! frames carry kilobytes of metadata each. sled refuses to open a database with another
+//! segment size than it was made with, so an index an older edgecap made keeps its 512
+//! KiB ([`segment_bytes_of`] reads sled's `conf` file) until it is rebuilt.
+//!
 //! `repair.rs` rebuilds the index into a fresh directory once the cause is gone. A fresh
 //! directory, not the same one: sled 0.34 finishes work for a dropped database in
 //! background threads, and a new database in the same place could read a file while the
@@ -359,12 +371,34 @@ pub(super) fn index_path(dir: &Path, generation: u64) -> PathBuf {
     }
 }
 
+/// The log segment size of a new index (module doc).
+pub(super) const SEGMENT_BYTES: usize = 128 * 1024;
+
+/// The segment size to open the index at `path` with: the one its `conf` file records
+/// (sled opens a database with no other), [`SEGMENT_BYTES`] for a new index or when the
+/// file does not say (sled then judges the index itself).
+pub(super) fn segment_bytes_of(path: &Path) -> usize {
+    std::fs::read(path.join("conf"))
+        .ok()
+        .and_then(|conf| recorded_segment_bytes(&conf))
+        .unwrap_or(SEGMENT_BYTES)
+}
+
+/// `segment_size: N` of sled's `conf` file (lines of `key: value`, then a checksum).
+fn recorded_segment_bytes(conf: &[u8]) -> Option<usize> {
+    String::from_utf8_lossy(conf)
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Opens sled at `path` (its page cache capped at `cache` bytes), telling a full disk
 /// from a broken index.
 pub(super) fn open_sled(path: &Path, cache: u64) -> Result<sled::Db, SledOpen> {
     let cfg = sled::Config::new()
         .path(path)
         .cache_capacity(cache)
+        .segment_size(segment_bytes_of(path))
         .mode(sled::Mode::LowSpace)
         .flush_every_ms(Some(1000));
     // sled panics on some kinds of corruption instead of returning an error.
@@ -375,5 +409,60 @@ pub(super) fn open_sled(path: &Path, cache: u64) -> Result<sled::Db, SledOpen> {
         Err(_) => Err(SledOpen::Broken(
             "sled panicked while opening the index".to_string(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(dir: &Path) -> Option<usize> {
+        recorded_segment_bytes(&std::fs::read(dir.join("conf")).expect("sled's conf file"))
+    }
+
+    #[test]
+    fn a_new_index_gets_small_segments_and_an_older_one_keeps_its_own() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let new = tmp.path().join("index");
+        let db = open_sled(&new, 1 << 20).ok().expect("a new index opens");
+        db.insert(b"k", b"v").expect("insert");
+        db.flush().expect("flush");
+        drop(db);
+        assert_eq!(recorded(&new), Some(SEGMENT_BYTES));
+        assert_eq!(segment_bytes_of(&new), SEGMENT_BYTES);
+
+        // As edgecap made its index before: sled's default segments (512 KiB).
+        let old = tmp.path().join("index.1");
+        let db = sled::Config::new()
+            .path(&old)
+            .open()
+            .expect("sled's defaults");
+        db.insert(b"k", b"old").expect("insert");
+        db.flush().expect("flush");
+        drop(db);
+        assert_eq!(recorded(&old), Some(512 * 1024));
+        assert_eq!(segment_bytes_of(&old), 512 * 1024);
+        let db = open_sled(&old, 1 << 20)
+            .ok()
+            .expect("an index with 512 KiB segments opens");
+        assert_eq!(db.get(b"k").expect("read").as_deref(), Some(&b"old"[..]));
+        drop(db);
+        assert_eq!(recorded(&old), Some(512 * 1024));
+    }
+
+    #[test]
+    fn a_conf_file_without_a_readable_segment_size_leaves_the_new_size() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        assert_eq!(segment_bytes_of(tmp.path()), SEGMENT_BYTES);
+        std::fs::write(tmp.path().join("conf"), b"use_compression: false\n").expect("write");
+        assert_eq!(segment_bytes_of(tmp.path()), SEGMENT_BYTES);
+        std::fs::write(tmp.path().join("conf"), b"segment_size: lots\n").expect("write");
+        assert_eq!(segment_bytes_of(tmp.path()), SEGMENT_BYTES);
+        assert_eq!(
+            recorded_segment_bytes(
+                b"segment_size: 131072\nuse_compression: false\nversion: 0.34\n\x01\xff"
+            ),
+            Some(131072)
+        );
     }
 }
