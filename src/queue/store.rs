@@ -28,12 +28,13 @@
 //! sled writes its log through buffers of one segment each (its default: 512 KiB), and
 //! while a drain writes, up to three of them are alive at once (heaptrack: 1.5 MB at the
 //! peak of a 100k drain). A new index is made with segments of [`SEGMENT_BYTES`]: 100k
-//! drains peaked 1.5–2 MiB lower, for the same time and CPU (BENCHMARKS.md, reading by
+//! drains peaked 1–2 MiB lower, for the same time and CPU (BENCHMARKS.md, reading by
 //! hand, 2026-11-28). The largest thing sled writes inline is a quarter segment (32 KiB);
-//! larger nodes go to blob files, which a leaf of ≤ 17 entries does not reach unless
-//! frames carry kilobytes of metadata each. sled refuses to open a database with another
-//! segment size than it was made with, so an index an older edgecap made keeps its 512
-//! KiB ([`segment_bytes_of`] reads sled's `conf` file) until it is rebuilt.
+//! larger nodes go to blob files, which a leaf of ≤ 17 entries does not reach: an entry
+//! holds no metadata (its filename, groups, last error and session only). sled refuses to
+//! open a database with another segment size than it was made with, so an index an older
+//! edgecap made keeps its 512 KiB ([`segment_bytes_of`] reads sled's `conf` file) until
+//! it is rebuilt.
 //!
 //! `repair.rs` rebuilds the index into a fresh directory once the cause is gone. A fresh
 //! directory, not the same one: sled 0.34 finishes work for a dropped database in
