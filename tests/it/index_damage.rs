@@ -1,5 +1,5 @@
-//! A damaged or failed queue index, through the real binary: garbage written into the
-//! middle of the index file is found at start and the index rebuilt from the spool files;
+//! A damaged or failed queue index, through the real binary: garbage written over the
+//! newest segment of the index's log is found at start and the index rebuilt from the spool files;
 //! an index that fails at run time is repaired in-process, and one that cannot be ends in
 //! a counted restart. No committed frame is lost and no counter goes back.
 
@@ -17,7 +17,7 @@ use crate::support::{Daemon, Figures, TestConfig, committed_filenames, queue_sta
 use fake_platform::nexus::FakeNexus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_in_the_middle_of_the_index_file_is_found_and_the_index_rebuilt() {
+async fn garbage_in_the_index_files_newest_segment_is_found_and_the_index_rebuilt() {
     let tmp = tempfile::tempdir().unwrap();
     let server = FakeNexus::start().await;
     let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
@@ -34,10 +34,15 @@ async fn garbage_in_the_middle_of_the_index_file_is_found_and_the_index_rebuilt(
         committed.extend(committed_filenames(&d.log_text()));
     }
     let before = queue_stats(&config);
-    let db = tmp.path().join("queue/index/db");
+    let index = tmp.path().join("queue/index");
+    let db = index.join("db");
     let len = std::fs::metadata(&db).unwrap().len() as usize;
     let mut bytes = std::fs::read(&db).unwrap();
-    let (from, to) = (len / 3, (len / 3 + 4096).min(len));
+    // sled reuses freed log segments, so a given offset of the file may hold nothing
+    // live; the newest segment holds the last states written (the counters among them).
+    let segment = sled_segment_bytes(&index);
+    let newest = newest_segment(&bytes, segment).expect("a log segment with a valid header");
+    let (from, to) = (newest + SEGMENT_HEADER_BYTES, (newest + segment).min(len));
     for b in &mut bytes[from..to] {
         *b = rand::random();
     }
@@ -69,7 +74,7 @@ async fn garbage_in_the_middle_of_the_index_file_is_found_and_the_index_rebuilt(
             .collect();
         assert!(missing.is_empty(), "lost: {missing:?}");
         Figures {
-            case: "garbage in the middle of the index file",
+            case: "garbage in the index file's newest segment",
             runs: 5,
             committed: committed.len() as u64,
             delivered: s.assets.len() as u64,
@@ -78,7 +83,7 @@ async fn garbage_in_the_middle_of_the_index_file_is_found_and_the_index_rebuilt(
             dead: 0,
             recovery_secs: None,
             notes: format!(
-                "4 KiB of garbage at a third of index/db ({len} bytes): found and rebuilt at start; committed {} before, {} after (no counter went back)",
+                "garbage over the newest log segment of index/db (at {newest} of {len} bytes, {segment}-byte segments): found and rebuilt at start; committed {} before, {} after (no counter went back)",
                 before["counters"]["committed"], after["counters"]["committed"]
             ),
         }
@@ -181,4 +186,34 @@ async fn a_failed_index_is_repaired_in_process_and_one_that_cannot_be_ends_in_a_
             .collect();
         assert!(missing.is_empty(), "lost: {missing:?}");
     });
+}
+
+/// The length of a sled 0.34 log segment header: CRC-32 of the rest (inverted), the
+/// segment's LSN and the highest stable LSN (each XORed with `i64::MAX`), little-endian.
+const SEGMENT_HEADER_BYTES: usize = 20;
+
+/// The log segment size recorded in sled's `conf` file beside `db`.
+fn sled_segment_bytes(index: &std::path::Path) -> usize {
+    let conf = std::fs::read(index.join("conf")).unwrap();
+    String::from_utf8_lossy(&conf)
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("segment_size in sled's conf")
+}
+
+/// The file offset of the segment with the highest LSN among those whose header's
+/// checksum holds (freed and never-written segments fail it or carry a lower LSN).
+fn newest_segment(db: &[u8], segment: usize) -> Option<usize> {
+    (0..db.len().div_ceil(segment))
+        .map(|i| i * segment)
+        .filter(|at| at + SEGMENT_HEADER_BYTES <= db.len())
+        .filter_map(|at| {
+            let h = &db[at..at + SEGMENT_HEADER_BYTES];
+            let stored = u32::from_le_bytes(h[0..4].try_into().unwrap()) ^ u32::MAX;
+            let lsn = i64::from_le_bytes(h[4..12].try_into().unwrap()) ^ i64::MAX;
+            (crc32fast::hash(&h[4..]) == stored && lsn >= 0).then_some((lsn, at))
+        })
+        .max()
+        .map(|(_, at)| at)
 }
