@@ -9,7 +9,10 @@
 //! <dir>/spool/<seq:020>.frame    one committed frame per file
 //! <dir>/spool/<seq:020>.frame.tmp a frame being written (never counted, removed at open)
 //! <dir>/index/                   sled database (the index); `index.<n>/` after the n-th
-//!                                in-process repair (the newest one is used, older removed)
+//!                                in-process repair or copy into smaller log segments
+//!                                (the newest one is used, older removed)
+//! <dir>/index-migrating          while an index is copied into smaller log segments: the
+//!                                generation being written (`migrate.rs`)
 //! <dir>/counters                 the lifetime counters as last made durable (JSON), a
 //!                                floor for the index's, rewritten every 30 s and at close
 //! <dir>/quarantine/              corrupt or unexpected files, moved aside, never deleted
@@ -182,6 +185,7 @@ mod group;
 mod index;
 mod kept;
 mod ledger;
+mod migrate;
 mod open;
 mod proof;
 mod receipts;

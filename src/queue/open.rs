@@ -39,6 +39,8 @@ pub struct OpenReport {
     pub reserve_released: bool,
     /// The last run exited for a restart because its failed index could not be rebuilt.
     pub restarted_for_repair: bool,
+    /// The index an older version made was copied into smaller log segments.
+    pub index_copied: bool,
 }
 
 /// The spool's frame files by number, sorted, each with whether an index entry claimed it.
@@ -164,12 +166,17 @@ impl Queue {
         let mut report = OpenReport::default();
         let receipts = super::receipts::Receipts::open(&dir, cfg.receipts_max_bytes);
         let kept = super::kept::Kept::open(&dir, cfg.keep_delivered_bytes);
-        // The newest index directory is the index; older ones are left-overs of a repair.
+        // A copy into smaller log segments that did not finish goes first.
+        super::migrate::clean_unfinished(&dir);
+        // The newest index directory is the index; older ones are left-overs of a repair
+        // or of a copy into smaller log segments.
         let mut dirs = index_dirs(&dir);
         let (mut generation, mut index) = dirs.pop().unwrap_or((0, dir.join("index")));
         for (_, old) in dirs {
             match std::fs::remove_dir_all(&old) {
-                Ok(()) => info!(index = %old.display(), "removed an index replaced by a repair"),
+                Ok(()) => {
+                    info!(index = %old.display(), "removed an index replaced by a repair or a copy")
+                }
                 Err(e) => warn!(index = %old.display(), error = %e, "cannot remove an old index"),
             }
         }
@@ -212,6 +219,19 @@ impl Queue {
             db = Self::open_index(&dir, &index, cfg.index_cache_bytes, &mut report)?;
             trees = Trees::open(&db, &index)?;
             report.index_rebuilt = true;
+        }
+        // An index an older version made, healthy: copied once into smaller segments.
+        if existed
+            && !report.index_rebuilt
+            && super::migrate::needs_copy(&index)
+            && let Some((new_db, new_index, new_generation)) =
+                super::migrate::copy_to_small_segments(&dir, &db, generation, cfg.index_cache_bytes)
+        {
+            trees = Trees::open(&new_db, &new_index)?;
+            db = new_db;
+            index = new_index;
+            generation = new_generation;
+            report.index_copied = true;
         }
         let counters = stored.max(floor);
         let store = Store::new(db, trees, index.clone(), generation);

@@ -33,8 +33,8 @@
 //! larger nodes go to blob files, which a leaf of ≤ 17 entries does not reach: an entry
 //! holds no metadata (its filename, groups, last error and session only). sled refuses to
 //! open a database with another segment size than it was made with, so an index an older
-//! edgecap made keeps its 512 KiB ([`segment_bytes_of`] reads sled's `conf` file) until
-//! it is rebuilt.
+//! edgecap made is opened with its 512 KiB ([`segment_bytes_of`] reads sled's `conf`
+//! file), then copied once into the smaller segments (`migrate.rs`).
 //!
 //! `repair.rs` rebuilds the index into a fresh directory once the cause is gone. A fresh
 //! directory, not the same one: sled 0.34 finishes work for a dropped database in

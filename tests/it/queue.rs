@@ -581,3 +581,116 @@ fn delivered_frames_files_go_and_no_tombstone_outlives_its_file() {
     assert_eq!(q.stats().pending.frames, 0);
     assert_eq!(q.stats().counters.uploaded, 6);
 }
+
+/// Rewrites the index of `dir` (a queue directory no process has open) as an earlier
+/// version made it: sled's default log segments (512 KiB) instead of the queue's own.
+fn with_sleds_default_segments(dir: &Path, scratch: &Path) {
+    let index = dir.join("index");
+    std::fs::rename(&index, scratch).unwrap();
+    let small = sled::Config::new()
+        .path(scratch)
+        .segment_size(128 * 1024)
+        .open()
+        .unwrap();
+    let big = sled::Config::new().path(&index).open().unwrap();
+    big.import(small.export());
+    big.flush().unwrap();
+    assert_eq!(recorded_segment_size(&index), 512 * 1024);
+}
+
+/// `segment_size` of sled's `conf` file in `index`.
+fn recorded_segment_size(index: &Path) -> u64 {
+    let conf = std::fs::read(index.join("conf")).unwrap();
+    String::from_utf8_lossy(&conf)
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// The names of the index directories in `dir`, sorted.
+fn index_dirs(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("index"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A queue whose index an earlier version made (frames pending, leased, acked, and a
+/// recorded session), in a directory of its own: its `cfg` and the session.
+fn queue_with_an_older_index(tmp: &Path) -> (QueueConfig, edgecap::queue::SessionRef) {
+    let first = tmp.join("q");
+    let s1 = edgecap::queue::SessionRef {
+        id: "up_1".into(),
+        operation: "op_1".into(),
+    };
+    {
+        let (q, _) = Queue::open(&qcfg(&first, 100, 1 << 30, OnFull::DropOldest)).unwrap();
+        commit_n(&q, 8);
+        let leased = leased_seqs(&q, 5);
+        q.ack(&leased[3..5]);
+        q.record_session(&leased[..3], &s1);
+        q.flush();
+    }
+    let converted = restart(&first);
+    with_sleds_default_segments(&converted, &tmp.join("scratch"));
+    let dir = restart(&converted);
+    (qcfg(&dir, 100, 1 << 30, OnFull::DropOldest), s1)
+}
+
+/// What the queue of `q` holds that a rebuild from the spool files would lose or change.
+fn assert_state_kept(q: &Queue, s1: &edgecap::queue::SessionRef) {
+    let sessions = q.lease_sessions().unwrap();
+    assert_eq!(sessions.len(), 1, "the recorded session is kept");
+    assert_eq!(&sessions[0].0, s1);
+    let seqs: Vec<u64> = sessions[0].1.iter().map(|l| l.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    let s = q.stats();
+    assert_eq!(s.pending.frames, 3);
+    assert_eq!(s.inflight.frames, 3);
+    assert_eq!(s.counters.uploaded, 2);
+    assert_eq!(s.counters.committed, 8);
+}
+
+#[test]
+fn an_index_an_earlier_version_made_is_copied_into_small_segments_keeping_its_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, s1) = queue_with_an_older_index(tmp.path());
+    {
+        let (q, r) = Queue::open(&cfg).unwrap();
+        assert!(r.index_copied, "{r:?}");
+        assert!(!r.index_rebuilt, "{r:?}");
+        assert_eq!(r.interrupted, 3, "{r:?}");
+        assert_eq!(r.reindexed, 0, "{r:?}");
+        assert_eq!(recorded_segment_size(&cfg.dir.join("index.1")), 128 * 1024);
+        assert!(!cfg.dir.join("index-migrating").exists());
+        assert_state_kept(&q, &s1);
+        q.flush();
+    }
+    // The next start keeps the copy, removes the old index and copies nothing again.
+    let dir = restart(&cfg.dir);
+    let (q, r) = Queue::open(&qcfg(&dir, 100, 1 << 30, OnFull::DropOldest)).unwrap();
+    assert!(!r.index_copied && !r.index_rebuilt, "{r:?}");
+    assert_eq!(index_dirs(&dir), vec!["index.1"]);
+    assert_state_kept(&q, &s1);
+}
+
+#[test]
+fn a_copy_into_small_segments_that_did_not_finish_is_thrown_away_and_made_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, s1) = queue_with_an_older_index(tmp.path());
+    // As a crash in the middle of the copy leaves it: the marker, and a new index
+    // directory that is not a whole index.
+    let partial = cfg.dir.join("index.1");
+    std::fs::create_dir(&partial).unwrap();
+    std::fs::write(partial.join("db"), vec![0x5a; 70_000]).unwrap();
+    std::fs::write(cfg.dir.join("index-migrating"), "1").unwrap();
+    let (q, r) = Queue::open(&cfg).unwrap();
+    assert!(r.index_copied && !r.index_rebuilt, "{r:?}");
+    assert_eq!(recorded_segment_size(&partial), 128 * 1024);
+    assert!(!cfg.dir.join("index-migrating").exists());
+    assert_state_kept(&q, &s1);
+}
