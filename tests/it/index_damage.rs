@@ -1,7 +1,8 @@
 //! A damaged or failed queue index, through the real binary: garbage written over the
-//! newest segment of the index's log is found at start and the index rebuilt from the spool files;
-//! an index that fails at run time is repaired in-process, and one that cannot be ends in
-//! a counted restart. No committed frame is lost and no counter goes back.
+//! newest segment of the index's log is found at start and the index rebuilt from the
+//! spool files; an index that fails at run time is repaired in-process, and one that
+//! cannot be ends in a counted restart. No committed frame is lost and no counter goes
+//! back.
 
 #![allow(
     clippy::unwrap_used,
