@@ -1,5 +1,5 @@
 //! The queue directory's own files beside the spool format: frame file names, the
-//! disk-full reserve, free-space checks and quarantine.
+//! disk-full reserve, free-space and size checks, and quarantine.
 //!
 //! A full disk is recognised by its error kind ([`std::io::ErrorKind::StorageFull`], i.e.
 //! ENOSPC/EDQUOT), never by the text of a message.
@@ -42,6 +42,20 @@ pub const INDEX_MARGIN_BYTES: u64 = 1024 * 1024;
 pub(super) fn free_bytes(path: &Path) -> Option<u64> {
     let st = rustix::fs::statvfs(path).ok()?;
     Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Bytes of the files in `dir` and its sub-folders (an index directory, for the room a
+/// rebuild or a copy of it needs).
+pub(super) fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
 }
 
 /// Whether an OS error means the file system is full (ENOSPC, or a quota: EDQUOT).

@@ -36,7 +36,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::files::{INDEX_MARGIN_BYTES, RESERVE_BYTES, free_bytes};
+use super::files::{INDEX_MARGIN_BYTES, RESERVE_BYTES, dir_size, free_bytes};
 use super::index::walk;
 use super::spool::sync_dir;
 use super::store::{SEGMENT_BYTES, SledOpen, index_path, open_sled, segment_bytes_of};
@@ -104,7 +104,7 @@ pub(super) fn copy_to_small_segments(
     }
     // The copy is about as large as the old index, and both stay until the next open:
     // made only with room for it on top of what the queue keeps free.
-    let old_bytes = dir_bytes(&index_path(dir, generation));
+    let old_bytes = dir_size(&index_path(dir, generation));
     let need = old_bytes
         .saturating_mul(2)
         .saturating_add(RESERVE_BYTES + INDEX_MARGIN_BYTES);
@@ -172,17 +172,4 @@ fn copy(
         .and_then(|()| sync_dir(dir))
         .map_err(|e| format!("cannot remove {}: {e}", marker.display()))?;
     Ok((db, entries))
-}
-
-/// The bytes of the files directly in `dir` (a sled index keeps no subdirectories but
-/// its `blobs`, which an index entry never reaches).
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use super::files::{RESERVE_BYTES, RESTART_MARK, free_bytes, parse_frame_name};
+use super::files::{RESERVE_BYTES, RESTART_MARK, dir_size, free_bytes, parse_frame_name};
 use super::index::{Entry, FrameState, Trees, decode_entry, seq_of};
 use super::store::{Op, Store, index_path, open_sled};
 use super::{Queue, QueueError, State, Tally, spool};
@@ -280,17 +280,4 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Bytes of the files in `dir` and its sub-folders.
-fn dir_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&e.path()),
-            _ => e.metadata().map_or(0, |m| m.len()),
-        })
-        .sum()
 }
