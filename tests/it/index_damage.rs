@@ -14,7 +14,9 @@
 use std::time::{Duration, Instant};
 
 use crate::support::counters::{assert_adds_up, assert_not_behind, counters};
-use crate::support::{Daemon, Figures, TestConfig, committed_filenames, queue_stats};
+use crate::support::{
+    Daemon, Figures, TestConfig, committed_filenames, queue_stats, sled_segment_size,
+};
 use fake_platform::nexus::FakeNexus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,7 +43,7 @@ async fn garbage_in_the_index_files_newest_segment_is_found_and_the_index_rebuil
     let mut bytes = std::fs::read(&db).unwrap();
     // sled reuses freed log segments, so a given offset of the file may hold nothing
     // live; the newest segment holds the last states written (the counters among them).
-    let segment = sled_segment_bytes(&index);
+    let segment = sled_segment_size(&index);
     let newest = newest_segment(&bytes, segment).expect("a log segment with a valid header");
     let (from, to) = (newest + SEGMENT_HEADER_BYTES, (newest + segment).min(len));
     for b in &mut bytes[from..to] {
@@ -192,16 +194,6 @@ async fn a_failed_index_is_repaired_in_process_and_one_that_cannot_be_ends_in_a_
 /// The length of a sled 0.34 log segment header: CRC-32 of the rest (inverted), the
 /// segment's LSN and the highest stable LSN (each XORed with `i64::MAX`), little-endian.
 const SEGMENT_HEADER_BYTES: usize = 20;
-
-/// The log segment size recorded in sled's `conf` file beside `db`.
-fn sled_segment_bytes(index: &std::path::Path) -> usize {
-    let conf = std::fs::read(index.join("conf")).unwrap();
-    String::from_utf8_lossy(&conf)
-        .lines()
-        .find_map(|l| l.strip_prefix("segment_size:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("segment_size in sled's conf")
-}
 
 /// The file offset of the segment with the highest LSN among those whose header's
 /// checksum holds (freed and never-written segments fail it or carry a lower LSN).

@@ -10,6 +10,8 @@ use edgecap::frame::FrameMeta;
 use edgecap::queue::{Queue, QueueError, ReadError};
 use proptest::prelude::*;
 
+use crate::support::sled_segment_size;
+
 fn qcfg(dir: &Path, max_frames: u64, max_bytes: u64, on_full: OnFull) -> QueueConfig {
     QueueConfig {
         dir: dir.to_path_buf(),
@@ -595,17 +597,7 @@ fn with_sleds_default_segments(dir: &Path, scratch: &Path) {
     let big = sled::Config::new().path(&index).open().unwrap();
     big.import(small.export());
     big.flush().unwrap();
-    assert_eq!(recorded_segment_size(&index), 512 * 1024);
-}
-
-/// `segment_size` of sled's `conf` file in `index`.
-fn recorded_segment_size(index: &Path) -> u64 {
-    let conf = std::fs::read(index.join("conf")).unwrap();
-    String::from_utf8_lossy(&conf)
-        .lines()
-        .find_map(|l| l.strip_prefix("segment_size:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
+    assert_eq!(sled_segment_size(&index), 512 * 1024);
 }
 
 /// The names of the index directories in `dir`, sorted.
@@ -665,7 +657,7 @@ fn an_index_an_earlier_version_made_is_copied_into_small_segments_keeping_its_st
         assert!(!r.index_rebuilt, "{r:?}");
         assert_eq!(r.interrupted, 3, "{r:?}");
         assert_eq!(r.reindexed, 0, "{r:?}");
-        assert_eq!(recorded_segment_size(&cfg.dir.join("index.1")), 128 * 1024);
+        assert_eq!(sled_segment_size(&cfg.dir.join("index.1")), 128 * 1024);
         assert!(!cfg.dir.join("index-migrating").exists());
         assert_state_kept(&q, &s1);
         q.flush();
@@ -690,7 +682,7 @@ fn a_copy_into_small_segments_that_did_not_finish_is_thrown_away_and_made_again(
     std::fs::write(cfg.dir.join("index-migrating"), "1").unwrap();
     let (q, r) = Queue::open(&cfg).unwrap();
     assert!(r.index_copied && !r.index_rebuilt, "{r:?}");
-    assert_eq!(recorded_segment_size(&partial), 128 * 1024);
+    assert_eq!(sled_segment_size(&partial), 128 * 1024);
     assert!(!cfg.dir.join("index-migrating").exists());
     assert_state_kept(&q, &s1);
 }

@@ -268,6 +268,16 @@ pub fn queue_stats_live(cfg: &TestConfig) -> Option<u64> {
     v["backlog_frames"].as_u64()
 }
 
+/// The log segment size sled's `conf` file in the index directory `index` records.
+pub fn sled_segment_size(index: &Path) -> usize {
+    let conf = std::fs::read(index.join("conf")).unwrap();
+    String::from_utf8_lossy(&conf)
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("segment_size in sled's conf")
+}
+
 /// `edgecap queue stats --json`.
 pub fn queue_stats(config: &Path) -> Value {
     let out = Command::new(bin())
