@@ -3,7 +3,7 @@
 //! Nothing in the daemon looks inside a frame's metadata while it waits or uploads: the
 //! text comes out of the spool file's header and goes into a request body. Held as a map
 //! (`BTreeMap<String, MetaValue>`), the dozen built-in keys of a frame cost ~2 KB of nodes
-//! and strings, and a batch holds up to 1000 frames. As text it is one allocation of a few
+//! and strings, and a batch holds up to 750 frames. As text it is one allocation of a few
 //! hundred bytes, and the lease does not parse every value through serde's untagged-enum
 //! buffering: the own memory (`RssAnon`) of a 10,000-frame drain peaked at 12.7–13.1 MiB
 //! instead of 15.0–15.4, of a 20,000-frame one at 13.8–14.0 instead of 16.5.

@@ -102,11 +102,15 @@ pub fn batch_size(
 /// frame's metadata, its index entry, its entry in the session request and its upload URL
 /// in the answer (a 10k drain's peak fell by ~3.6 MiB with batches of 500 instead of 1000:
 /// ~7 KB per frame, ~5 KB since the metadata is held as text), so the platform's 5000
-/// assets per session would cost ~20 MiB more at the peak of a drain. 1000 frames of
-/// ~100 KB under the default session limit (15 per 5 minutes) still carry 50 frames/s,
-/// about 40 Mbit/s: more than the links edgecap is built for. A larger `batch_max_frames`
-/// (up to the platform's 5000) is taken as the operator's choice of speed over memory.
-pub const MAX_GROWN_FRAMES: usize = 1000;
+/// assets per session would cost ~20 MiB more at the peak of a drain. 1000 frames put a
+/// 100k drain on the 25 MB line (23.6–25.0 MiB); 750 peaked at 22.2 and 22.7 MiB, 500 at
+/// 20.3 and 20.4 (alternating, 2026-11-28, BENCHMARKS.md). 750 frames of ~100 KB under the
+/// default session limit (15 per 5 minutes) still carry 37 frames/s, about 30 Mbit/s: more
+/// than the LTE and Wi-Fi uplinks edgecap is built for (500 would halve a fast link's
+/// drain against 1000, and a fleet's backlog would take twice the sessions). A larger
+/// `batch_max_frames` (up to the platform's 5000) is taken as the operator's choice of
+/// speed over memory.
+pub const MAX_GROWN_FRAMES: usize = 750;
 /// How far [`batch_size`] may grow `batch_max_bytes`.
 pub const MAX_BATCH_GROWTH: u64 = 16;
 
@@ -121,8 +125,8 @@ mod tests {
         assert_eq!(batch_size(500, mb, 100_000, 10 * mb, None), (500, mb));
         assert_eq!(batch_size(500, mb, 7_500, 15 * mb, Some(15)), (500, mb));
         assert_eq!(batch_size(500, mb, 10, 1000, Some(0)), (500, mb));
-        // 10,000 frames of 100 KB, 15 sessions: the largest batches (1000 frames, 1 GB
-        // in bytes), so 10 sessions and not 15.
+        // 10,000 frames of 100 KB, 15 sessions: the largest batches (750 frames, 1 GB
+        // in bytes), so 14 sessions and not 15.
         assert_eq!(
             batch_size(500, mb, 10_000, 1_000_000_000, Some(15)),
             (MAX_GROWN_FRAMES, 1_000_000_000)

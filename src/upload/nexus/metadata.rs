@@ -30,7 +30,7 @@ const FILENAME_PARENT: &str = "customMetadata#assetFilenameParent";
 const SPLIT_CONCURRENCY: usize = 4;
 
 /// One frame's metadata to attach. A pending operation keeps its frames' jobs until the
-/// platform has the images (up to four operations of up to 1000 frames at once): the
+/// platform has the images (up to four operations of up to 750 frames at once): the
 /// metadata stays the JSON text it was read as ([`CustomMeta`]), a few hundred bytes a
 /// frame.
 #[derive(Debug, Clone)]
