@@ -4,8 +4,9 @@
     scripts/report.py reliability FIGURES.jsonl SECONDS   > RELIABILITY.md
     scripts/report.py encode RUST.txt CJ CJ0 DJ DJ0 CJ_BYTES QUALITY   (BENCHMARKS.md section)
 
-`scripts/bench` imports `machine()` and `replace_section()` from here, so the machine line
-and the marked-section update are written once.
+`scripts/bench` and `scripts/fleet` import `machine()`, `replace_section()` and
+`build_release()` from here, so the machine line, the marked-section update and the
+release build are written once.
 """
 
 import datetime
@@ -20,6 +21,20 @@ BENCHMARKS_HEAD = (
     "# edgecap benchmarks\n\nFigures, not timed tests: each section is written by the "
     "script it names, in one run on one machine, with its baseline measured in the same run.\n"
 )
+
+
+def build_release(*examples):
+    """`cargo build --release` of the daemon alone, then of `examples` in a second call.
+    Built in one call with an example, the daemon would get the dev-dependencies' features
+    (tokio's "full" and "test-util"): 0.5 MB more code than the binary `cargo deb` and the
+    cross builds make, which the benchmarks would measure and CI's amd64 .deb package.
+    Cargo keeps both builds of the library, so neither call rebuilds the other's."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "edgecap"],
+                   check=True, cwd=root)
+    if examples:
+        subprocess.run(["cargo", "build", "--release", "--locked"]
+                       + [a for e in examples for a in ("--example", e)], check=True, cwd=root)
 
 
 def cpu_name():
