@@ -534,6 +534,9 @@ async fn an_outage_of_refused_then_hanging_connections_drains_afterwards_without
     );
     let committed = crate::support::committed_filenames(&log);
     let stats = queue_stats(&config);
+    let counted = |k: &str| stats["counters"][k].as_u64().unwrap_or(0);
+    let (resent_crash, resent_error) =
+        (counted("resent_after_crash"), counted("resent_after_error"));
     // A stop by signal does not drain: the last frames wait in the queue for the next start.
     let queued = snapshot_spool(&tmp.path().join("queue"));
     assert!(queued.len() <= 30, "{} frames left queued", queued.len());
@@ -544,6 +547,14 @@ async fn an_outage_of_refused_then_hanging_connections_drains_afterwards_without
             .filter(|f| !s.assets.contains_key(*f) && !queued.contains_key(*f))
             .collect();
         assert!(lost.is_empty(), "committed frames lost: {lost:?}");
+        // A batch whose operation cannot be followed through the outage, and whose assets
+        // cannot be looked up then, is sent again (the long run: 10 frames): the platform
+        // gets those filenames twice, and every one must be a counted re-send.
+        let dup = s.record.duplicates.len() as u64;
+        assert!(
+            dup <= resent_crash + resent_error,
+            "{dup} duplicates at the platform, {resent_error} re-sends after an error counted: {stats}"
+        );
         crate::support::Figures {
             case: "outage: refused, then hanging",
             runs: 1,
@@ -554,7 +565,7 @@ async fn an_outage_of_refused_then_hanging_connections_drains_afterwards_without
             dead: stats["dead"]["frames"].as_u64().unwrap(),
             recovery_secs: Some(recovery.as_secs_f64()),
             notes: format!(
-                "{:.0} s down ({} s refused + {} s hanging); {attempts} attempts while down ({hung} hung); backlog {backlog_at_return} frames at return",
+                "{:.0} s down ({} s refused + {} s hanging); {attempts} attempts while down ({hung} hung); backlog {backlog_at_return} frames at return; resent after an error {resent_error}",
                 outage.as_secs_f64(),
                 phase.as_secs(),
                 phase.as_secs()
