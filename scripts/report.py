@@ -5,8 +5,8 @@
     scripts/report.py encode RUST.txt CJ CJ0 DJ DJ0 CJ_BYTES QUALITY   (BENCHMARKS.md section)
 
 `scripts/bench` and `scripts/fleet` import `machine()`, `replace_section()` and
-`build_release()` from here, so the machine line, the marked-section update and the
-release build are written once.
+`build_release()` from here (and `scripts/bench` `source_commit()`), so the machine line,
+the marked-section update, the release build and the commit a run names are written once.
 """
 
 import datetime
@@ -35,6 +35,17 @@ def build_release(*examples):
     if examples:
         subprocess.run(["cargo", "build", "--release", "--locked"]
                        + [a for e in examples for a in ("--example", e)], check=True, cwd=root)
+
+
+def source_commit():
+    """The short hash of HEAD, with "-dirty" when tracked files differ from it (as `git
+    describe --dirty` marks it): a build from this tree includes those changes."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                            capture_output=True, text=True).stdout.strip()
+    if subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root).returncode != 0:
+        commit += "-dirty"
+    return commit
 
 
 def cpu_name():
@@ -69,7 +80,7 @@ def reliability(figures, secs):
     secs = int(secs)
     cpu = cpu_name()
     cores = os.cpu_count()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = source_commit()
     date = subprocess.run(["date", "-u", "+%Y-%m-%d %H:%M UTC"], capture_output=True, text=True).stdout.strip()
     def f(v):
         if v is None: return "–"

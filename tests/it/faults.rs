@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::counters::counters;
 use crate::support::proxy::{Mode, Proxy};
 use crate::support::{Daemon, TestConfig, free_port, queue_stats};
 use fake_platform::nexus::{FakeNexus, PutFault, Scripted, Shared};
@@ -534,7 +535,8 @@ async fn an_outage_of_refused_then_hanging_connections_drains_afterwards_without
     );
     let committed = crate::support::committed_filenames(&log);
     let stats = queue_stats(&config);
-    let counted = |k: &str| stats["counters"][k].as_u64().unwrap_or(0);
+    let c = counters(&stats);
+    let counted = |k: &str| c.get(k).copied().unwrap_or(0);
     let (resent_crash, resent_error) =
         (counted("resent_after_crash"), counted("resent_after_error"));
     // A stop by signal does not drain: the last frames wait in the queue for the next start.
