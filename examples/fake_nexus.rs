@@ -4,9 +4,13 @@
 //! SIGINT, then prints one JSON line: assets stored, bytes received, sessions, PUTs,
 //! duplicates and the protocol violations it noticed.
 //!
-//! usage: fake_nexus [--listen ADDR:PORT] [--discard-bytes]
+//! usage: fake_nexus [--listen ADDR:PORT] [--discard-bytes] [--announce N]
 //!                   [--project-limit N --window-ms MS [--retry-after]]
 //! (default 127.0.0.1:0; prints `listening http://ADDR:PORT` once it accepts)
+//!
+//! `--announce N` prints `assets N` once it stores its N-th asset (looked at every 2 ms):
+//! the benchmark waits for that line instead of asking the client under test how far it
+//! is, which would cost the client CPU that the benchmark counts.
 //!
 //! `--project-limit` makes the server enforce one session limit for all its clients (N
 //! sessions created per sliding window of MS milliseconds, 429 past it), as the platform
@@ -34,6 +38,7 @@ async fn main() {
     let state = Shared::default();
     // The project-wide limit: either flag sets it (15 sessions, 300 s unless given).
     let (mut limit, mut window_ms) = (None, None);
+    let mut announce = None;
     let mut args = std::env::args().skip(1);
     let number = |args: &mut std::iter::Skip<std::env::Args>| -> u64 {
         args.next()
@@ -49,6 +54,7 @@ async fn main() {
                     .unwrap_or_else(|| usage());
             }
             "--discard-bytes" => state.lock().unwrap().discard_bytes = true,
+            "--announce" => announce = Some(number(&mut args) as usize),
             "--project-limit" => limit = Some(number(&mut args) as usize),
             "--window-ms" => window_ms = Some(number(&mut args)),
             "--retry-after" => state.lock().unwrap().faults.project_limit_retry_after = true,
@@ -69,6 +75,16 @@ async fn main() {
     let server = FakeNexus::start_at(listen, state).await;
     println!("listening {}", server.endpoint());
     std::io::stdout().flush().unwrap();
+    if let Some(n) = announce {
+        let state = std::sync::Arc::clone(&server.state);
+        tokio::spawn(async move {
+            while state.lock().unwrap().assets.len() < n {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            println!("assets {n}");
+            std::io::stdout().flush().unwrap();
+        });
+    }
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
     tokio::select! {
@@ -92,7 +108,7 @@ async fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: fake_nexus [--listen ADDR:PORT] [--discard-bytes] [--project-limit N] [--window-ms MS] [--retry-after]"
+        "usage: fake_nexus [--listen ADDR:PORT] [--discard-bytes] [--announce N] [--project-limit N] [--window-ms MS] [--retry-after]"
     );
     std::process::exit(2)
 }
