@@ -261,6 +261,16 @@ impl Queue {
         self.flush_index();
     }
 
+    /// Moves in-flight frames back to pending keeping their recorded session, leaving
+    /// `interrupted` as it was: the platform could not be asked whether it took them (an
+    /// operation that did not end cleanly, then a failed lookup). The sink asks before it
+    /// sends them again; a re-send then counts as one after an error (or after a crash,
+    /// if one had left them unknown before). Flushed.
+    pub fn release_unconfirmed(&self, seqs: &[u64], error: &str) {
+        self.settle(seqs, Some(error), true, |_| false);
+        self.flush_index();
+    }
+
     /// Records the session in-flight frames went into, durably, before any of their bytes
     /// are sent (so a crash leaves the platform something to be asked). A frame that went
     /// into a session before is sent again: counted by cause (`resent_after_crash` when a

@@ -151,8 +151,12 @@
 //! [`Queue::release_for_recovery`] keeps it when the daemon stops while the platform
 //! decides. At the next start [`Queue::lease_sessions`] hands those frames, grouped by
 //! session, to the uploader, which asks the platform before sending any again; the ones
-//! found there are counted in `recovered`. Only a crash between a session's creation and
-//! its note leaves frames that may reach the platform twice without being asked about.
+//! found there are counted in `recovered`. [`Queue::release_unconfirmed`] keeps the
+//! session too when the platform could not be asked about a batch whose operation did
+//! not end cleanly (an outage); such a frame is leased again carrying its session
+//! (`Leased::previous`), and the sink asks about it before it sends it again. Only a
+//! crash between a session's creation and its note leaves frames that may reach the
+//! platform twice without being asked about.
 //!
 //! # Where each part lives
 //!

@@ -43,6 +43,12 @@ pub enum Outcome {
     /// Sent into a recorded session whose end is not known (the daemon is stopping): the
     /// session stays noted, and the next start asks the platform before sending it again.
     Unknown(String),
+    /// Sent into a recorded session, and the platform could not be asked whether it took
+    /// the frame (its operation did not end cleanly, then the lookup failed: the link
+    /// went down, the server errs): the session stays noted, and the frame is asked about
+    /// before it is sent again. Nothing was interrupted, so unlike [`Outcome::Unknown`] a
+    /// re-send counts as one after an error.
+    Unconfirmed(String),
 }
 
 impl Outcome {
@@ -251,7 +257,8 @@ pub struct Frame {
     /// The platform already has the image: only the metadata is to be sent.
     pub image_delivered: bool,
     /// The session (or object name) the frame last went into when its fate was left
-    /// unknown: a sink that cannot replace what it sent asks about it first.
+    /// unknown (a crash, a stop, an outage that kept the platform from being asked): the
+    /// sink asks the platform about it before it sends it again.
     pub previous: Option<SessionRef>,
 }
 

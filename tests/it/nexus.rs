@@ -1,7 +1,8 @@
 //! Nexus as it speaks today: custom metadata the way the current SDK attaches it (the bulk
 //! endpoint after the upload), against a fake server that ignores metadata in session
 //! requests as a current platform may; metadata-only retries; refusals; the project check
-//! at start; group sets sharing the session budget.
+//! at start; group sets sharing the session budget; frames whose upload the platform
+//! could not confirm are asked about, not sent twice.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -231,4 +232,53 @@ async fn group_sets_share_the_session_budget_instead_of_stalling_on_the_limiter(
             .collect();
         assert_eq!(cams.len(), 2, "{cams:?}");
     });
+}
+
+/// An outage that outlasts a batch's operation timeout, during which the platform cannot
+/// be asked about the batch's assets (503s on the lookups): the frames keep their session
+/// and are asked about again, not put on the platform a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_the_platform_cannot_be_asked_about_are_asked_again_not_sent_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeNexus::start().await;
+    server.with(|s| {
+        // The operation never ends while the test runs; edgecap gives up on it after 1 s.
+        s.faults.operation_delay = Some(Duration::from_secs(3600));
+        s.faults.asset_lookup_5xx = 12;
+    });
+    let mut cfg = TestConfig::nexus(tmp.path(), &server.endpoint());
+    cfg.stop_after_frames = 10;
+    cfg.batch_max_frames = 10;
+    cfg.operation_timeout_secs = 1;
+    let (config, d) = run_to_end(&cfg, tmp.path()).await;
+    let log = d.log_text();
+    assert_all_have_metadata(&server, 10, "after the outage");
+    let puts = puts_per_file(&server);
+    assert_eq!(puts.len(), 10, "{puts:?}");
+    assert!(
+        puts.values().all(|n| *n == 1),
+        "a frame was PUT twice: {puts:?}\n{log}"
+    );
+    server.with(|s| {
+        assert!(s.record.duplicates.is_empty(), "{:?}", s.record.duplicates);
+        assert_eq!(
+            s.record.asset_lookups_refused, 12,
+            "every failing lookup was made"
+        );
+    });
+    assert!(
+        log.contains("they keep their session and are asked about before they are sent again"),
+        "{log}"
+    );
+    assert!(
+        log.contains("asked the platform about frames whose upload was not confirmed"),
+        "{log}"
+    );
+    let stats = queue_stats(&config);
+    let c = crate::support::counters::counters(&stats);
+    assert_eq!(c["uploaded"], 10, "{stats}");
+    assert_eq!(c["resent_after_error"], 0, "{stats}");
+    assert_eq!(c["resent_after_crash"], 0, "{stats}");
+    assert_eq!(stats["pending"]["frames"], 0, "{stats}");
+    assert_eq!(stats["dead"]["frames"], 0, "{stats}");
 }

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::wire::ErrorBody;
 use crate::config::{NexusConfig, Secret};
 use crate::upload::backoff::retry_after;
 use crate::upload::pacer::{Learnt, Pacer};
-use crate::upload::sink::{Outcome, Verdict};
+use crate::upload::sink::Verdict;
 use crate::upload::sleep_or_stop;
 
 /// The API client of one project.
@@ -312,33 +312,41 @@ impl Client {
         }
     }
 
-    /// Looks one asset up by filename after an operation did not end cleanly.
-    pub(super) async fn check_asset(&self, filename: &str, why: &str) -> Outcome {
-        match self.asset_exists(filename).await {
-            Ok(true) => Outcome::Accepted,
-            Ok(false) => {
-                error!(
-                    filename,
-                    why, "the platform did not create this asset; it will be uploaded again"
-                );
-                Outcome::Failed(format!("{why}; asset not created"))
-            }
-            Err(e) => Outcome::Retry(format!("{why}; {e}")),
-        }
-    }
-
-    /// `GET …/assets/{filename}`: whether the platform has the asset (an error when it
-    /// cannot tell).
-    pub(super) async fn asset_exists(&self, filename: &str) -> Result<bool, String> {
+    /// `GET …/assets/{filename}`: what the platform says of the asset.
+    pub(super) async fn look_up(&self, filename: &str) -> Lookup {
         let mut url = self.url(&self.project_path("/assets"));
         if let Ok(mut segs) = url.path_segments_mut() {
             segs.push(filename);
         }
         match self.api(Method::GET, url).send().await {
-            Ok(r) if r.status().is_success() => Ok(true),
-            Ok(r) if r.status() == StatusCode::NOT_FOUND => Ok(false),
-            Ok(r) => Err(format!("asset lookup answered {}", r.status())),
-            Err(e) => Err(self.clean(&format!("asset lookup failed: {}", e.without_url()))),
+            Ok(r) if r.status().is_success() => Lookup::Present,
+            Ok(r) if r.status() == StatusCode::NOT_FOUND => Lookup::Absent,
+            Ok(r)
+                if r.status().is_server_error()
+                    || r.status() == StatusCode::TOO_MANY_REQUESTS
+                    || r.status() == StatusCode::REQUEST_TIMEOUT =>
+            {
+                Lookup::Unreachable(format!("asset lookup answered {}", r.status()))
+            }
+            Ok(r) => Lookup::Refused(format!("asset lookup answered {}", r.status())),
+            Err(e) => Lookup::Unreachable(
+                self.clean(&format!("asset lookup failed: {}", e.without_url())),
+            ),
         }
     }
+}
+
+/// What the platform said of one asset looked up by filename.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Lookup {
+    /// It has the asset.
+    Present,
+    /// It answered 404: it does not.
+    Absent,
+    /// It could not be asked now (a network error or timeout, 408, 429, a 5xx): ask again
+    /// later, before the frame is sent again.
+    Unreachable(String),
+    /// It answered another error (400, 403, 405…): it will not tell, and asking again
+    /// would not help; the frame is sent again (a re-send, counted).
+    Refused(String),
 }

@@ -12,7 +12,9 @@
 //! 3. Poll `GET /projects/{pid}/operations/{opId}` (first poll at once, then every
 //!    `operation_poll_ms`). `Finished` → the uploaded frames are accepted. `Errored`,
 //!    `Cancelled` or no end within `operation_timeout_secs` → each uploaded asset is looked up
-//!    (`GET …/assets/{filename}`): present → accepted, absent → a failed attempt, logged.
+//!    (`GET …/assets/{filename}`): present → accepted, absent → a failed attempt, logged;
+//!    when the platform cannot be asked (an outage), the frame keeps its session and is
+//!    asked about before it is sent again (`recover.rs`), never sent again blindly.
 //! 4. When no PUT succeeded, the session is cancelled (`POST
 //!    …/assetuploadsessions/{id}:cancel`; 409 means already finished). On shutdown during
 //!    the PUTs it is left to the next start's recovery: the frames already PUT keep the
@@ -41,7 +43,7 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use client::Client;
+use client::{Client, Lookup};
 use metadata::{MetaJob, attach, worse};
 use put::{Put, put_all};
 pub use wire::nexus_crc32c;
@@ -120,12 +122,36 @@ impl Sink for NexusSink {
         Some(self.client.session_pace())
     }
 
-    /// Sends the metadata of frames whose images the platform already has, and the other
-    /// frames through one upload session.
+    /// Sends the metadata of frames whose images the platform already has, asks about
+    /// frames whose last upload was not confirmed (`recover::ask_first`), and sends the
+    /// others, and those the platform does not have, through one upload session.
     async fn send(&self, batch: Vec<Frame>, stop: &watch::Receiver<bool>) -> Report {
         let (meta_only, full): (Vec<Frame>, Vec<Frame>) =
             batch.into_iter().partition(|f| f.image_delivered);
-        let (outcomes, verdict) = attach(&self.client, &meta_jobs(&meta_only)).await;
+        let (mut outcomes, mut verdict) = attach(&self.client, &meta_jobs(&meta_only)).await;
+        // A session recorded by the Picsellia sink of an earlier config: nothing to ask.
+        let (asked, mut full): (Vec<Frame>, Vec<Frame>) = full.into_iter().partition(|f| {
+            f.previous
+                .as_ref()
+                .is_some_and(|s| s.operation != crate::upload::picsellia::OBJECT_SESSION)
+        });
+        if !asked.is_empty() {
+            let seqs: Vec<u64> = asked.iter().map(|f| f.seq).collect();
+            tokio::select! {
+                (decided, again, v) = recover::ask_first(&self.client, asked) => {
+                    outcomes.extend(decided);
+                    full.extend(again);
+                    verdict = worse(verdict, v);
+                }
+                _ = stopped(stop) => {
+                    // Not asked yet: they keep their session, for the next start to ask.
+                    let why = "stopped before the platform was asked";
+                    outcomes.extend(seqs.into_iter().map(|s| (s, Outcome::Unconfirmed(why.into()))));
+                    outcomes.extend(full.iter().map(|f| (f.seq, Outcome::Retry("shutting down".into()))));
+                    return Report { outcomes, verdict, pending: None };
+                }
+            }
+        }
         if full.is_empty() {
             return Report {
                 outcomes,
@@ -471,9 +497,53 @@ async fn finish(
         OpEnd::Check(why) => {
             warn!(session = %session_id, operation = %c.clean(&op_id), why = %why,
                 frames = uploaded.len(), "operation did not finish cleanly; checking each asset");
-            let mut out = Vec::with_capacity(uploaded.len());
-            for (seq, name) in uploaded {
-                out.push((seq, c.check_asset(&name, &why).await));
+            let lookups = tokio::select! {
+                l = recover::look_up_all(c, uploaded.clone()) => l,
+                // Stopping: nothing is known, as when stopped while following the operation.
+                _ = stopped(&stop) => Default::default(),
+            };
+            if *stop.borrow() && lookups.is_empty() {
+                return uploaded
+                    .into_iter()
+                    .map(|(s, _)| {
+                        (
+                            s,
+                            Outcome::Unknown("stopped while checking each asset".into()),
+                        )
+                    })
+                    .collect();
+            }
+            let mut unconfirmed = 0usize;
+            let mut reason = None;
+            let out = uploaded
+                .into_iter()
+                .map(|(seq, name)| {
+                    let o = match lookups.get(&seq) {
+                        Some(Lookup::Present) => Outcome::Accepted,
+                        Some(Lookup::Absent) => {
+                            error!(filename = %name, why = %why,
+                                "the platform did not create this asset; it will be uploaded again");
+                            Outcome::Failed(format!("{why}; asset not created"))
+                        }
+                        Some(Lookup::Refused(e)) => Outcome::Retry(format!("{why}; {e}")),
+                        Some(Lookup::Unreachable(e)) => {
+                            unconfirmed += 1;
+                            reason.get_or_insert_with(|| e.clone());
+                            Outcome::Unconfirmed(format!("{why}; {e}"))
+                        }
+                        None => {
+                            unconfirmed += 1;
+                            Outcome::Unconfirmed(format!("{why}; not looked up"))
+                        }
+                    };
+                    (seq, o)
+                })
+                .collect();
+            if unconfirmed > 0 {
+                // Sending them again now could put each on the platform twice.
+                warn!(session = %session_id, frames = unconfirmed,
+                    error = reason.as_deref().unwrap_or(""),
+                    "the platform cannot be asked whether it created these assets; they keep their session and are asked about before they are sent again");
             }
             out
         }

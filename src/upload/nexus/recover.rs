@@ -1,21 +1,34 @@
-//! Start-up recovery of the sessions a crash (or a stop) left behind: the frames of a
-//! recorded session are not sent again before the platform was asked about them.
+//! Asking the platform about frames whose session's outcome is not known, before any of
+//! them is sent again: exactly once where the platform can tell.
 //!
+//! Three ways a frame gets here, each keeping the session it went into (`Frame::previous`
+//! once it is leased again):
+//! - a crash or a stop left its session open ([`recover`], at the next start);
+//! - its operation did not end cleanly and the platform could not then be asked about
+//!   its asset (`Outcome::Unconfirmed`: an outage that outlasted `operation_timeout_secs`);
+//! - the platform could not be asked at the last start or the last time round.
+//!
+//! [`recover`] (at start, one recorded session at a time):
 //! 1. `GET …/operations/{opId}`: unless it says `Finished`, `Errored` or `Cancelled`, the
 //!    session is cancelled (`:cancel`; 409 means it had ended), so no session stays open
 //!    on the platform, where an unfinished one can block annotation imports for days.
-//! 2. Each frame's asset is looked up by filename, a few at a time: present → the frame is
-//!    delivered (in the bulk metadata modes its metadata is attached again through the
-//!    normal path, which replaces it); absent → sent again; unknown (the platform could
-//!    not be asked) → sent again too, and the verdict tells the uploader the link is down.
+//! 2. Each frame's asset is looked up by filename ([`look_up_all`]).
+//!
+//! [`ask_first`] (in a running daemon, for the frames of a batch that carry a session)
+//! only looks them up. Either way: present → the frame is delivered (in the bulk
+//! metadata modes its metadata is attached again through the normal path, which replaces
+//! it); absent, or a platform that refuses to say (another 4xx) → sent again, counted as
+//! a re-send; not asked (the link is down, the server errs) → it keeps its session and
+//! is asked about the next time, and the verdict tells the uploader to wait.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use futures_util::stream::{self, StreamExt};
 use reqwest::Method;
 use tracing::{info, warn};
 
-use super::client::Client;
+use super::client::{Client, Lookup};
 use super::wire::Operation;
 use crate::config::MetadataApi;
 use crate::upload::sink::{Frame, Outcome, Report, SessionRef, Verdict};
@@ -36,64 +49,151 @@ pub(super) async fn recover(c: &Client, session: SessionRef, frames: Vec<Frame>)
     if !ended {
         c.cancel(&session.id).await;
     }
-    let names: Vec<(u64, String)> = frames
-        .iter()
-        .map(|f| (f.seq, f.meta.filename.clone()))
-        .collect();
-    let lookups: HashMap<u64, Result<bool, String>> = stream::iter(names)
-        .map(|(seq, name)| async move { (seq, c.asset_exists(&name).await) })
-        .buffer_unordered(LOOKUPS)
-        .collect()
-        .await;
-    let delivered = |f: &Frame| {
-        if f.image_delivered || c.cfg.metadata_api != MetadataApi::Session {
-            Outcome::MetadataPending("found on the platform after a restart".into())
-        } else {
-            Outcome::Accepted
-        }
-    };
-    let mut outcomes = Vec::with_capacity(frames.len());
-    let (mut present, mut absent, mut unknown) = (0usize, 0usize, 0usize);
-    let mut last_error = None;
-    for f in &frames {
-        match lookups.get(&f.seq).cloned() {
-            Some(Ok(true)) => {
-                present += 1;
-                outcomes.push((f.seq, delivered(f)));
-            }
-            Some(Ok(false)) => {
-                absent += 1;
-                outcomes.push((
-                    f.seq,
-                    Outcome::Retry("not on the platform after a restart".into()),
-                ));
-            }
-            Some(Err(e)) => {
-                unknown += 1;
-                last_error = Some(e.clone());
-                outcomes.push((
-                    f.seq,
-                    Outcome::Retry(format!("cannot ask the platform after a restart: {e}")),
-                ));
-            }
-            None => outcomes.push((f.seq, Outcome::Retry("not looked up".into()))),
-        }
-    }
+    let asked = ask(c, &frames, "after a restart").await;
     info!(session = %c.clean(&session.id), operation = overview.as_deref().unwrap_or("unknown"),
-        present, absent, unknown, cancelled = !ended,
-        "recovered an upload session left by the last run");
-    let verdict = match last_error {
-        Some(e) if present + absent == 0 => {
+        present = asked.present, absent = asked.absent, unknown = asked.unreachable,
+        cancelled = !ended, "recovered an upload session left by the last run");
+    let verdict = match &asked.error {
+        Some(e) if asked.present + asked.absent == 0 => {
             warn!(error = %e, "the platform cannot be asked about the last run's session");
-            Verdict::Offline(e)
+            Verdict::Offline(e.clone())
         }
         _ => Verdict::Ok,
     };
     Report {
-        outcomes,
+        outcomes: asked.outcomes,
         verdict,
         pending: None,
     }
+}
+
+/// [`recover`]'s lookups for the frames of a batch that carry a session they went into
+/// before (`Frame::previous`): the outcomes of those decided here (delivered, or not
+/// asked), the frames to send again now, and the verdict on the link.
+pub(super) async fn ask_first(
+    c: &Client,
+    frames: Vec<Frame>,
+) -> (Vec<(u64, Outcome)>, Vec<Frame>, Verdict) {
+    let asked = ask(c, &frames, "before sending it again").await;
+    info!(
+        frames = frames.len(),
+        present = asked.present,
+        absent = asked.absent,
+        not_asked = asked.unreachable,
+        "asked the platform about frames whose upload was not confirmed before sending them again"
+    );
+    let again: std::collections::HashSet<u64> = asked.again.iter().copied().collect();
+    let (resend, _): (Vec<Frame>, Vec<Frame>) =
+        frames.into_iter().partition(|f| again.contains(&f.seq));
+    let decided = asked
+        .outcomes
+        .into_iter()
+        .filter(|(seq, _)| !again.contains(seq))
+        .collect();
+    let verdict = match asked.error {
+        Some(e) => {
+            warn!(error = %e, frames = asked.unreachable,
+                "the platform cannot be asked about frames whose upload was not confirmed; they wait, keeping their session");
+            Verdict::Backoff {
+                reason: format!("cannot ask the platform about unconfirmed uploads: {e}"),
+                retry_after: None,
+            }
+        }
+        None => Verdict::Ok,
+    };
+    (decided, resend, verdict)
+}
+
+/// What asking about a set of frames found.
+struct Asked {
+    /// An outcome per frame: delivered, `Retry` (to be sent again) or `Unconfirmed`.
+    outcomes: Vec<(u64, Outcome)>,
+    /// The frames to send again (absent, or the platform would not say).
+    again: Vec<u64>,
+    present: usize,
+    absent: usize,
+    unreachable: usize,
+    /// Why some could not be asked.
+    error: Option<String>,
+}
+
+/// Looks each of `frames` up and decides its outcome (`when` goes into the reasons).
+async fn ask(c: &Client, frames: &[Frame], when: &str) -> Asked {
+    let names: Vec<(u64, String)> = frames
+        .iter()
+        .map(|f| (f.seq, f.meta.filename.clone()))
+        .collect();
+    let lookups = look_up_all(c, names).await;
+    let mut a = Asked {
+        outcomes: Vec::with_capacity(frames.len()),
+        again: Vec::new(),
+        present: 0,
+        absent: 0,
+        unreachable: 0,
+        error: None,
+    };
+    for f in frames {
+        let outcome = match lookups.get(&f.seq) {
+            Some(Lookup::Present) => {
+                a.present += 1;
+                found(c, f)
+            }
+            Some(Lookup::Absent) => {
+                a.absent += 1;
+                a.again.push(f.seq);
+                Outcome::Retry(format!("not on the platform {when}"))
+            }
+            Some(Lookup::Refused(e)) => {
+                a.absent += 1;
+                a.again.push(f.seq);
+                Outcome::Retry(format!("the platform will not say {when}: {e}"))
+            }
+            Some(Lookup::Unreachable(e)) => {
+                a.unreachable += 1;
+                a.error.get_or_insert_with(|| e.clone());
+                Outcome::Unconfirmed(format!("cannot ask the platform {when}: {e}"))
+            }
+            None => {
+                a.unreachable += 1;
+                Outcome::Unconfirmed("not looked up".into())
+            }
+        };
+        a.outcomes.push((f.seq, outcome));
+    }
+    a
+}
+
+/// A frame whose asset the platform has: delivered, or in the bulk metadata modes, its
+/// metadata still to attach (attaching it again is harmless).
+fn found(c: &Client, f: &Frame) -> Outcome {
+    if f.image_delivered || c.cfg.metadata_api != MetadataApi::Session {
+        Outcome::MetadataPending("found on the platform".into())
+    } else {
+        Outcome::Accepted
+    }
+}
+
+/// Looks the assets of `names` up by filename, [`LOOKUPS`] at a time. After the first
+/// lookup that cannot be made (the link is down, the server errs) the rest are not made:
+/// each would wait out its own timeout on a dead link, and their frames are asked about
+/// later anyway.
+pub(super) async fn look_up_all(c: &Client, names: Vec<(u64, String)>) -> HashMap<u64, Lookup> {
+    let down: OnceLock<String> = OnceLock::new();
+    let down = &down;
+    stream::iter(names)
+        .map(|(seq, name)| async move {
+            if let Some(e) = down.get() {
+                return (seq, Lookup::Unreachable(format!("not asked: {e}")));
+            }
+            let l = c.look_up(&name).await;
+            if let Lookup::Unreachable(e) = &l {
+                let _ = down.set(e.clone());
+            }
+            (seq, l)
+        })
+        .buffer_unordered(LOOKUPS)
+        .collect()
+        .await
 }
 
 /// The `overview` of an operation, if the platform answers it.

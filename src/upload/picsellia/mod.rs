@@ -497,8 +497,10 @@ impl PicselliaSink {
             Ok(None) => None,
             Err(e) => {
                 self.client.lookup_failed(seq, &e);
+                // Keeps its object name, asked about again; a re-send is counted by what
+                // left it unknown first (nothing was interrupted here).
                 Some(End::Now(
-                    Outcome::Unknown(format!("cannot ask the platform: {e}")),
+                    Outcome::Unconfirmed(format!("cannot ask the platform: {e}")),
                     e.verdict(),
                 ))
             }

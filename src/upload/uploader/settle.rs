@@ -1,6 +1,7 @@
 //! How the sink's outcomes reach the queue: acknowledged, released, failed, killed,
-//! marked for a metadata-only retry, or kept with their session for the next start's
-//! recovery, one index update per distinct reason.
+//! marked for a metadata-only retry, or kept with their session (for the next start's
+//! recovery, or to be asked about before they are sent again), one index update per
+//! distinct reason.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ impl<S: Sink> Uploader<S> {
         let mut rejected: Vec<(u64, String)> = Vec::new();
         let mut metadata: Vec<(u64, String)> = Vec::new();
         let mut unknown: Vec<(u64, String)> = Vec::new();
+        let mut unconfirmed: Vec<(u64, String)> = Vec::new();
         let mut unsent: Vec<(u64, String)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (seq, o) in outcomes {
@@ -33,6 +35,7 @@ impl<S: Sink> Uploader<S> {
                 Outcome::Rejected(m) => rejected.push((*seq, m.clone())),
                 Outcome::MetadataPending(m) => metadata.push((*seq, m.clone())),
                 Outcome::Unknown(m) => unknown.push((*seq, m.clone())),
+                Outcome::Unconfirmed(m) => unconfirmed.push((*seq, m.clone())),
                 Outcome::NotSent(m) => unsent.push((*seq, m.clone())),
                 Outcome::Gone => {}
             }
@@ -93,6 +96,9 @@ impl<S: Sink> Uploader<S> {
             }
             for (m, seqs) in by_reason(&unknown) {
                 q.release_for_recovery(&seqs, m);
+            }
+            for (m, seqs) in by_reason(&unconfirmed) {
+                q.release_unconfirmed(&seqs, m);
             }
             let mut dead = 0;
             for (s, m) in &failed {

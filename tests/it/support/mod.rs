@@ -42,6 +42,8 @@ pub struct TestConfig {
     pub fsync: String,
     pub extra_upload: String,
     pub retry_max_secs: u64,
+    /// `operation_timeout_secs` of the Nexus sink.
+    pub operation_timeout_secs: u64,
     pub project_id: String,
     /// Picsellia host (then the sink is Picsellia).
     pub picsellia: Option<String>,
@@ -72,6 +74,7 @@ impl TestConfig {
             fsync: "grouped".into(),
             extra_upload: String::new(),
             retry_max_secs: 2,
+            operation_timeout_secs: 10,
             project_id: fake_platform::nexus::PROJECT.to_string(),
             picsellia: None,
             extra_picsellia: String::new(),
@@ -124,8 +127,8 @@ impl TestConfig {
             _ if self.picsellia.is_some() => s += "sink = \"picsellia\"\n",
             (Some(ep), _) => {
                 s += &format!(
-                    "sink = \"nexus\"\nendpoint = \"{ep}\"\nproject_id = \"{}\"\nsecret_key_env = \"EDGECAP_TEST_SECRET\"\noperation_poll_ms = 200\nconnect_timeout_secs = 2\nrequest_timeout_secs = 5\nstall_timeout_secs = 5\noperation_timeout_secs = 10\n",
-                    self.project_id
+                    "sink = \"nexus\"\nendpoint = \"{ep}\"\nproject_id = \"{}\"\nsecret_key_env = \"EDGECAP_TEST_SECRET\"\noperation_poll_ms = 200\nconnect_timeout_secs = 2\nrequest_timeout_secs = 5\nstall_timeout_secs = 5\noperation_timeout_secs = {}\n",
+                    self.project_id, self.operation_timeout_secs
                 );
             }
             (None, Some(out)) => {

@@ -36,6 +36,11 @@ pub(super) fn route(
     match (method.as_str(), rest) {
         ("GET", ["assets"]) => list(s, query),
         ("GET", ["assetgroups"]) => groups(s, query),
+        ("GET", ["assets", _]) if s.faults.asset_lookup_5xx > 0 => {
+            s.faults.asset_lookup_5xx -= 1;
+            s.record.asset_lookups_refused += 1;
+            error(503, "ServiceUnavailableError", "asset lookups are down")
+        }
         ("GET", ["assets", key]) => match find(s, &key_of(key)) {
             Some(a) => json_response(200, asset_json(a)),
             None => not_found(),

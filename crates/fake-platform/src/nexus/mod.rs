@@ -102,6 +102,8 @@ pub struct Faults {
     pub ignore_session_metadata: bool,
     /// The next bulk metadata calls answer 503.
     pub metadata_5xx: usize,
+    /// The next asset lookups (`GET …/assets/{filename}`) answer 503.
+    pub asset_lookup_5xx: usize,
     /// Entries whose metadata holds one of these keys get a per-entry error
     /// ("invalid metadata key …"): a refusal.
     pub metadata_refuse_keys: Vec<String>,
@@ -178,6 +180,8 @@ pub struct Record {
     pub metadata_updates: BTreeMap<String, usize>,
     /// Asset list calls.
     pub asset_lists: usize,
+    /// Asset lookups answered 503 by the `asset_lookup_5xx` fault.
+    pub asset_lookups_refused: usize,
     /// Sessions created: (when, the device: the first asset's filename up to its first
     /// `_`, as edgecap's default filename template starts).
     pub sessions_created_at: Vec<(Instant, String)>,
