@@ -132,12 +132,9 @@ impl Sink for NexusSink {
         let (meta_only, full): (Vec<Frame>, Vec<Frame>) =
             batch.into_iter().partition(|f| f.image_delivered);
         let (mut outcomes, mut verdict) = attach(&self.client, &meta_jobs(&meta_only)).await;
-        // A session recorded by the Picsellia sink of an earlier config: nothing to ask.
-        let (asked, mut full): (Vec<Frame>, Vec<Frame>) = full.into_iter().partition(|f| {
-            f.previous
-                .as_ref()
-                .is_some_and(|s| s.operation != crate::upload::picsellia::OBJECT_SESSION)
-        });
+        let (asked, mut full): (Vec<Frame>, Vec<Frame>) = full
+            .into_iter()
+            .partition(|f| f.previous.as_ref().is_some_and(recover::asked_of_nexus));
         if !asked.is_empty() {
             let seqs: Vec<u64> = asked.iter().map(|f| f.seq).collect();
             tokio::select! {
@@ -149,9 +146,10 @@ impl Sink for NexusSink {
                 _ = stopped(stop) => {
                     // Not asked yet: they keep their session, for the next start to ask.
                     let why = "stopped before the platform was asked";
-                    outcomes.extend(seqs.into_iter().map(|s| (s, Outcome::Unconfirmed(why.into()))));
-                    outcomes.extend(full.iter().map(|f| (f.seq, Outcome::Retry("shutting down".into()))));
-                    return Report { outcomes, verdict, pending: None };
+                    let mut report = Report::retry_all(&full, "shutting down", verdict);
+                    report.outcomes.extend(outcomes);
+                    report.outcomes.extend(seqs.into_iter().map(|s| (s, Outcome::Unconfirmed(why.into()))));
+                    return report;
                 }
             }
         }

@@ -44,12 +44,12 @@ pub(super) async fn finish(
         OpEnd::Check(why) => {
             warn!(session = %session_id, operation = %c.clean(&op_id), why = %why,
                 frames = uploaded.len(), "operation did not finish cleanly; checking each asset");
-            let lookups = tokio::select! {
-                l = recover::look_up_all(c, uploaded.clone()) => l,
+            let looked = tokio::select! {
+                l = recover::look_up_all(c, uploaded.clone()) => Some(l),
                 // Stopping: nothing is known, as when stopped while following the operation.
-                _ = stopped(&stop) => Default::default(),
+                _ = stopped(&stop) => None,
             };
-            if *stop.borrow() && lookups.is_empty() {
+            let Some(lookups) = looked else {
                 return uploaded
                     .into_iter()
                     .map(|(s, _)| {
@@ -59,7 +59,7 @@ pub(super) async fn finish(
                         )
                     })
                     .collect();
-            }
+            };
             let mut unconfirmed = 0usize;
             let mut reason = None;
             let out = uploaded

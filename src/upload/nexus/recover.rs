@@ -37,7 +37,7 @@ use crate::upload::sink::{Frame, Outcome, Report, SessionRef, Verdict};
 const LOOKUPS: usize = 4;
 
 pub(super) async fn recover(c: &Client, session: SessionRef, frames: Vec<Frame>) -> Report {
-    if session.operation == crate::upload::picsellia::OBJECT_SESSION {
+    if !asked_of_nexus(&session) {
         // Recorded by the Picsellia sink of an earlier config: nothing to ask Nexus.
         return Report::retry_all(&frames, "recorded by another sink", Verdict::Ok);
     }
@@ -67,6 +67,12 @@ pub(super) async fn recover(c: &Client, session: SessionRef, frames: Vec<Frame>)
     }
 }
 
+/// Whether Nexus can be asked about a frame of `session`: not when the Picsellia sink of
+/// an earlier config recorded it (an object name, not an upload session).
+pub(super) fn asked_of_nexus(session: &SessionRef) -> bool {
+    session.operation != crate::upload::picsellia::OBJECT_SESSION
+}
+
 /// [`recover`]'s lookups for the frames of a batch that carry a session they went into
 /// before (`Frame::previous`): the outcomes of those decided here (delivered, or not
 /// asked), the frames to send again now, and the verdict on the link.
@@ -82,13 +88,21 @@ pub(super) async fn ask_first(
         not_asked = asked.unreachable,
         "asked the platform about frames whose upload was not confirmed before sending them again"
     );
-    let again: std::collections::HashSet<u64> = asked.again.iter().copied().collect();
-    let (resend, _): (Vec<Frame>, Vec<Frame>) =
-        frames.into_iter().partition(|f| again.contains(&f.seq));
+    // The ones to send again are those `ask` decided to retry.
+    let again: std::collections::HashSet<u64> = asked
+        .outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Retry(_)))
+        .map(|(s, _)| *s)
+        .collect();
     let decided = asked
         .outcomes
         .into_iter()
-        .filter(|(seq, _)| !again.contains(seq))
+        .filter(|(s, _)| !again.contains(s))
+        .collect();
+    let resend = frames
+        .into_iter()
+        .filter(|f| again.contains(&f.seq))
         .collect();
     let verdict = match asked.error {
         Some(e) => {
@@ -106,10 +120,9 @@ pub(super) async fn ask_first(
 
 /// What asking about a set of frames found.
 struct Asked {
-    /// An outcome per frame: delivered, `Retry` (to be sent again) or `Unconfirmed`.
+    /// An outcome per frame: delivered, `Retry` (to be sent again: absent, or the
+    /// platform would not say) or `Unconfirmed`.
     outcomes: Vec<(u64, Outcome)>,
-    /// The frames to send again (absent, or the platform would not say).
-    again: Vec<u64>,
     present: usize,
     absent: usize,
     unreachable: usize,
@@ -126,7 +139,6 @@ async fn ask(c: &Client, frames: &[Frame], when: &str) -> Asked {
     let lookups = look_up_all(c, names).await;
     let mut a = Asked {
         outcomes: Vec::with_capacity(frames.len()),
-        again: Vec::new(),
         present: 0,
         absent: 0,
         unreachable: 0,
@@ -140,12 +152,10 @@ async fn ask(c: &Client, frames: &[Frame], when: &str) -> Asked {
             }
             Some(Lookup::Absent) => {
                 a.absent += 1;
-                a.again.push(f.seq);
                 Outcome::Retry(format!("not on the platform {when}"))
             }
             Some(Lookup::Refused(e)) => {
                 a.absent += 1;
-                a.again.push(f.seq);
                 Outcome::Retry(format!("the platform will not say {when}: {e}"))
             }
             Some(Lookup::Unreachable(e)) => {
