@@ -378,6 +378,18 @@ impl State {
     }
 }
 
+/// Fault injection for the tests: `EDGECAP_FAULT_SLOW_UNLINK_MS=N` makes each deletion
+/// of a finished frame's file take N ms more, as on an SD card that stalls.
+#[cfg(feature = "fault-injection")]
+fn injected_slow_unlink() {
+    if let Some(ms) = std::env::var("EDGECAP_FAULT_SLOW_UNLINK_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
 pub(super) fn io_err<'a>(
     what: &'static str,
     path: &'a Path,
@@ -517,6 +529,8 @@ impl Queue {
                             .keep(seq, &path);
                         continue;
                     }
+                    #[cfg(feature = "fault-injection")]
+                    injected_slow_unlink();
                     if let Err(e) = std::fs::remove_file(&path)
                         && e.kind() != std::io::ErrorKind::NotFound
                     {

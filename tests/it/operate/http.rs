@@ -1,12 +1,12 @@
 //! `[daemon] http_listen`: `/metrics` parsed with a Prometheus parser (`prometheus-parse`)
 //! through a real HTTP client, `/status`, and a camera's newest frame served while it
-//! captures.
+//! captures; `/status` answered while the queue thread is busy.
 
 use std::time::{Duration, Instant};
 
 use prometheus_parse::{Scrape, Value};
 
-use crate::support::{Daemon, TestConfig, free_port};
+use crate::support::{Daemon, TestConfig, bin, free_port};
 
 fn value(v: &Value) -> f64 {
     match v {
@@ -142,6 +142,94 @@ async fn metrics_status_and_a_snapshot_are_served_while_capturing() {
         .unwrap();
     assert_eq!(r.status(), 404);
 
+    d.signal("TERM");
+    assert!(
+        d.wait(Duration::from_secs(30)).await.success(),
+        "{}",
+        d.log_text()
+    );
+}
+
+/// `/status` does not wait for the queue thread's work: frames delivered show as uploaded
+/// while their files are still being deleted (each deletion slowed to 1 s by fault
+/// injection, as on an SD card that stalls), not only once all of them are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_a_delivery_while_the_queue_thread_still_deletes_its_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("images");
+    std::fs::create_dir(&folder).unwrap();
+    for i in 0..6u32 {
+        let img =
+            image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([i as u8 * 40, x as u8, y as u8]));
+        img.save(folder.join(format!("img{i}.jpg"))).unwrap();
+    }
+    let mut cfg = TestConfig::nexus(tmp.path(), "http://unused");
+    cfg.endpoint = None;
+    cfg.out_dir = Some(tmp.path().join("out"));
+    let port = free_port();
+    // A camera that never delivers a frame: the queue holds only the six enqueued.
+    let text = cfg
+        .render()
+        .replace(
+            "[daemon]\n",
+            &format!("[daemon]\nhttp_listen = \"127.0.0.1:{port}\"\n"),
+        )
+        .replace(
+            "type = \"test_pattern\"\nwidth = 160\nheight = 120\n",
+            "type = \"command\"\nargv = [\"sleep\", \"3600\"]\n",
+        );
+    let config = tmp.path().join("edgecap.toml");
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["enqueue", "--config"])
+        .arg(&config)
+        .arg(&folder)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spool = cfg.queue_dir.join("spool");
+    let files = || std::fs::read_dir(&spool).unwrap().count();
+    assert_eq!(files(), 6);
+
+    let mut d = Daemon::start_env(
+        &config,
+        &tmp.path().join("log"),
+        &[("EDGECAP_FAULT_SLOW_UNLINK_MS", "1000")],
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/status");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let left = loop {
+        if let Ok(r) = client.get(&url).send().await {
+            let st: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+            if st["counters"]["uploaded"].as_u64() == Some(6) {
+                break files();
+            }
+        }
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Six deletions take six seconds: the answer came before they were done.
+    assert!(
+        left >= 1,
+        "status answered only after every file was deleted"
+    );
+    // And they are all deleted in the end.
+    while files() > 0 {
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let delivered = std::fs::read_dir(tmp.path().join("out"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jpg"))
+        .count();
+    assert_eq!(delivered, 6);
     d.signal("TERM");
     assert!(
         d.wait(Duration::from_secs(30)).await.success(),
