@@ -61,11 +61,10 @@ pub(super) async fn finish(
                     .collect();
             };
             let mut unconfirmed = 0usize;
-            let mut reason = None;
             let out = uploaded
                 .into_iter()
                 .map(|(seq, name)| {
-                    let o = match lookups.get(&seq) {
+                    let o = match lookups.each.get(&seq) {
                         Some(Lookup::Present) => Outcome::Accepted,
                         Some(Lookup::Absent) => {
                             error!(filename = %name, why = %why,
@@ -75,7 +74,6 @@ pub(super) async fn finish(
                         Some(Lookup::Refused(e)) => Outcome::Retry(format!("{why}; {e}")),
                         Some(Lookup::Unreachable(e)) => {
                             unconfirmed += 1;
-                            reason.get_or_insert_with(|| e.clone());
                             Outcome::Unconfirmed(format!("{why}; {e}"))
                         }
                         None => {
@@ -89,7 +87,7 @@ pub(super) async fn finish(
             if unconfirmed > 0 {
                 // Sending them again now could put each on the platform twice.
                 warn!(session = %session_id, frames = unconfirmed,
-                    error = reason.as_deref().unwrap_or(""),
+                    error = lookups.failure.as_deref().unwrap_or(""),
                     "the platform cannot be asked whether it created these assets; they keep their session and are asked about before they are sent again");
             }
             out

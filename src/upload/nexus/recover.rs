@@ -142,10 +142,10 @@ async fn ask(c: &Client, frames: &[Frame], when: &str) -> Asked {
         present: 0,
         absent: 0,
         unreachable: 0,
-        error: None,
+        error: lookups.failure,
     };
     for f in frames {
-        let outcome = match lookups.get(&f.seq) {
+        let outcome = match lookups.each.get(&f.seq) {
             Some(Lookup::Present) => {
                 a.present += 1;
                 found(c, f)
@@ -160,7 +160,6 @@ async fn ask(c: &Client, frames: &[Frame], when: &str) -> Asked {
             }
             Some(Lookup::Unreachable(e)) => {
                 a.unreachable += 1;
-                a.error.get_or_insert_with(|| e.clone());
                 Outcome::Unconfirmed(format!("cannot ask the platform {when}: {e}"))
             }
             None => {
@@ -183,13 +182,34 @@ fn found(c: &Client, f: &Frame) -> Outcome {
     }
 }
 
+/// What [`look_up_all`] found.
+pub(super) struct Lookups {
+    /// Each frame's answer; a frame whose lookup was skipped after a failure is
+    /// `Unreachable` ("not asked: ...").
+    pub each: HashMap<u64, Lookup>,
+    /// Why the first lookup that could not be made failed: the reason a summary gives,
+    /// never a skipped frame's "not asked".
+    pub failure: Option<String>,
+}
+
 /// Looks the assets of `names` up by filename, [`LOOKUPS`] at a time. After the first
 /// lookup that cannot be made (the link is down, the server errs) the rest are not made:
 /// each would wait out its own timeout on a dead link, and their frames are asked about
 /// later anyway.
-pub(super) async fn look_up_all(c: &Client, names: Vec<(u64, String)>) -> HashMap<u64, Lookup> {
+pub(super) async fn look_up_all(c: &Client, names: Vec<(u64, String)>) -> Lookups {
     let down: OnceLock<String> = OnceLock::new();
-    let down = &down;
+    let each = look_up_until_down(c, names, &down).await;
+    Lookups {
+        each,
+        failure: down.into_inner(),
+    }
+}
+
+async fn look_up_until_down(
+    c: &Client,
+    names: Vec<(u64, String)>,
+    down: &OnceLock<String>,
+) -> HashMap<u64, Lookup> {
     stream::iter(names)
         .map(|(seq, name)| async move {
             if let Some(e) = down.get() {
