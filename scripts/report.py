@@ -4,7 +4,7 @@
     scripts/report.py reliability FIGURES.jsonl SECONDS   > RELIABILITY.md
     scripts/report.py encode RUST.txt CJ CJ0 DJ DJ0 CJ_BYTES QUALITY   (BENCHMARKS.md section)
 
-`scripts/bench` and `scripts/fleet` import `machine()`, `replace_section()` and
+`scripts/bench` (with its `benchlib`) and `scripts/fleet` import `machine()`, `replace_section()` and
 `build_release()` from here (and `scripts/bench` `source_commit()`), so the machine line,
 the marked-section update, the release build and the commit a run names are written once.
 """

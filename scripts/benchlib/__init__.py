@@ -1,0 +1,1 @@
+"""The parts of `scripts/bench`, one module each; `common` and `places` are what they share."""
