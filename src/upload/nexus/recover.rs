@@ -198,32 +198,27 @@ pub(super) struct Lookups {
 /// later anyway.
 pub(super) async fn look_up_all(c: &Client, names: Vec<(u64, String)>) -> Lookups {
     let down: OnceLock<String> = OnceLock::new();
-    let each = look_up_until_down(c, names, &down).await;
+    let each = {
+        let down = &down;
+        stream::iter(names)
+            .map(|(seq, name)| async move {
+                if let Some(e) = down.get() {
+                    return (seq, Lookup::Unreachable(format!("not asked: {e}")));
+                }
+                let l = c.look_up(&name).await;
+                if let Lookup::Unreachable(e) = &l {
+                    let _ = down.set(e.clone());
+                }
+                (seq, l)
+            })
+            .buffer_unordered(LOOKUPS)
+            .collect()
+            .await
+    };
     Lookups {
         each,
         failure: down.into_inner(),
     }
-}
-
-async fn look_up_until_down(
-    c: &Client,
-    names: Vec<(u64, String)>,
-    down: &OnceLock<String>,
-) -> HashMap<u64, Lookup> {
-    stream::iter(names)
-        .map(|(seq, name)| async move {
-            if let Some(e) = down.get() {
-                return (seq, Lookup::Unreachable(format!("not asked: {e}")));
-            }
-            let l = c.look_up(&name).await;
-            if let Lookup::Unreachable(e) = &l {
-                let _ = down.set(e.clone());
-            }
-            (seq, l)
-        })
-        .buffer_unordered(LOOKUPS)
-        .collect()
-        .await
 }
 
 /// The `overview` of an operation, if the platform answers it.
