@@ -4,7 +4,7 @@ import collections
 import os
 
 from report import machine, replace_section
-from benchlib.common import ROOT, ROUNDS, SDKS, spread
+from benchlib.common import PARTS, ROOT, ROUNDS, SDKS, spread
 
 
 # The keys of `rows` that say which part wrote which keys, and when and on which commit
@@ -232,7 +232,7 @@ def render(rows):
         o.append("")
     o += goals(rows)
     o.append("Reproduce: `sudo scripts/bench` (the link part needs root for network "
-             "namespaces; `--only upload,sinks,verify,queue,memory,scale,link,cap` picks parts; "
+             f"namespaces; `--only {','.join(PARTS)}` picks parts; "
              "`BENCH_ROUNDS` sets the rounds, 3 by default, 5 end to end).")
     return "\n".join(o)
 
